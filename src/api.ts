@@ -1,0 +1,101 @@
+/**
+ * The public shape of a running node. `Foundation.start()` returns a `FoundationNode`.
+ * Surfaces (HTTP, CLI) are written against these interfaces only.
+ */
+import type { EventEmitter } from 'node:events';
+import type { Registry } from 'prom-client';
+import type { LaneName, Member, NodeIdentity, DownReason } from './mesh/types.js';
+
+/** Per-lane counters of one link, or summed over all links. */
+export interface LaneCounters {
+  messagesSent: number;
+  bytesSent: number;
+  messagesReceived: number;
+  bytesReceived: number;
+  /** Messages dropped by the lane's overflow policy (telemetry lane: drop-oldest). */
+  dropped: number;
+  /** Bytes currently queued and not yet written to the socket. */
+  queuedBytes: number;
+}
+
+/** Counters the mesh keeps for metrics and diagnostics. */
+export interface MeshStats {
+  lanes: Record<LaneName, LaneCounters>;
+  handshakeFailures: Record<string, number>;
+  framesRejected: number;
+  heartbeatPacketsDropped: number;
+  memberEvents: { up: number; down: Record<DownReason, number> };
+  linksOpened: number;
+  linksClosed: number;
+}
+
+/** This node's own health as seen from inside. */
+export interface LocalHealth {
+  /** Main-thread event-loop delay, in milliseconds. */
+  loopLag: { p50Ms: number; p99Ms: number; maxMs: number };
+  /** `ok`, or `degraded` when the loop lag p99 is above `degradedLoopLagMs`. */
+  status: 'ok' | 'degraded';
+}
+
+/** Cluster membership as this node sees it. Events: 'up' (member), 'down' (member, reason), 'suspect' (member), 'alive' (member). */
+export interface ClusterView extends EventEmitter {
+  /** This node. */
+  readonly self: NodeIdentity;
+  /** Current members other than this node, including down ones that have not been forgotten yet. Hidden nodes are excluded unless asked. */
+  members(opts?: { includeHidden?: boolean; includeDown?: boolean }): Member[];
+  /** A member by name, if known. */
+  member(name: string): Member | undefined;
+  /** True once the node has started and, if it has static/discovered peers, has tried to join them. */
+  isReady(): boolean;
+}
+
+/** Options of one send. */
+export interface SendOptions {
+  /** Lane to carry the message. Default `events`. */
+  lane?: LaneName;
+}
+
+/** Options of one request. */
+export interface RequestOptions extends SendOptions {
+  /** Milliseconds to wait for the reply. Default 5000. */
+  timeoutMs?: number;
+}
+
+/** Context given to a handler. */
+export interface MessageContext {
+  /** Sender node name. */
+  from: string;
+  topic: string;
+  lane: LaneName;
+}
+
+export type MessageHandler = (payload: unknown, ctx: MessageContext) => unknown | Promise<unknown>;
+
+/** Node-to-node messaging over the authenticated links. */
+export interface MeshMessaging {
+  /** Send to one node. Returns false when the lane is over its high-water mark (the message is queued anyway); await `drained()` before sending more. */
+  send(node: string, topic: string, payload: unknown, opts?: SendOptions): boolean;
+  /** Request/response: resolves with the handler's return value on the remote node. */
+  request<T = unknown>(node: string, topic: string, payload: unknown, opts?: RequestOptions): Promise<T>;
+  /** Register the handler for a topic. Replies to requests with its return value. Returns an unregister function. */
+  handle(topic: string, handler: MessageHandler): () => void;
+  /** Resolves when the lane to `node` is back under its high-water mark. */
+  drained(node: string, lane?: LaneName): Promise<void>;
+  /** Counters. */
+  stats(): MeshStats;
+}
+
+/** A running Foundation node. */
+export interface FoundationNode {
+  /** Name, address and incarnation. */
+  readonly id: NodeIdentity;
+  readonly cluster: ClusterView;
+  readonly mesh: MeshMessaging;
+  /** Prometheus registry holding this node's metrics. */
+  readonly metrics: Registry;
+  /** Address of the HTTP admin server (`host:port`), when enabled. */
+  readonly httpAddress: string | undefined;
+  health(): LocalHealth;
+  /** Leave the cluster gracefully (peers see reason `left`) and release every resource. */
+  stop(): Promise<void>;
+}

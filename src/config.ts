@@ -1,0 +1,218 @@
+/**
+ * Start options: the zod schema, the defaults, and errors that name the key, the allowed values
+ * and a did-you-mean suggestion.
+ */
+import { z } from 'zod';
+import { ConfigError } from './errors.js';
+import { NODE_NAME_PATTERN } from './mesh/identity.js';
+
+const port = z.number().int().min(0).max(65535);
+const positiveMs = z.number().int().positive();
+
+const strategyRef = z.union([z.string().min(1), z.custom<new (config: never) => unknown>((v) => typeof v === 'function', 'expected a strategy name or class')]);
+
+const topologySchema = z.strictObject({
+  strategy: strategyRef,
+  config: z.record(z.string(), z.unknown()).optional(),
+});
+
+const clusterShorthand = z.discriminatedUnion('strategy', [
+  z.strictObject({ strategy: z.literal('static'), hosts: z.array(z.string()) }),
+  z.strictObject({ strategy: z.literal('local'), dir: z.string().optional() }),
+]);
+
+const laneSchema = z.strictObject({
+  highWaterMark: z.number().int().positive().optional(),
+  hardLimit: z.number().int().positive().optional(),
+  overflow: z.enum(['backpressure', 'drop-oldest']).optional(),
+});
+
+export const optionsSchema = z.strictObject({
+  name: z.string().regex(NODE_NAME_PATTERN, 'letters, digits and ._@:- only, at most 128 characters, starting with a letter or digit').optional(),
+  host: z.string().min(1).optional(),
+  port: port.optional(),
+  advertiseHost: z.string().min(1).optional(),
+  clusterName: z.string().min(1).max(128).optional(),
+  secret: z.union([z.string().min(1), z.instanceof(Uint8Array)]).optional(),
+  insecure: z.boolean().optional(),
+  cookieFile: z.string().optional(),
+  hidden: z.boolean().optional(),
+  tls: z
+    .strictObject({
+      key: z.union([z.string(), z.instanceof(Buffer)]),
+      cert: z.union([z.string(), z.instanceof(Buffer)]),
+      ca: z.union([z.string(), z.instanceof(Buffer), z.array(z.union([z.string(), z.instanceof(Buffer)]))]).optional(),
+      requestCert: z.boolean().optional(),
+      rejectUnauthorized: z.boolean().optional(),
+      serverName: z.string().optional(),
+    })
+    .optional(),
+  cluster: z.union([z.boolean(), clusterShorthand]).optional(),
+  topologies: z.record(z.string(), topologySchema).optional(),
+  failureDetector: z
+    .strictObject({
+      heartbeatIntervalMs: positiveMs.optional(),
+      phiThreshold: z.number().positive().optional(),
+      suspectPhi: z.number().positive().optional(),
+      acceptablePauseMs: z.number().int().min(0).optional(),
+      minStdDevMs: positiveMs.optional(),
+      maxMainStallMs: positiveMs.optional(),
+    })
+    .optional(),
+  heartbeatPort: port.optional(),
+  http: z.union([z.literal(false), z.strictObject({ host: z.string().optional(), port: port })]).optional(),
+  maxFrameBytes: z.number().int().min(70_000).optional(),
+  maxMessageBytes: z.number().int().positive().optional(),
+  fragmentBytes: z.number().int().min(1024).max(1 << 20).optional(),
+  lanes: z
+    .strictObject({
+      control: laneSchema.optional(),
+      events: laneSchema.optional(),
+      telemetry: laneSchema.optional(),
+      bulk: laneSchema.optional(),
+      mode: z.enum(['priority', 'fifo']).optional(),
+    })
+    .optional(),
+  handshakeTimeoutMs: positiveMs.optional(),
+  connectTimeoutMs: positiveMs.optional(),
+  reconnect: z.strictObject({ baseMs: positiveMs, maxMs: positiveMs }).optional(),
+  degradedLoopLagMs: positiveMs.optional(),
+  logger: z.custom<object>((v) => typeof v === 'object' && v !== null, 'expected a pino-compatible logger').optional(),
+});
+
+export type ParsedOptions = z.infer<typeof optionsSchema>;
+
+function levenshtein(a: string, b: string): number {
+  const d: number[] = Array.from({ length: b.length + 1 }, (_, i) => i);
+  for (let i = 1; i <= a.length; i++) {
+    let prev = d[0] as number;
+    d[0] = i;
+    for (let j = 1; j <= b.length; j++) {
+      const tmp = d[j] as number;
+      d[j] = Math.min((d[j] as number) + 1, (d[j - 1] as number) + 1, prev + (a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1));
+      prev = tmp;
+    }
+  }
+  return d[b.length] as number;
+}
+
+/** The closest allowed word, if it is close enough to be a plausible typo. */
+export function didYouMean(word: string, allowed: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestD = Number.POSITIVE_INFINITY;
+  for (const a of allowed) {
+    const dist = levenshtein(word, a);
+    if (dist < bestD) {
+      best = a;
+      bestD = dist;
+    }
+  }
+  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
+}
+
+function shapeAt(schema: z.ZodType, path: PropertyKey[]): z.ZodType | undefined {
+  let s: z.ZodType | undefined = schema;
+  for (const key of path) {
+    if (!s) return undefined;
+    s = unwrap(s);
+    if (s instanceof z.ZodObject) s = (s.shape as Record<string, z.ZodType>)[String(key)];
+    else if (s instanceof z.ZodRecord) s = s.valueType as z.ZodType;
+    else if (s instanceof z.ZodUnion) s = (s.options as z.ZodType[]).map(unwrap).find((o) => o instanceof z.ZodObject);
+    else return undefined;
+  }
+  return s ? unwrap(s) : undefined;
+}
+
+function unwrap(s: z.ZodType): z.ZodType {
+  let cur = s;
+  while (cur instanceof z.ZodOptional || cur instanceof z.ZodNullable) cur = cur.unwrap() as z.ZodType;
+  if (cur instanceof z.ZodUnion) {
+    const obj = (cur.options as z.ZodType[]).map((o) => (o instanceof z.ZodOptional ? (o.unwrap() as z.ZodType) : o)).find((o) => o instanceof z.ZodObject);
+    if (obj) return obj;
+  }
+  return cur;
+}
+
+function formatPath(path: PropertyKey[]): string {
+  return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('') || '(root)';
+}
+
+/** Turns the first zod issue into a ConfigError naming the key, the allowed values and a suggestion. */
+export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSchema, prefix = ''): ConfigError {
+  const issue = error.issues[0] as z.core.$ZodIssue;
+  const path = [...(prefix ? [prefix] : []), ...issue.path] as PropertyKey[];
+  if (issue.code === 'unrecognized_keys') {
+    const shape = shapeAt(schema, issue.path as PropertyKey[]);
+    const allowed = shape instanceof z.ZodObject ? Object.keys(shape.shape) : [];
+    const key = issue.keys[0] as string;
+    const hint = didYouMean(key, allowed);
+    return new ConfigError(formatPath([...path, key]), `unknown key${hint ? `; did you mean "${hint}"?` : ''} Allowed keys: ${allowed.join(', ')}`);
+  }
+  if (issue.code === 'invalid_value') {
+    const allowed = issue.values.map((v) => JSON.stringify(v));
+    return new ConfigError(formatPath(path), `${issue.message}. Allowed values: ${allowed.join(', ')}`);
+  }
+  if (issue.code === 'invalid_union') {
+    const discriminator = findDiscriminatorIssue(issue);
+    if (discriminator) {
+      const allowed = discriminators(schema, issue.path as PropertyKey[]);
+      const given = discriminator.input;
+      const hint = typeof given === 'string' ? didYouMean(given, allowed.map((a) => JSON.parse(a) as string)) : undefined;
+      return new ConfigError(
+        formatPath([...path, 'strategy']),
+        `unknown strategy ${JSON.stringify(given)}${hint ? `; did you mean "${hint}"?` : ''} Allowed values: ${allowed.join(', ')}`,
+      );
+    }
+    // Report the most specific branch's problem rather than a bare "Invalid input".
+    const nested = issue.errors.flat().find((e) => e.code !== 'invalid_type' || e.path.length > 0);
+    if (nested) return toConfigError({ issues: [{ ...nested, path: [...issue.path, ...nested.path] }] } as unknown as z.ZodError, schema, prefix);
+  }
+  return new ConfigError(formatPath(path), issue.message);
+}
+
+function findDiscriminatorIssue(issue: z.core.$ZodIssue): { input: unknown } | undefined {
+  if (issue.code !== 'invalid_union') return undefined;
+  if ('note' in issue && issue.note === 'No matching discriminator') {
+    const input = (issue as { input?: unknown }).input;
+    const disc = typeof input === 'object' && input !== null ? (input as Record<string, unknown>)[String((issue as { discriminator?: string }).discriminator ?? 'strategy')] : input;
+    return { input: disc };
+  }
+  for (const e of issue.errors.flat()) {
+    const found = findDiscriminatorIssue(e);
+    if (found) return found;
+  }
+  return undefined;
+}
+
+function discriminators(schema: z.ZodType, path: PropertyKey[]): string[] {
+  let s: z.ZodType | undefined = schema;
+  for (const key of path) {
+    s = s ? unwrapOptional(s) : undefined;
+    if (s instanceof z.ZodObject) s = (s.shape as Record<string, z.ZodType>)[String(key)];
+  }
+  s = s ? unwrapOptional(s) : undefined;
+  const out: string[] = [];
+  const visit = (t: z.ZodType): void => {
+    const u = unwrapOptional(t);
+    if (u instanceof z.ZodDiscriminatedUnion || u instanceof z.ZodUnion) for (const o of u.options as z.ZodType[]) visit(o);
+    else if (u instanceof z.ZodObject) {
+      const lit = (u.shape as Record<string, z.ZodType>).strategy;
+      if (lit instanceof z.ZodLiteral) out.push(JSON.stringify(lit.value));
+    }
+  };
+  if (s) visit(s);
+  return out;
+}
+
+function unwrapOptional(s: z.ZodType): z.ZodType {
+  let cur = s;
+  while (cur instanceof z.ZodOptional) cur = cur.unwrap() as z.ZodType;
+  return cur;
+}
+
+/** Validates start options eagerly; throws ConfigError on the first problem. */
+export function parseOptions(input: unknown): ParsedOptions {
+  const r = optionsSchema.safeParse(input ?? {}, { reportInput: true });
+  if (!r.success) throw toConfigError(r.error);
+  return r.data;
+}

@@ -1,0 +1,138 @@
+/**
+ * Foundation's error classes. Every error thrown or emitted by Foundation is a
+ * `FoundationError` (or subclass) with a stable `code`. The registry below is the
+ * single source of truth; `docs/errors.md` documents each code.
+ */
+
+/** Stable error codes, documented in docs/errors.md. */
+export const ErrorCodes = {
+  /** A configuration value is missing, of the wrong type, or not among the allowed values. */
+  CONFIG_INVALID: 'FOUNDATION_CONFIG_INVALID',
+  /** Production start refused: no shared secret and `insecure` was not set. */
+  SECRET_REQUIRED: 'FOUNDATION_SECRET_REQUIRED',
+  /** A value cannot be encoded by the wire codec (function, symbol, class instance with no codec...). */
+  NOT_SERIALIZABLE: 'FOUNDATION_NOT_SERIALIZABLE',
+  /** A frame on the wire is malformed or larger than `maxFrameBytes`. Closes only that link. */
+  FRAME_INVALID: 'FOUNDATION_FRAME_INVALID',
+  /** A reassembled message exceeds `maxMessageBytes`. Closes only that link. */
+  MESSAGE_TOO_LARGE: 'FOUNDATION_MESSAGE_TOO_LARGE',
+  /** The link handshake failed: wrong secret, replayed challenge, protocol version or cluster mismatch. */
+  HANDSHAKE_FAILED: 'FOUNDATION_HANDSHAKE_FAILED',
+  /** A lane's queue passed its hard limit; the message was not queued. */
+  LANE_OVERFLOW: 'FOUNDATION_LANE_OVERFLOW',
+  /** The destination node is not a connected member. */
+  NODE_UNREACHABLE: 'FOUNDATION_NODE_UNREACHABLE',
+  /** A request got no reply within its timeout. */
+  REQUEST_TIMEOUT: 'FOUNDATION_REQUEST_TIMEOUT',
+  /** The remote handler of a request threw; `cause` carries the remote error. */
+  REMOTE_ERROR: 'FOUNDATION_REMOTE_ERROR',
+  /** No handler is registered on the remote node for the request's topic. */
+  NO_HANDLER: 'FOUNDATION_NO_HANDLER',
+  /** The link closed while a request was waiting for its reply. */
+  LINK_CLOSED: 'FOUNDATION_LINK_CLOSED',
+  /** The node is stopped (or stopping) and cannot do the requested operation. */
+  NODE_STOPPED: 'FOUNDATION_NODE_STOPPED',
+  /** A discovery strategy failed a lookup; the cluster is kept as it is. */
+  DISCOVERY_LOOKUP_FAILED: 'FOUNDATION_DISCOVERY_LOOKUP_FAILED',
+} as const;
+
+export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
+
+/** Base class of every Foundation error. `code` is stable across releases. */
+export class FoundationError extends Error {
+  readonly code: ErrorCode;
+  constructor(code: ErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FoundationError';
+    this.code = code;
+  }
+}
+
+/** A configuration key holds a value that is not allowed. */
+export class ConfigError extends FoundationError {
+  /** Dotted path of the offending key, e.g. `failureDetector.phiThreshold`. */
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super(ErrorCodes.CONFIG_INVALID, `Invalid configuration at "${key}": ${message}`);
+    this.name = 'ConfigError';
+    this.key = key;
+  }
+}
+
+/** Raised at the call site when a value cannot cross the wire. */
+export class SerializationError extends FoundationError {
+  /** Path inside the value where the offending part sits, e.g. `$.user.callback`. */
+  readonly path: string;
+  constructor(path: string, message: string) {
+    super(ErrorCodes.NOT_SERIALIZABLE, `Value is not serializable at ${path}: ${message}`);
+    this.name = 'SerializationError';
+    this.path = path;
+  }
+}
+
+/** Malformed, oversized or otherwise invalid bytes on a link. */
+export class FrameError extends FoundationError {
+  constructor(code: typeof ErrorCodes.FRAME_INVALID | typeof ErrorCodes.MESSAGE_TOO_LARGE, message: string) {
+    super(code, message);
+    this.name = 'FrameError';
+  }
+}
+
+/** The link handshake was refused. `reason` is machine-readable. */
+export class HandshakeError extends FoundationError {
+  readonly reason: HandshakeFailureReason;
+  constructor(reason: HandshakeFailureReason, message: string) {
+    super(ErrorCodes.HANDSHAKE_FAILED, message);
+    this.name = 'HandshakeError';
+    this.reason = reason;
+  }
+}
+
+/** Why a handshake was refused. */
+export type HandshakeFailureReason =
+  | 'bad-secret'
+  | 'version-mismatch'
+  | 'cluster-mismatch'
+  | 'duplicate-link'
+  | 'stale-incarnation'
+  | 'self-connection'
+  | 'protocol'
+  | 'timeout'
+  | 'shutting-down';
+
+/** A lane refused a message because its queue passed the hard limit. */
+export class LaneOverflowError extends FoundationError {
+  constructor(lane: string, queuedBytes: number, limit: number) {
+    super(ErrorCodes.LANE_OVERFLOW, `Lane "${lane}" holds ${queuedBytes} bytes, over its hard limit of ${limit}; the peer is not reading`);
+    this.name = 'LaneOverflowError';
+  }
+}
+
+/** Errors on the request/response and send paths. */
+export class MessagingError extends FoundationError {
+  constructor(
+    code:
+      | typeof ErrorCodes.NODE_UNREACHABLE
+      | typeof ErrorCodes.REQUEST_TIMEOUT
+      | typeof ErrorCodes.REMOTE_ERROR
+      | typeof ErrorCodes.NO_HANDLER
+      | typeof ErrorCodes.LINK_CLOSED
+      | typeof ErrorCodes.NODE_STOPPED,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(code, message, options);
+    this.name = 'MessagingError';
+  }
+}
+
+/** Start refused because no secret was configured in production. */
+export class SecretRequiredError extends FoundationError {
+  constructor() {
+    super(
+      ErrorCodes.SECRET_REQUIRED,
+      'NODE_ENV=production and no secret is configured: set `secret` (or FOUNDATION_SECRET), or pass `insecure: true` to run without authentication',
+    );
+    this.name = 'SecretRequiredError';
+  }
+}

@@ -1,0 +1,372 @@
+/**
+ * Main-thread side of heartbeating: spawns the heartbeat worker, keeps the main-thread tick it
+ * uses to measure our loop lag, relays its events, and measures this node's own event-loop lag.
+ *
+ * See heartbeat-worker.ts for why heartbeats run off the main thread.
+ */
+
+import { EventEmitter } from 'node:events';
+import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { ConfigError } from '../errors.js';
+import { SESSION_KEY_BYTES } from './heartbeat-packet.js';
+import {
+  type AddPeerMessage,
+  HEARTBEAT_DROP_REASONS,
+  type HeartbeatConfig,
+  type HeartbeatDropReason,
+  type HeartbeatWorkerData,
+  MAIN_TICK_INTERVAL_MS,
+  type MainToWorkerMessage,
+  type PeerHeartbeatStats,
+  type ResolvedHeartbeatConfig,
+  resolveHeartbeatConfig,
+  type WorkerToMainMessage,
+  writeMainTick,
+} from './heartbeat-protocol.js';
+
+/** Resolution of the event-loop delay monitor, ms. */
+const LOOP_DELAY_RESOLUTION_MS = 20;
+/** Loop-lag percentiles cover a window of this length (the max covers up to twice that). */
+const LOOP_LAG_WINDOW_MS = 10_000;
+/** Below this many samples the current window is too young; report the previous one. */
+const LOOP_LAG_MIN_SAMPLES = 50;
+/** How long start() waits for the worker to bind. */
+const START_TIMEOUT_MS = 5000;
+/** How long stop() lets the worker close its socket before terminating it. */
+const STOP_GRACE_MS = 1000;
+
+/** Options of {@link HeartbeatService.start}. */
+export interface HeartbeatServiceOptions {
+  /** Address to bind the heartbeat UDP socket to (e.g. `127.0.0.1`, `0.0.0.0`, `::`). */
+  host: string;
+  /** UDP port; 0 (an ephemeral port, see {@link HeartbeatService.port}) is allowed. */
+  port: number;
+  /** Heartbeat configuration; every key has a default (see {@link HeartbeatConfig}). */
+  config?: HeartbeatConfig;
+  /** Logger for worker errors that have no 'error' listener, and debug events. Default: none. */
+  logger?: Pick<Logger, 'debug' | 'warn' | 'error'>;
+}
+
+/** A peer to heartbeat, from a completed link handshake. */
+export interface HeartbeatPeer {
+  /** Peer node name. */
+  peer: string;
+  /** Link id shared by both ends: 16 hex characters. */
+  linkId: string;
+  /** 32-byte session key derived during the handshake. */
+  sessionKey: Uint8Array;
+  /** Peer's heartbeat UDP host. */
+  host: string;
+  /** Peer's heartbeat UDP port. */
+  port: number;
+}
+
+/** Heartbeat figures of one peer. */
+export interface HeartbeatPeerStats {
+  /** Last round trip, ms; null before the first pong. */
+  rttMs: number | null;
+  /** The peer's main-thread lag as it reported it, ms. */
+  loopLagMs: number;
+  /** Current φ (as of the last stats report, ~1 s old at most). */
+  phi: number;
+  status: 'alive' | 'suspect' | 'down';
+}
+
+/** This node's main-thread event-loop lag, ms (beyond the monitor's 20 ms sampling period). */
+export interface LoopLag {
+  /** Median over the last ~10 s. */
+  p50Ms: number;
+  /** 99th percentile over the last ~10 s. */
+  p99Ms: number;
+  /** Maximum over the last 10–20 s. */
+  maxMs: number;
+  /** How late the most recent 50 ms main tick fired. */
+  currentMs: number;
+}
+
+/** Events of {@link HeartbeatService}. */
+export interface HeartbeatEvents {
+  /** φ of `peer` reached `suspectPhi`. */
+  suspect: [e: { peer: string; phi: number }];
+  /** A suspected `peer` is fine again. */
+  alive: [e: { peer: string }];
+  /** φ of `peer` reached `phiThreshold`; it is no longer heartbeated until re-added. `silentMs`: since its last heartbeat. */
+  down: [e: { peer: string; phi: number; silentMs: number }];
+  /** This process was paused `ms` (SIGSTOP, starvation); detectors were reset. */
+  'self-pause': [e: { ms: number }];
+  /** Datagrams dropped (rate-limited report; `count` is the running total for `reason`). */
+  dropped: [info: { reason: HeartbeatDropReason; from: string; count: number }];
+  /** Periodic per-peer figures (every `statsIntervalMs`). */
+  stats: [peers: ReadonlyMap<string, HeartbeatPeerStats>];
+  /** Socket or worker errors. Only emitted when a listener exists; otherwise logged. */
+  error: [err: Error];
+}
+
+/**
+ * Heartbeats the mesh peers from a worker thread and reports suspicion / failure.
+ *
+ * The worker is unref'd (it never keeps the process alive on its own); call {@link stop} to
+ * close it cleanly.
+ */
+export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
+  /** The UDP port actually bound. */
+  readonly port: number;
+  /** The configuration in effect, defaults applied. */
+  readonly config: ResolvedHeartbeatConfig;
+
+  private readonly worker: Worker;
+  private readonly logger: HeartbeatServiceOptions['logger'];
+  private readonly tickTimer: NodeJS.Timeout;
+  private readonly tickView: BigInt64Array;
+  private lastTickAt: number;
+  private lastTickLateMs = 0;
+  private readonly loopMonitor: IntervalHistogram;
+  private previousWindow: { p50Ms: number; p99Ms: number; maxMs: number } = { p50Ms: 0, p99Ms: 0, maxMs: 0 };
+  private readonly rotateTimer: NodeJS.Timeout;
+  private peerStats = new Map<string, HeartbeatPeerStats>();
+  private droppedCounts: Record<HeartbeatDropReason, number> = Object.fromEntries(HEARTBEAT_DROP_REASONS.map((r) => [r, 0])) as Record<
+    HeartbeatDropReason,
+    number
+  >;
+  private workerMainLagMs = 0;
+  private stopping: Promise<void> | undefined;
+
+  /**
+   * Spawns the worker, binds the UDP socket and starts the main-thread tick.
+   * @throws ConfigError on an invalid configuration; rejects with the bind error (its `code`,
+   *   e.g. `EADDRINUSE`, preserved) if the socket cannot be bound.
+   */
+  static async start(options: HeartbeatServiceOptions): Promise<HeartbeatService> {
+    const config = resolveHeartbeatConfig(options.config);
+    if (typeof options.host !== 'string' || options.host.length === 0) throw new ConfigError('heartbeat.host', 'expected a host to bind');
+    if (!Number.isInteger(options.port) || options.port < 0 || options.port > 65535) {
+      throw new ConfigError('heartbeat.port', `expected an integer in 0..65535, got ${String(options.port)}`);
+    }
+    const tick = new SharedArrayBuffer(8);
+    const tickView = new BigInt64Array(tick);
+    // Tick before the worker starts, so its first packets already carry a real lag figure.
+    writeMainTick(tickView);
+    const workerData: HeartbeatWorkerData = { host: options.host, port: options.port, mainTick: tick };
+    const worker = new Worker(new URL('./heartbeat-worker.js', import.meta.url), { workerData });
+    worker.unref();
+
+    const port = await new Promise<number>((resolve, reject) => {
+      const cleanup = () => {
+        clearTimeout(timer);
+        worker.off('message', onMessage);
+        worker.off('error', onError);
+        worker.off('exit', onExit);
+      };
+      const fail = (err: Error) => {
+        cleanup();
+        void worker.terminate();
+        reject(err);
+      };
+      const onMessage = (m: WorkerToMainMessage) => {
+        if (m.type === 'listening') {
+          cleanup();
+          resolve(m.port);
+        } else if (m.type === 'error') {
+          fail(Object.assign(new Error(`Heartbeat socket could not bind ${options.host}:${options.port}: ${m.message}`), { code: m.code }));
+        }
+      };
+      const onError = (err: Error) => fail(err);
+      const onExit = (code: number) => fail(new Error(`Heartbeat worker exited with code ${code} during start`));
+      const timer = setTimeout(() => fail(new Error(`Heartbeat worker did not bind ${options.host}:${options.port} within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      worker.on('message', onMessage);
+      worker.on('error', onError);
+      worker.on('exit', onExit);
+      worker.postMessage({ type: 'config', ...config, detector: config.detector } satisfies MainToWorkerMessage);
+    });
+    return new HeartbeatService(worker, port, config, tickView, options.logger);
+  }
+
+  private constructor(worker: Worker, port: number, config: ResolvedHeartbeatConfig, tickView: BigInt64Array, logger: HeartbeatServiceOptions['logger']) {
+    super();
+    this.worker = worker;
+    this.port = port;
+    this.config = config;
+    this.tickView = tickView;
+    this.logger = logger;
+
+    this.lastTickAt = performance.now();
+    this.tickTimer = setInterval(() => {
+      const now = performance.now();
+      this.lastTickLateMs = Math.max(0, now - this.lastTickAt - MAIN_TICK_INTERVAL_MS);
+      this.lastTickAt = now;
+      writeMainTick(this.tickView);
+    }, MAIN_TICK_INTERVAL_MS);
+    this.tickTimer.unref();
+
+    this.loopMonitor = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+    this.loopMonitor.enable();
+    this.rotateTimer = setInterval(() => {
+      const w = this.currentWindow();
+      if (w) this.previousWindow = w;
+      this.loopMonitor.reset();
+    }, LOOP_LAG_WINDOW_MS);
+    this.rotateTimer.unref();
+
+    worker.on('message', (m: WorkerToMainMessage) => this.onWorkerMessage(m));
+    worker.on('error', (err) => this.reportError(err));
+    worker.on('exit', (code) => {
+      if (!this.stopping) this.reportError(new Error(`Heartbeat worker exited unexpectedly with code ${code}; peers will see this node down`));
+    });
+  }
+
+  private onWorkerMessage(m: WorkerToMainMessage): void {
+    switch (m.type) {
+      case 'suspect':
+        this.setStatus(m.peer, 'suspect', m.phi);
+        this.emit('suspect', { peer: m.peer, phi: m.phi });
+        return;
+      case 'alive':
+        this.setStatus(m.peer, 'alive');
+        this.emit('alive', { peer: m.peer });
+        return;
+      case 'down':
+        this.setStatus(m.peer, 'down', m.phi);
+        this.emit('down', { peer: m.peer, phi: m.phi, silentMs: m.silentMs });
+        return;
+      case 'self-pause':
+        this.logger?.warn({ ms: m.ms }, 'heartbeat: this process was paused; failure detectors reset');
+        this.emit('self-pause', { ms: m.ms });
+        return;
+      case 'dropped':
+        this.droppedCounts[m.reason] = Math.max(this.droppedCounts[m.reason], m.count);
+        this.logger?.debug({ reason: m.reason, from: m.from, count: m.count }, 'heartbeat: datagram dropped');
+        this.emit('dropped', { reason: m.reason, from: m.from, count: m.count });
+        return;
+      case 'stats': {
+        const map = new Map<string, HeartbeatPeerStats>();
+        for (const p of m.peers) map.set(p.peer, toStats(p));
+        this.peerStats = map;
+        this.droppedCounts = { ...m.dropped };
+        this.workerMainLagMs = m.mainLagMs;
+        this.emit('stats', map);
+        return;
+      }
+      case 'error':
+        this.reportError(Object.assign(new Error(`Heartbeat: ${m.message}`), { code: m.code }));
+        return;
+      case 'listening':
+        return;
+    }
+  }
+
+  private setStatus(peer: string, status: HeartbeatPeerStats['status'], phi?: number): void {
+    const s = this.peerStats.get(peer);
+    if (s) this.peerStats.set(peer, { ...s, status, phi: phi ?? s.phi });
+  }
+
+  private reportError(err: Error): void {
+    // An 'error' event without a listener would throw and take the process down.
+    if (this.listenerCount('error') > 0) this.emit('error', err);
+    else this.logger?.error({ err }, 'heartbeat error');
+  }
+
+  private post(msg: MainToWorkerMessage): void {
+    if (this.stopping) return;
+    this.worker.postMessage(msg);
+  }
+
+  /**
+   * Starts heartbeating `peer` (replacing its previous link, if any).
+   * @throws ConfigError when an argument is invalid.
+   */
+  addPeer(peer: HeartbeatPeer): void {
+    if (typeof peer.peer !== 'string' || peer.peer.length === 0) throw new ConfigError('peer.peer', 'expected a node name');
+    if (typeof peer.linkId !== 'string' || !/^[0-9a-f]{16}$/i.test(peer.linkId)) throw new ConfigError('peer.linkId', 'expected 16 hex characters');
+    if (!(peer.sessionKey instanceof Uint8Array) || peer.sessionKey.length !== SESSION_KEY_BYTES) {
+      throw new ConfigError('peer.sessionKey', `expected ${SESSION_KEY_BYTES} bytes`);
+    }
+    if (typeof peer.host !== 'string' || peer.host.length === 0) throw new ConfigError('peer.host', 'expected a host');
+    if (!Number.isInteger(peer.port) || peer.port < 1 || peer.port > 65535) throw new ConfigError('peer.port', 'expected an integer in 1..65535');
+    this.peerStats.set(peer.peer, { rttMs: null, loopLagMs: 0, phi: 0, status: 'alive' });
+    // Copy the key: the caller's buffer may be pooled or zeroed later.
+    const msg: AddPeerMessage = {
+      type: 'add',
+      peer: peer.peer,
+      linkId: peer.linkId.toLowerCase(),
+      sessionKey: new Uint8Array(peer.sessionKey),
+      host: peer.host,
+      port: peer.port,
+    };
+    this.post(msg);
+  }
+
+  /** Stops heartbeating `peer`. Unknown names are ignored. */
+  removePeer(peer: string): void {
+    this.peerStats.delete(peer);
+    this.post({ type: 'remove', peer });
+  }
+
+  /** Last known figures per peer (refreshed every `statsIntervalMs`, statuses immediately). */
+  stats(): Map<string, HeartbeatPeerStats> {
+    return new Map(this.peerStats);
+  }
+
+  /** Datagrams dropped since start, per reason (refreshed with stats and drop reports). */
+  dropped(): Record<HeartbeatDropReason, number> {
+    return { ...this.droppedCounts };
+  }
+
+  /** Total datagrams dropped since start, all reasons together. */
+  droppedPackets(): number {
+    let n = 0;
+    for (const r of HEARTBEAT_DROP_REASONS) n += this.droppedCounts[r];
+    return n;
+  }
+
+  /** This node's main-thread lag as the worker measured it at the last stats report, ms. */
+  mainLagSeenByWorker(): number {
+    return this.workerMainLagMs;
+  }
+
+  private currentWindow(): { p50Ms: number; p99Ms: number; maxMs: number } | undefined {
+    const h = this.loopMonitor;
+    if (h.count < LOOP_LAG_MIN_SAMPLES) return undefined;
+    // The histogram records the whole sampling period; the lag is what exceeds it.
+    const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_DELAY_RESOLUTION_MS);
+    return { p50Ms: lag(h.percentile(50)), p99Ms: lag(h.percentile(99)), maxMs: lag(h.max) };
+  }
+
+  /** This node's own main-thread event-loop lag. */
+  loopLag(): LoopLag {
+    const cur = this.currentWindow();
+    const prev = this.previousWindow;
+    const sinceTick = Math.max(0, performance.now() - this.lastTickAt - MAIN_TICK_INTERVAL_MS);
+    return {
+      p50Ms: (cur ?? prev).p50Ms,
+      p99Ms: (cur ?? prev).p99Ms,
+      maxMs: Math.max(prev.maxMs, cur?.maxMs ?? 0, this.loopMonitor.count > 0 ? Math.max(0, this.loopMonitor.max / 1e6 - LOOP_DELAY_RESOLUTION_MS) : 0),
+      currentMs: Math.max(this.lastTickLateMs, sinceTick),
+    };
+  }
+
+  /** Stops heartbeating, closes the socket and ends the worker. Idempotent. */
+  stop(): Promise<void> {
+    if (this.stopping) return this.stopping;
+    clearInterval(this.tickTimer);
+    clearInterval(this.rotateTimer);
+    this.loopMonitor.disable();
+    this.worker.postMessage({ type: 'stop' } satisfies MainToWorkerMessage);
+    this.stopping = new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        void this.worker.terminate().then(() => resolve());
+      }, STOP_GRACE_MS);
+      timer.unref();
+      this.worker.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    return this.stopping;
+  }
+}
+
+function toStats(p: PeerHeartbeatStats): HeartbeatPeerStats {
+  return { rttMs: p.rttMs, loopLagMs: p.loopLagMs, phi: p.phi, status: p.status };
+}

@@ -1,0 +1,627 @@
+/**
+ * Per-link outbox (queues, priority, fragmentation, bounds) and inbox (reassembly).
+ *
+ * Lanes: 0 control, 1 events, 2 telemetry, 3 bulk (`LANES` in types.ts). Control has strict
+ * priority; the other three share the link by deficit round-robin with weights 4:2:1, so bulk
+ * gets a share however busy events are. Messages are cut into fragments so that a big bulk
+ * message holds a control message back by one fragment at most.
+ */
+import { ConfigError, ErrorCodes, FrameError, LaneOverflowError } from '../errors.js';
+import { FRAME_HEADER_BYTES, FrameType } from './framing.js';
+import {
+  DATA_HEADER_BYTES,
+  DEFAULT_FRAGMENT_BYTES,
+  type InboundMessage,
+  LANE_COUNT,
+  MESSAGE_HEADER_BYTES,
+  parseMessageBody,
+  topicBytes,
+  writeMessageHeader,
+} from './message.js';
+import { LANES, type LaneName } from './types.js';
+
+/** Lane numbers. */
+export const Lane = {
+  /** Membership, heartbeats, replies that unblock callers: never waits behind other lanes. */
+  CONTROL: 0,
+  /** Application messages and requests. */
+  EVENTS: 1,
+  /** Metrics and similar data that can be dropped when the peer is slow. */
+  TELEMETRY: 2,
+  /** Large transfers; gets the smallest share but is never starved. */
+  BULK: 3,
+} as const;
+
+/** What a lane does when its queue would pass `hardLimit`. */
+export type OverflowPolicy = 'backpressure' | 'drop-oldest';
+
+/** Bounds of one lane's queue. */
+export interface LaneOptions {
+  /** Queued bytes at or above which `enqueue` returns `false` (like `stream.write`); the message is still queued. */
+  highWaterMark: number;
+  /** Queued bytes the lane never exceeds: past it, `backpressure` lanes throw `LaneOverflowError` and `drop-oldest` lanes drop. */
+  hardLimit: number;
+  /** `backpressure`: refuse with an error over `hardLimit`. `drop-oldest`: drop the oldest messages not yet started to make room. */
+  overflow: OverflowPolicy;
+}
+
+const MiB = 1024 * 1024;
+
+/** Lane bounds used when not configured. */
+export const DEFAULT_LANE_OPTIONS: Readonly<Record<LaneName, Readonly<LaneOptions>>> = Object.freeze({
+  control: Object.freeze({ highWaterMark: 4 * MiB, hardLimit: 64 * MiB, overflow: 'backpressure' as const }),
+  events: Object.freeze({ highWaterMark: 4 * MiB, hardLimit: 64 * MiB, overflow: 'backpressure' as const }),
+  telemetry: Object.freeze({ highWaterMark: 1 * MiB, hardLimit: 1 * MiB, overflow: 'drop-oldest' as const }),
+  bulk: Object.freeze({ highWaterMark: 16 * MiB, hardLimit: 256 * MiB, overflow: 'backpressure' as const }),
+});
+
+/** Deficit round-robin weights of events, telemetry and bulk (control is outside the round). */
+export const LANE_WEIGHTS: readonly number[] = [0, 4, 2, 1];
+
+/** Options of an `Outbox`. */
+export interface OutboxOptions {
+  /** Per-lane bounds, by lane name; missing fields take `DEFAULT_LANE_OPTIONS`. */
+  lanes?: Partial<Record<LaneName, Partial<LaneOptions>>>;
+  /** Largest chunk of a message body per DATA frame (default 65536). Also the unit of the DRR quantum. */
+  fragmentBytes?: number;
+  /**
+   * `priority` (default): control first, then DRR over the other lanes. `fifo`: one queue in
+   * enqueue order, no priority; only there to measure what priority buys in benchmarks.
+   */
+  mode?: 'priority' | 'fifo';
+  /** Called, after `pull` has built its buffer, for each lane that returned `false` and is now under its high-water mark. */
+  onDrain?: (lane: number) => void;
+}
+
+/** Counters of one lane. `messagesQueued`/`bytesQueued` are current levels; the others only grow. */
+export interface LaneCounters {
+  /** Messages in the queue now (a message being sent in fragments counts until its last fragment). */
+  messagesQueued: number;
+  /** Message body bytes in the queue not yet pulled. */
+  bytesQueued: number;
+  /** Messages whose last fragment has been pulled. */
+  messagesSent: number;
+  /** Wire bytes pulled for this lane, frame headers included. */
+  bytesSent: number;
+  /** Messages dropped by a `drop-oldest` lane (including a new message too big to ever fit). */
+  dropped: number;
+}
+
+/** Frame header + DATA header in front of each chunk. */
+const DATA_FRAME_OVERHEAD = FRAME_HEADER_BYTES + DATA_HEADER_BYTES;
+const EMPTY = Buffer.alloc(0);
+/** Payloads shorter than this are copied with a byte loop: cheaper than TypedArray#set's fixed cost. */
+const SMALL_COPY = 48;
+
+/**
+ * One lane's queue: a growable ring of parallel arrays, so that queueing a message allocates
+ * nothing in the steady state (no per-message entry object).
+ */
+class LaneQueue {
+  mask = 15;
+  flags = new Uint8Array(16);
+  corr = new Uint32Array(16);
+  seq = new Float64Array(16);
+  topic: Buffer[] = new Array<Buffer>(16).fill(EMPTY);
+  payload: Uint8Array[] = new Array<Uint8Array>(16).fill(EMPTY);
+  head = 0;
+  count = 0;
+  /** Body bytes of the head message already pulled (> 0 while it is being sent in fragments). */
+  sent = 0;
+  /** Planning cursor used inside one `pull`: messages (from head) and bytes of the next one already planned. */
+  pIdx = 0;
+  pOff = 0;
+
+  bodyLength(slot: number): number {
+    return MESSAGE_HEADER_BYTES + (this.topic[slot] as Buffer).length + (this.payload[slot] as Uint8Array).length;
+  }
+
+  push(flags: number, corrId: number, topic: Buffer, payload: Uint8Array, seq: number): void {
+    if (this.count > this.mask) this.grow();
+    const slot = (this.head + this.count) & this.mask;
+    this.flags[slot] = flags;
+    this.corr[slot] = corrId;
+    this.seq[slot] = seq;
+    this.topic[slot] = topic;
+    this.payload[slot] = payload;
+    this.count++;
+  }
+
+  /** Removes the head message (sent or dropped). */
+  shift(): void {
+    const slot = this.head;
+    this.topic[slot] = EMPTY;
+    this.payload[slot] = EMPTY;
+    this.head = (slot + 1) & this.mask;
+    this.count--;
+    this.sent = 0;
+  }
+
+  /** Removes the message right behind the head, keeping the head (which is partly sent). */
+  removeSecond(): void {
+    const h = this.head;
+    const s = (h + 1) & this.mask;
+    this.flags[s] = this.flags[h] as number;
+    this.corr[s] = this.corr[h] as number;
+    this.seq[s] = this.seq[h] as number;
+    this.topic[s] = this.topic[h] as Buffer;
+    this.payload[s] = this.payload[h] as Uint8Array;
+    this.topic[h] = EMPTY;
+    this.payload[h] = EMPTY;
+    this.head = s;
+    this.count--;
+  }
+
+  clear(): void {
+    this.topic.fill(EMPTY);
+    this.payload.fill(EMPTY);
+    this.head = 0;
+    this.count = 0;
+    this.sent = 0;
+  }
+
+  private grow(): void {
+    const cap = (this.mask + 1) * 2;
+    const flags = new Uint8Array(cap);
+    const corr = new Uint32Array(cap);
+    const seq = new Float64Array(cap);
+    const topic = new Array<Buffer>(cap).fill(EMPTY);
+    const payload = new Array<Uint8Array>(cap).fill(EMPTY);
+    for (let i = 0; i < this.count; i++) {
+      const s = (this.head + i) & this.mask;
+      flags[i] = this.flags[s] as number;
+      corr[i] = this.corr[s] as number;
+      seq[i] = this.seq[s] as number;
+      topic[i] = this.topic[s] as Buffer;
+      payload[i] = this.payload[s] as Uint8Array;
+    }
+    this.flags = flags;
+    this.corr = corr;
+    this.seq = seq;
+    this.topic = topic;
+    this.payload = payload;
+    this.head = 0;
+    this.mask = cap - 1;
+  }
+}
+
+function laneOptions(name: LaneName, given: Partial<LaneOptions> | undefined): LaneOptions {
+  const merged = { ...DEFAULT_LANE_OPTIONS[name], ...given };
+  const key = `lanes.${name}`;
+  for (const field of ['highWaterMark', 'hardLimit'] as const) {
+    const v = merged[field];
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError(`${key}.${field}`, `must be a non-negative number of bytes, got ${String(v)}`);
+  }
+  if (merged.hardLimit < merged.highWaterMark) {
+    throw new ConfigError(`${key}.hardLimit`, `must be >= highWaterMark (${merged.highWaterMark}), got ${merged.hardLimit}`);
+  }
+  if (merged.overflow !== 'backpressure' && merged.overflow !== 'drop-oldest') {
+    throw new ConfigError(`${key}.overflow`, `must be "backpressure" or "drop-oldest", got ${String(merged.overflow)}`);
+  }
+  return merged;
+}
+
+/**
+ * The sending side of a link. `enqueue` messages; the link calls `pull` whenever the socket
+ * can take more and writes the returned buffer as is.
+ */
+export class Outbox {
+  /** Largest chunk of a message body per DATA frame. */
+  readonly fragmentBytes: number;
+  /** Scheduling mode. */
+  readonly mode: 'priority' | 'fifo';
+  private readonly laneCounters: readonly LaneCounters[];
+
+  private readonly queues: LaneQueue[];
+  private readonly hwm: number[];
+  private readonly hard: number[];
+  private readonly dropOldest: boolean[];
+  private readonly quantum: number[];
+  private readonly deficit: number[] = [0, 0, 0, 0];
+  private readonly needDrain: boolean[] = [false, false, false, false];
+  private readonly onDrain: ((lane: number) => void) | undefined;
+  private readonly fifo: boolean;
+  /** DRR position (1..3) and whether the lane there has had its quantum for this visit. */
+  private rr = 1;
+  private rrVisited = false;
+  private seq = 0;
+  private pending = 0;
+  private planLane = new Uint8Array(256);
+  private planLen = new Int32Array(256);
+  /** Total bytes of the frames decided by the last `plan`. */
+  private planBytes = 0;
+  private readonly headerScratch = Buffer.allocUnsafe(MESSAGE_HEADER_BYTES + 255);
+
+  constructor(options: OutboxOptions = {}) {
+    const fragmentBytes = options.fragmentBytes ?? DEFAULT_FRAGMENT_BYTES;
+    if (!Number.isInteger(fragmentBytes) || fragmentBytes < 1 || fragmentBytes > 0x7fffffff) {
+      throw new ConfigError('fragmentBytes', `must be a positive integer, got ${String(fragmentBytes)}`);
+    }
+    const mode = options.mode ?? 'priority';
+    if (mode !== 'priority' && mode !== 'fifo') throw new ConfigError('mode', `must be "priority" or "fifo", got ${String(mode)}`);
+    this.fragmentBytes = fragmentBytes;
+    this.mode = mode;
+    this.fifo = mode === 'fifo';
+    this.onDrain = options.onDrain;
+    const resolved = LANES.map((name) => laneOptions(name, options.lanes?.[name]));
+    this.hwm = resolved.map((o) => o.highWaterMark);
+    this.hard = resolved.map((o) => o.hardLimit);
+    this.dropOldest = resolved.map((o) => o.overflow === 'drop-oldest');
+    this.quantum = LANE_WEIGHTS.map((w) => w * fragmentBytes);
+    this.queues = LANES.map(() => new LaneQueue());
+    this.laneCounters = LANES.map(() => ({ messagesQueued: 0, bytesQueued: 0, messagesSent: 0, bytesSent: 0, dropped: 0 }));
+  }
+
+  /**
+   * Per-lane counters, indexed by lane number: the live plain objects, updated in place (read
+   * them, copy them if a snapshot is needed, never write to them).
+   */
+  counters(): readonly LaneCounters[] {
+    return this.laneCounters;
+  }
+
+  /** Message body bytes queued on `lane` and not yet pulled. */
+  queuedBytes(lane: number): number {
+    return (this.laneCounters[lane] as LaneCounters).bytesQueued;
+  }
+
+  /** Whether `lane` is at or over its high-water mark, i.e. `enqueue` on it would return `false`. */
+  isOverHighWaterMark(lane: number): boolean {
+    return (this.laneCounters[lane] as LaneCounters).bytesQueued >= (this.hwm[lane] as number);
+  }
+
+  /** Messages queued on all lanes (partly sent ones included). */
+  get pendingMessages(): number {
+    return this.pending;
+  }
+
+  /**
+   * Queues a message. Returns `false` when the lane is at or over its high-water mark after
+   * queueing (the message is queued all the same; wait for `onDrain(lane)` before sending
+   * more), or when a `drop-oldest` lane had to drop the message itself.
+   * @throws LaneOverflowError on a `backpressure` lane that would pass its hard limit (not queued).
+   * @throws SerializationError if the topic is over 255 UTF-8 bytes.
+   */
+  enqueue(lane: number, flags: number, corrId: number, topic: string, payload: Uint8Array): boolean {
+    const q = this.queues[lane];
+    if (q === undefined) throw new RangeError(`lane must be 0..${LANE_COUNT - 1}, got ${String(lane)}`);
+    if ((flags & 0xff) !== flags) throw new RangeError(`message flags must be 0..255, got ${String(flags)}`);
+    if (corrId >>> 0 !== corrId) throw new RangeError(`corrId must be an unsigned 32-bit integer, got ${String(corrId)}`);
+    const t = topicBytes(topic);
+    const size = MESSAGE_HEADER_BYTES + t.length + payload.length;
+    const c = this.laneCounters[lane] as LaneCounters;
+    const hard = this.hard[lane] as number;
+    if (c.bytesQueued + size > hard) {
+      if (!this.dropOldest[lane]) throw new LaneOverflowError(LANES[lane] as string, c.bytesQueued + size, hard);
+      if (!this.makeRoom(q, c, size, hard)) {
+        c.dropped++;
+        this.needDrain[lane] = true;
+        return false;
+      }
+    }
+    q.push(flags, corrId, t, payload, this.seq++);
+    this.pending++;
+    c.messagesQueued++;
+    c.bytesQueued += size;
+    if (c.bytesQueued >= (this.hwm[lane] as number)) {
+      this.needDrain[lane] = true;
+      return false;
+    }
+    return true;
+  }
+
+  /** Drops the oldest messages not yet started until `size` more bytes fit; false if they never can. */
+  private makeRoom(q: LaneQueue, c: LaneCounters, size: number, hard: number): boolean {
+    // A message already partly on the wire must finish, or the peer would reassemble garbage.
+    const pinned = q.sent > 0 ? q.bodyLength(q.head) - q.sent : 0;
+    if (pinned + size > hard) return false;
+    while (c.bytesQueued + size > hard) {
+      let bytes: number;
+      if (q.sent > 0) {
+        bytes = q.bodyLength((q.head + 1) & q.mask);
+        q.removeSecond();
+      } else {
+        bytes = q.bodyLength(q.head);
+        q.shift();
+      }
+      this.pending--;
+      c.messagesQueued--;
+      c.bytesQueued -= bytes;
+      c.dropped++;
+    }
+    return true;
+  }
+
+  /**
+   * Returns one buffer holding as many whole DATA frames as fit in `budgetBytes` (always at
+   * least one frame if anything is queued), in scheduling order; `undefined` if nothing is queued.
+   */
+  pull(budgetBytes: number): Buffer | undefined {
+    if (this.pending === 0) return undefined;
+    const n = this.plan(budgetBytes);
+    return this.emit(n);
+  }
+
+  /** Drops everything queued (the link is gone). Cumulative counters are kept. */
+  clear(): void {
+    for (let lane = 0; lane < LANE_COUNT; lane++) {
+      (this.queues[lane] as LaneQueue).clear();
+      const c = this.laneCounters[lane] as LaneCounters;
+      c.messagesQueued = 0;
+      c.bytesQueued = 0;
+      this.needDrain[lane] = false;
+      this.deficit[lane] = 0;
+    }
+    this.pending = 0;
+  }
+
+  // Phase 1: decide the frames (lane + chunk length) without touching the queues, so the total
+  // size is known before the single allocation.
+  private plan(budget: number): number {
+    const queues = this.queues;
+    const frag = this.fragmentBytes;
+    for (let lane = 0; lane < LANE_COUNT; lane++) {
+      const q = queues[lane] as LaneQueue;
+      q.pIdx = 0;
+      q.pOff = q.sent;
+    }
+    let n = 0;
+    let total = 0;
+    for (;;) {
+      const lane = this.fifo ? this.pickFifo() : this.pickPriority();
+      if (lane < 0) break;
+      const q = queues[lane] as LaneQueue;
+      const remaining = q.bodyLength((q.head + q.pIdx) & q.mask) - q.pOff;
+      const chunk = remaining < frag ? remaining : frag;
+      const frameBytes = DATA_FRAME_OVERHEAD + chunk;
+      if (n > 0 && total + frameBytes > budget) break;
+      if (lane !== 0) this.deficit[lane] = (this.deficit[lane] as number) - chunk;
+      if (chunk === remaining) {
+        q.pIdx++;
+        q.pOff = 0;
+      } else {
+        q.pOff += chunk;
+      }
+      if (n === this.planLane.length) this.growPlan();
+      this.planLane[n] = lane;
+      this.planLen[n] = chunk;
+      n++;
+      total += frameBytes;
+    }
+    this.planBytes = total;
+    return n;
+  }
+
+  private growPlan(): void {
+    const lane = new Uint8Array(this.planLane.length * 2);
+    lane.set(this.planLane);
+    const len = new Int32Array(this.planLen.length * 2);
+    len.set(this.planLen);
+    this.planLane = lane;
+    this.planLen = len;
+  }
+
+  private pickPriority(): number {
+    const queues = this.queues;
+    const control = queues[0] as LaneQueue;
+    if (control.pIdx < control.count) return 0;
+    const q1 = queues[1] as LaneQueue;
+    const q2 = queues[2] as LaneQueue;
+    const q3 = queues[3] as LaneQueue;
+    if (q1.pIdx >= q1.count && q2.pIdx >= q2.count && q3.pIdx >= q3.count) return -1;
+    // Deficit round-robin. Quantum = weight × fragmentBytes ≥ any chunk, so a lane that gets
+    // a fresh quantum can always send; a full turn over the three lanes always finds a frame.
+    const frag = this.fragmentBytes;
+    for (let guard = 0; guard < 8; guard++) {
+      const lane = this.rr;
+      const q = queues[lane] as LaneQueue;
+      if (q.pIdx >= q.count) {
+        // An idle lane must not bank credit for later bursts.
+        this.deficit[lane] = 0;
+        this.nextRr();
+        continue;
+      }
+      if (!this.rrVisited) {
+        this.deficit[lane] = (this.deficit[lane] as number) + (this.quantum[lane] as number);
+        this.rrVisited = true;
+      }
+      const remaining = q.bodyLength((q.head + q.pIdx) & q.mask) - q.pOff;
+      const cost = remaining < frag ? remaining : frag;
+      if (cost <= (this.deficit[lane] as number)) return lane;
+      this.nextRr();
+    }
+    return -1;
+  }
+
+  private nextRr(): void {
+    this.rr = this.rr === 3 ? 1 : this.rr + 1;
+    this.rrVisited = false;
+  }
+
+  private pickFifo(): number {
+    let best = -1;
+    let bestSeq = Number.POSITIVE_INFINITY;
+    for (let lane = 0; lane < LANE_COUNT; lane++) {
+      const q = this.queues[lane] as LaneQueue;
+      if (q.pIdx < q.count) {
+        const s = q.seq[(q.head + q.pIdx) & q.mask] as number;
+        if (s < bestSeq) {
+          bestSeq = s;
+          best = lane;
+        }
+      }
+    }
+    return best;
+  }
+
+  // Phase 2: one allocation, then each frame is written in place and its message dequeued.
+  private emit(n: number): Buffer {
+    const out = Buffer.allocUnsafe(this.planBytes);
+    const queues = this.queues;
+    const counters = this.laneCounters;
+    let drainMask = 0;
+    let p = 0;
+    for (let i = 0; i < n; i++) {
+      const lane = this.planLane[i] as number;
+      const chunk = this.planLen[i] as number;
+      const q = queues[lane] as LaneQueue;
+      const slot = q.head;
+      const topic = q.topic[slot] as Buffer;
+      const payload = q.payload[slot] as Uint8Array;
+      const bodyLength = MESSAGE_HEADER_BYTES + topic.length + payload.length;
+      const fin = q.sent + chunk === bodyLength;
+      const frameLength = DATA_HEADER_BYTES + chunk + 1;
+      out[p] = frameLength >>> 24;
+      out[p + 1] = (frameLength >>> 16) & 0xff;
+      out[p + 2] = (frameLength >>> 8) & 0xff;
+      out[p + 3] = frameLength & 0xff;
+      out[p + 4] = FrameType.DATA;
+      out[p + 5] = lane;
+      out[p + 6] = fin ? 1 : 0;
+      p += DATA_FRAME_OVERHEAD;
+      if (fin && q.sent === 0) {
+        p = writeMessageHeader(out, p, q.flags[slot] as number, q.corr[slot] as number, topic);
+        const len = payload.length;
+        if (len < SMALL_COPY) {
+          for (let j = 0; j < len; j++) out[p + j] = payload[j] as number;
+        } else {
+          out.set(payload, p);
+        }
+        p += len;
+      } else {
+        p = this.writeSlice(out, p, q, slot, q.sent, chunk);
+      }
+      const c = counters[lane] as LaneCounters;
+      c.bytesQueued -= chunk;
+      c.bytesSent += DATA_FRAME_OVERHEAD + chunk;
+      if (fin) {
+        q.shift();
+        this.pending--;
+        c.messagesQueued--;
+        c.messagesSent++;
+      } else {
+        q.sent += chunk;
+      }
+      if (this.needDrain[lane] && c.bytesQueued < (this.hwm[lane] as number)) {
+        this.needDrain[lane] = false;
+        drainMask |= 1 << lane;
+      }
+    }
+    // Callbacks run last: a drain handler that enqueues must not see a half-built pull.
+    if (drainMask !== 0 && this.onDrain !== undefined) {
+      for (let lane = 0; lane < LANE_COUNT; lane++) if (drainMask & (1 << lane)) this.onDrain(lane);
+    }
+    return out;
+  }
+
+  /** Writes bytes [from, from+length) of the head message's serialized body (fragments only). */
+  private writeSlice(out: Buffer, p: number, q: LaneQueue, slot: number, from: number, length: number): number {
+    const topic = q.topic[slot] as Buffer;
+    const payload = q.payload[slot] as Uint8Array;
+    const headerLength = MESSAGE_HEADER_BYTES + topic.length;
+    const end = from + length;
+    if (from < headerLength) {
+      const h = this.headerScratch;
+      writeMessageHeader(h, 0, q.flags[slot] as number, q.corr[slot] as number, topic);
+      const hEnd = end < headerLength ? end : headerLength;
+      h.copy(out, p, from, hEnd);
+      p += hEnd - from;
+      from = hEnd;
+    }
+    if (from < end) {
+      out.set(payload.subarray(from - headerLength, end - headerLength), p);
+      p += end - from;
+    }
+    return p;
+  }
+}
+
+/** Options of an `Inbox`. */
+export interface InboxOptions {
+  /** Largest reassembled message body accepted, in bytes (default 64 MiB). */
+  maxMessageBytes?: number;
+}
+
+/** Default `maxMessageBytes`. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB;
+
+/**
+ * The receiving side of a link: turns DATA frame bodies back into messages. Fragments are
+ * held per lane until the lane's fin fragment; a single-fragment message is parsed in place.
+ * After it throws, the link must be closed: the stream is out of sync.
+ */
+export class Inbox {
+  /** Largest reassembled message body accepted. */
+  readonly maxMessageBytes: number;
+  private readonly parts: Buffer[][] = LANES.map(() => []);
+  private readonly partBytes: number[] = LANES.map(() => 0);
+
+  constructor(options: InboxOptions = {}) {
+    const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+    if (!Number.isInteger(max) || max < MESSAGE_HEADER_BYTES) {
+      throw new ConfigError('maxMessageBytes', `must be an integer >= ${MESSAGE_HEADER_BYTES}, got ${String(max)}`);
+    }
+    this.maxMessageBytes = max;
+  }
+
+  /** Bytes held for partly received messages, all lanes. */
+  get pendingBytes(): number {
+    let sum = 0;
+    for (const b of this.partBytes) sum += b;
+    return sum;
+  }
+
+  /**
+   * Takes the body of one DATA frame; returns the message it completes, if any.
+   * @throws FrameError FOUNDATION_FRAME_INVALID (bad lane/fin byte, truncated header, empty
+   *   non-final fragment) or FOUNDATION_MESSAGE_TOO_LARGE (message over `maxMessageBytes`).
+   */
+  push(frameBody: Buffer): InboundMessage | undefined {
+    if (frameBody.length < DATA_HEADER_BYTES) invalid(`DATA frame of ${frameBody.length} bytes has no lane/fin header`);
+    const lane = frameBody[0] as number;
+    const fin = frameBody[1] as number;
+    if (lane >= LANE_COUNT) invalid(`DATA frame names lane ${lane}; lanes are 0..${LANE_COUNT - 1}`);
+    if (fin > 1) invalid(`DATA frame has fin byte ${fin}; expected 0 or 1`);
+    const chunkLength = frameBody.length - DATA_HEADER_BYTES;
+    const held = this.partBytes[lane] as number;
+    const total = held + chunkLength;
+    if (total > this.maxMessageBytes) {
+      this.parts[lane] = [];
+      this.partBytes[lane] = 0;
+      throw new FrameError(
+        ErrorCodes.MESSAGE_TOO_LARGE,
+        `Message on lane "${LANES[lane] as string}" reached ${total} bytes; maxMessageBytes is ${this.maxMessageBytes}`,
+      );
+    }
+    if (fin === 1 && held === 0) return parseMessageBody(lane, frameBody, DATA_HEADER_BYTES);
+    // Empty middle fragments are never sent and would let a peer grow the list for free.
+    if (chunkLength === 0 && fin === 0) invalid('Empty non-final DATA fragment');
+    const parts = this.parts[lane] as Buffer[];
+    parts.push(frameBody.subarray(DATA_HEADER_BYTES));
+    if (fin === 0) {
+      this.partBytes[lane] = total;
+      return undefined;
+    }
+    const body = Buffer.allocUnsafe(total);
+    let p = 0;
+    for (const part of parts) {
+      part.copy(body, p);
+      p += part.length;
+    }
+    this.parts[lane] = [];
+    this.partBytes[lane] = 0;
+    return parseMessageBody(lane, body);
+  }
+
+  /** Forgets partly received messages (the link was reset). */
+  reset(): void {
+    for (let lane = 0; lane < LANE_COUNT; lane++) {
+      this.parts[lane] = [];
+      this.partBytes[lane] = 0;
+    }
+  }
+}
+
+function invalid(message: string): never {
+  throw new FrameError(ErrorCodes.FRAME_INVALID, message);
+}

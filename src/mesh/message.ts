@@ -1,0 +1,165 @@
+/**
+ * Messages carried in DATA frames.
+ *
+ * DATA frame body: `[u8 lane][u8 fin][chunk...]`. A message's serialized body is cut into
+ * chunks of at most `fragmentBytes`; every chunk but the last has fin=0. A lane carries one
+ * message at a time, so the receiver appends chunks per lane until fin=1, while fragments of
+ * different lanes interleave freely.
+ *
+ * Serialized message body: `[u8 flags][u32 BE corrId][u8 topicLength][topic utf8][payload]`.
+ */
+import { ErrorCodes, FrameError, SerializationError } from '../errors.js';
+import { LANES } from './types.js';
+
+/** Bits of a message's `flags` byte. */
+export const MessageFlags = {
+  /** The payload is raw bytes given by the caller, not msgpack. */
+  RAW: 1,
+  /** The sender waits for a reply carrying the same `corrId`. */
+  REQUEST: 2,
+  /** This is the reply to the request with the same `corrId`. */
+  REPLY: 4,
+  /** The reply carries an encoded error instead of a result. */
+  ERROR: 8,
+} as const;
+
+/** Bytes of the message header before the topic: flags, corrId, topic length. */
+export const MESSAGE_HEADER_BYTES = 6;
+/** Bytes of the DATA frame body before the chunk: lane and fin. */
+export const DATA_HEADER_BYTES = 2;
+/** Longest topic, in UTF-8 bytes. */
+export const MAX_TOPIC_BYTES = 255;
+/** Default largest chunk of a message body per DATA frame. */
+export const DEFAULT_FRAGMENT_BYTES = 65536;
+/** Number of lanes on a link. */
+export const LANE_COUNT = LANES.length;
+
+/** A message as the sender hands it over. */
+export interface OutboundMessage {
+  /** Lane number, 0..3 (control, events, telemetry, bulk). */
+  lane: number;
+  /** `MessageFlags` bits. */
+  flags: number;
+  /** Correlation id linking a request to its reply; 0 when unused. Unsigned 32-bit. */
+  corrId: number;
+  /** Topic the receiver dispatches on; at most 255 UTF-8 bytes. */
+  topic: string;
+  /** msgpack-encoded value, or raw bytes when `flags` has RAW. */
+  payload: Uint8Array;
+}
+
+/** A complete message as reassembled by the receiver. */
+export interface InboundMessage {
+  /** Lane it arrived on. */
+  lane: number;
+  /** `MessageFlags` bits. */
+  flags: number;
+  /** Correlation id (unsigned 32-bit). */
+  corrId: number;
+  /** Topic. */
+  topic: string;
+  /** Payload bytes; usually a view into the received frame: do not write to it. */
+  payload: Buffer;
+}
+
+const EMPTY = Buffer.alloc(0);
+const TOPIC_CACHE_LIMIT = 1024;
+const topicCache = new Map<string, Buffer>();
+
+/**
+ * UTF-8 bytes of a topic, cached because the same few topics repeat on every message.
+ * Throws `SerializationError` at the caller if the topic is over 255 bytes.
+ */
+export function topicBytes(topic: string): Buffer {
+  let buf = topicCache.get(topic);
+  if (buf !== undefined) return buf;
+  if (typeof topic !== 'string') throw new SerializationError('topic', `a topic must be a string, got ${typeof topic}`);
+  buf = topic.length === 0 ? EMPTY : Buffer.from(topic, 'utf8');
+  if (buf.length > MAX_TOPIC_BYTES) {
+    throw new SerializationError('topic', `topic "${topic.slice(0, 40)}..." is ${buf.length} bytes in UTF-8; the limit is ${MAX_TOPIC_BYTES}`);
+  }
+  // Clearing wholesale keeps the cache bounded without LRU bookkeeping on the hot path; a
+  // workload with more than a thousand live topics just pays the encoding again.
+  if (topicCache.size >= TOPIC_CACHE_LIMIT) topicCache.clear();
+  topicCache.set(topic, buf);
+  return buf;
+}
+
+/** Length of a serialized message body. */
+export function messageBodyLength(topic: Uint8Array, payloadLength: number): number {
+  return MESSAGE_HEADER_BYTES + topic.length + payloadLength;
+}
+
+/** Writes flags, corrId, topic length and topic at `offset`; returns the offset where the payload goes. */
+export function writeMessageHeader(target: Uint8Array, offset: number, flags: number, corrId: number, topic: Uint8Array): number {
+  target[offset] = flags;
+  target[offset + 1] = corrId >>> 24;
+  target[offset + 2] = (corrId >>> 16) & 0xff;
+  target[offset + 3] = (corrId >>> 8) & 0xff;
+  target[offset + 4] = corrId & 0xff;
+  const n = topic.length;
+  target[offset + 5] = n;
+  let p = offset + MESSAGE_HEADER_BYTES;
+  // Topics are short: a byte loop beats the fixed cost of TypedArray#set.
+  for (let i = 0; i < n; i++) target[p++] = topic[i] as number;
+  return p;
+}
+
+/** Serializes a whole message body into a new buffer (convenient; the Outbox writes frames directly instead). */
+export function encodeMessageBody(flags: number, corrId: number, topic: string, payload: Uint8Array): Buffer {
+  checkHeaderFields(flags, corrId);
+  const t = topicBytes(topic);
+  const out = Buffer.allocUnsafe(messageBodyLength(t, payload.length));
+  const p = writeMessageHeader(out, 0, flags, corrId, t);
+  out.set(payload, p);
+  return out;
+}
+
+/** Throws `RangeError` unless flags is a byte and corrId an unsigned 32-bit integer. */
+export function checkHeaderFields(flags: number, corrId: number): void {
+  if ((flags & 0xff) !== flags) throw new RangeError(`message flags must be 0..255, got ${String(flags)}`);
+  if (corrId >>> 0 !== corrId) throw new RangeError(`corrId must be an unsigned 32-bit integer, got ${String(corrId)}`);
+}
+
+function invalid(message: string): never {
+  throw new FrameError(ErrorCodes.FRAME_INVALID, message);
+}
+
+/**
+ * Parses a serialized message body that starts at `start` in `buf` and runs to its end (the
+ * offset lets a single-fragment DATA frame be parsed in place). The payload is a view into
+ * `buf` (no copy). Throws `FrameError(FOUNDATION_FRAME_INVALID)` if the body is truncated.
+ */
+export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundMessage {
+  if (buf.length - start < MESSAGE_HEADER_BYTES) invalid(`Message body of ${buf.length - start} bytes is shorter than its header`);
+  const flags = buf[start] as number;
+  const corrId =
+    (buf[start + 1] as number) * 0x1000000 + (((buf[start + 2] as number) << 16) | ((buf[start + 3] as number) << 8) | (buf[start + 4] as number));
+  const topicLength = buf[start + 5] as number;
+  const topicStart = start + MESSAGE_HEADER_BYTES;
+  const payloadStart = topicStart + topicLength;
+  if (payloadStart > buf.length) invalid(`Message topic of ${topicLength} bytes runs past the end of the body`);
+  const topic = topicLength === 0 ? '' : buf.toString('utf8', topicStart, payloadStart);
+  return { lane, flags, corrId, topic, payload: buf.subarray(payloadStart) };
+}
+
+/**
+ * Cuts a serialized message body into DATA frame bodies (`[lane][fin][chunk]`), each chunk at
+ * most `fragmentBytes`. A simple, copying helper for tests and cold paths; the Outbox writes
+ * fragments straight into its output buffer.
+ */
+export function fragmentMessage(lane: number, body: Uint8Array, fragmentBytes = DEFAULT_FRAGMENT_BYTES): Buffer[] {
+  if (!Number.isInteger(fragmentBytes) || fragmentBytes < 1) throw new RangeError('fragmentBytes must be a positive integer');
+  const out: Buffer[] = [];
+  let offset = 0;
+  do {
+    const n = Math.min(fragmentBytes, body.length - offset);
+    const frag = Buffer.allocUnsafe(DATA_HEADER_BYTES + n);
+    frag[0] = lane;
+    frag[1] = offset + n === body.length ? 1 : 0;
+    frag.set(body.subarray(offset, offset + n), DATA_HEADER_BYTES);
+    out.push(frag);
+    offset += n;
+  } while (offset < body.length);
+  return out;
+}

@@ -1,0 +1,72 @@
+import { randomBytes } from 'node:crypto';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { homedir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { SecretRequiredError } from '../errors.js';
+
+/** Where the development cookie lives, like Erlang's ~/.erlang.cookie. */
+export function defaultCookiePath(): string {
+  return process.env.FOUNDATION_COOKIE_FILE ?? join(homedir(), '.foundation-cookie');
+}
+
+export interface ResolvedSecret {
+  /** The key material used by the handshake; empty when insecure. */
+  secret: Buffer;
+  source: 'option' | 'cookie-file' | 'insecure';
+  /** A warning to log, if any. */
+  warning?: string;
+}
+
+/**
+ * Decides which shared secret authenticates links.
+ * - An explicit secret always wins.
+ * - In production (NODE_ENV=production) no secret is an error unless `insecure`.
+ * - In development a per-user cookie file is created once (mode 0600) and reused,
+ *   so every node a user starts on this machine shares it, and a warning says so.
+ */
+export function resolveSecret(opts: {
+  secret?: string | Uint8Array;
+  insecure?: boolean;
+  cookieFile?: string;
+  env?: string;
+}): ResolvedSecret {
+  if (opts.secret !== undefined && opts.secret.length > 0) {
+    return { secret: Buffer.from(opts.secret as string), source: 'option' };
+  }
+  if (opts.insecure) {
+    return {
+      secret: Buffer.alloc(0),
+      source: 'insecure',
+      warning: 'insecure: true: links are NOT authenticated; any process that can reach the port can join',
+    };
+  }
+  if ((opts.env ?? process.env.NODE_ENV) === 'production') throw new SecretRequiredError();
+  const file = opts.cookieFile ?? defaultCookiePath();
+  try {
+    const existing = readFileSync(file, 'utf8').trim();
+    if (existing.length > 0) {
+      return {
+        secret: Buffer.from(existing),
+        source: 'cookie-file',
+        warning: `no secret configured: using the development cookie in ${file} (set \`secret\` or FOUNDATION_SECRET in production)`,
+      };
+    }
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  const cookie = randomBytes(32).toString('base64url');
+  mkdirSync(dirname(file), { recursive: true });
+  // 'wx' makes two nodes starting at once agree: the loser reads the winner's file.
+  try {
+    writeFileSync(file, `${cookie}\n`, { mode: 0o600, flag: 'wx' });
+    chmodSync(file, 0o600);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+    return resolveSecret(opts);
+  }
+  return {
+    secret: Buffer.from(cookie),
+    source: 'cookie-file',
+    warning: `no secret configured: created a development cookie in ${file} (set \`secret\` or FOUNDATION_SECRET in production)`,
+  };
+}

@@ -1,0 +1,750 @@
+#!/usr/bin/env node
+/**
+ * The `foundation` command line.
+ *
+ * - `foundation start`  runs one node until SIGINT/SIGTERM.
+ * - `foundation status` prints the cluster as one node's admin server sees it.
+ * - `foundation demo`   runs a small local cluster of child processes on 127.0.0.1.
+ *
+ * Exit codes: 0 success, 1 runtime failure (node unreachable, start failed...),
+ * 2 usage error (unknown command or flag, invalid value, invalid configuration).
+ *
+ * Output: `start` writes one "started" line to stdout and its logs to stderr. With
+ * `FOUNDATION_EMIT_STARTED=1` or `--json-logs` the started line is machine-readable:
+ * `{"event":"started","name":...,"address":...,"incarnation":...,"http":...,"pid":...}`
+ * (and `{"event":"stopped",...}` on a clean stop).
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync, realpathSync } from 'node:fs';
+import { request } from 'node:http';
+import { createInterface } from 'node:readline';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { pino } from 'pino';
+import type { FoundationNode } from '../api.js';
+import { ErrorCodes, FoundationError } from '../errors.js';
+import type { FoundationOptions } from '../foundation.js';
+import type { Member } from '../mesh/types.js';
+import type { ClusterJson, HealthJson } from './http.js';
+
+/** Loads `Foundation` lazily, so `foundation status` and `--help` never load the mesh. */
+async function loadFoundation(): Promise<typeof import('../foundation.js').Foundation> {
+  return (await import('../foundation.js')).Foundation;
+}
+
+// ---------------------------------------------------------------------------------------
+// Small helpers
+// ---------------------------------------------------------------------------------------
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** A usage error found after parsing (exit code 2). */
+class UsageError extends Error {}
+
+/** `host` + `port` parsed from the command line. */
+export interface HostPort {
+  host: string | undefined;
+  port: number;
+}
+
+function out(line: string): void {
+  process.stdout.write(`${line}\n`);
+}
+
+function errLine(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+function parsePortValue(value: string, min = 0): number {
+  if (!/^\d{1,5}$/.test(value.trim())) throw new InvalidArgumentError(`must be an integer from ${min} to 65535.`);
+  const port = Number(value.trim());
+  if (port < min || port > 65535) throw new InvalidArgumentError(`must be an integer from ${min} to 65535.`);
+  return port;
+}
+
+/** `--port`: 0..65535. */
+export function parsePort(value: string): number {
+  return parsePortValue(value, 0);
+}
+
+/** `port`, `host:port` or `[v6]:port`. The host is `undefined` for a bare port when allowed. */
+export function parseHostPort(value: string, allowBarePort: boolean, minPort = 0): HostPort {
+  const v = value.trim();
+  if (allowBarePort && /^\d+$/.test(v)) return { host: undefined, port: parsePortValue(v, minPort) };
+  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(v);
+  if (!m) {
+    throw new InvalidArgumentError(allowBarePort ? 'expected <port> or <host:port>.' : 'expected <host:port>.');
+  }
+  return { host: m[1] ?? m[2], port: parsePortValue(m[3] ?? '', minPort) };
+}
+
+function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+function parseStaticList(value: string): string[] {
+  const entries = value
+    .split(',')
+    .map((s) => s.trim())
+    .filter((s) => s.length > 0);
+  if (entries.length === 0) throw new InvalidArgumentError('expected a comma-separated list of <host:port>.');
+  return entries.map((entry) => {
+    try {
+      const { host, port } = parseHostPort(entry, false, 1);
+      return formatHostPort(host ?? '', port);
+    } catch (err) {
+      throw new InvalidArgumentError(`"${entry}": ${(err as Error).message}`);
+    }
+  });
+}
+
+function parseNonEmpty(value: string): string {
+  const v = value.trim();
+  if (v.length === 0) throw new InvalidArgumentError('must not be empty.');
+  return v;
+}
+
+function parseIntRange(min: number, max: number) {
+  return (value: string): number => {
+    if (!/^\d+$/.test(value.trim())) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}.`);
+    const n = Number(value.trim());
+    if (n < min || n > max) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}.`);
+    return n;
+  };
+}
+
+function packageVersion(): string {
+  try {
+    // Same relative depth from src/surfaces/cli.ts and dist/surfaces/cli.js.
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: string };
+    return pkg.version ?? '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+function fmtMs(ms: number | null | undefined): string {
+  if (typeof ms !== 'number' || !Number.isFinite(ms)) return '-';
+  return ms < 10 ? `${ms.toFixed(2)} ms` : `${ms.toFixed(1)} ms`;
+}
+
+function fmtAge(sinceMs: number, now = Date.now()): string {
+  const s = Math.max(0, Math.round((now - sinceMs) / 1000));
+  if (s < 60) return `${s}s`;
+  if (s < 3600) return `${Math.floor(s / 60)}m${s % 60}s`;
+  return `${Math.floor(s / 3600)}h${Math.floor((s % 3600) / 60)}m`;
+}
+
+function table(rows: string[][]): string {
+  const widths: number[] = [];
+  for (const row of rows) {
+    for (const [i, cell] of row.entries()) widths[i] = Math.max(widths[i] ?? 0, cell.length);
+  }
+  return rows.map((row) => row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i] ?? 0))).join('  ')).join('\n');
+}
+
+// ---------------------------------------------------------------------------------------
+// Logging
+// ---------------------------------------------------------------------------------------
+
+const LEVEL_NAMES: Record<number, string> = { 10: 'TRACE', 20: 'DEBUG', 30: 'INFO', 40: 'WARN', 50: 'ERROR', 60: 'FATAL' };
+const HIDDEN_LOG_KEYS = new Set(['level', 'time', 'msg', 'pid', 'hostname', 'node']);
+
+function fmtLogValue(value: unknown): string {
+  if (typeof value === 'string') return /[\s="]/.test(value) ? JSON.stringify(value) : value;
+  if (value && typeof value === 'object' && 'message' in value && typeof (value as { message: unknown }).message === 'string') {
+    return JSON.stringify((value as { message: string }).message);
+  }
+  return JSON.stringify(value);
+}
+
+/** pino destination printing one short human line per record to stderr. */
+function prettyDestination(): pino.DestinationStream {
+  return {
+    write(line: string) {
+      let rec: Record<string, unknown>;
+      try {
+        rec = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        process.stderr.write(line);
+        return;
+      }
+      const time = new Date(typeof rec.time === 'number' ? rec.time : Date.now()).toISOString().slice(11, 23);
+      const level = (LEVEL_NAMES[rec.level as number] ?? String(rec.level)).padEnd(5);
+      const fields = Object.entries(rec)
+        .filter(([k]) => !HIDDEN_LOG_KEYS.has(k))
+        .map(([k, v]) => `${k}=${fmtLogValue(v)}`)
+        .join(' ');
+      process.stderr.write(`${time} ${level} ${String(rec.msg ?? '')}${fields ? `  ${fields}` : ''}\n`);
+    },
+  };
+}
+
+/** The root logger. Foundation adds `node` itself (`logger.child({ node })`), so the base holds no name. */
+function createLogger(json: boolean, level: LogLevel): pino.Logger {
+  if (json) return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
+  return pino({ level, base: {} }, prettyDestination());
+}
+
+// ---------------------------------------------------------------------------------------
+// start
+// ---------------------------------------------------------------------------------------
+
+interface StartFlags {
+  name: string;
+  port: number;
+  host?: string;
+  http?: HostPort;
+  cookie?: string;
+  static?: string[];
+  clusterName?: string;
+  hidden?: boolean;
+  insecure?: boolean;
+  jsonLogs?: boolean;
+  logLevel: LogLevel;
+}
+
+/** Builds the `Foundation.start()` options from the `start` flags. */
+export function startOptionsFromFlags(flags: StartFlags, logger?: pino.Logger): FoundationOptions {
+  const host = flags.host ?? '127.0.0.1';
+  const options: FoundationOptions = { name: flags.name, host, port: flags.port };
+  if (flags.cookie !== undefined) options.secret = flags.cookie;
+  if (flags.clusterName !== undefined) options.clusterName = flags.clusterName;
+  if (flags.hidden) options.hidden = true;
+  if (flags.insecure) options.insecure = true;
+  if (flags.http) options.http = { host: flags.http.host ?? host, port: flags.http.port };
+  if (flags.static && flags.static.length > 0) options.cluster = { strategy: 'static', hosts: flags.static };
+  if (logger) options.logger = logger;
+  return options;
+}
+
+async function runStart(flags: StartFlags): Promise<void> {
+  const emitJson = process.env.FOUNDATION_EMIT_STARTED === '1' || flags.jsonLogs === true;
+  const rootLogger = createLogger(flags.jsonLogs === true, flags.logLevel);
+  const logger = rootLogger.child({ node: flags.name });
+
+  let node: FoundationNode | undefined;
+  let stopping = false;
+
+  const shutdown = (why: string) => {
+    if (stopping) {
+      logger.warn({ signal: why }, 'second shutdown request: exiting now');
+      process.exit(1);
+    }
+    stopping = true;
+    if (!node) {
+      logger.info({ signal: why }, 'shutdown requested while starting; will stop once started');
+      return;
+    }
+    logger.info({ signal: why }, 'stopping');
+    const n = node;
+    n.stop().then(
+        () => {
+          if (emitJson) out(JSON.stringify({ event: 'stopped', name: n.id.name, pid: process.pid }));
+          process.exit(0);
+        },
+        (err: unknown) => {
+          logger.error({ err }, 'stop failed');
+          process.exit(1);
+        },
+      );
+  };
+  process.on('SIGINT', () => shutdown('SIGINT'));
+  process.on('SIGTERM', () => shutdown('SIGTERM'));
+  // Internal (set by `foundation demo`): stop when the parent goes away and our stdin closes.
+  if (process.env.FOUNDATION_EXIT_WITH_PARENT === '1') {
+    process.stdin.on('end', () => shutdown('parent-exit'));
+    process.stdin.on('error', () => shutdown('parent-exit'));
+    process.stdin.resume();
+  }
+
+  const Foundation = await loadFoundation();
+  node = await Foundation.start(startOptionsFromFlags(flags, rootLogger));
+
+  const cluster = node.cluster;
+  cluster.on('up', (m: Member) => logger.info({ member: m.name, address: m.address }, 'member up'));
+  cluster.on('alive', (m: Member) => logger.info({ member: m.name }, 'member alive again'));
+  cluster.on('suspect', (m: Member) => logger.warn({ member: m.name }, 'member suspect'));
+  cluster.on('down', (m: Member, reason: unknown) => logger.warn({ member: m.name, reason }, 'member down'));
+
+  const httpAddress = node.httpAddress;
+
+  if (emitJson) {
+    out(
+      JSON.stringify({
+        event: 'started',
+        name: node.id.name,
+        address: node.id.address,
+        incarnation: node.id.incarnation,
+        http: httpAddress ?? null,
+        cluster: flags.clusterName ?? null,
+        pid: process.pid,
+      }),
+    );
+  } else {
+    out(
+      `foundation: node ${node.id.name} started, mesh ${node.id.address}` +
+        (httpAddress ? `, admin http://${httpAddress}` : ', no admin server') +
+        (flags.clusterName ? `, cluster "${flags.clusterName}"` : ''),
+    );
+  }
+  if (stopping) {
+    stopping = false;
+    shutdown('signal-during-start');
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// status
+// ---------------------------------------------------------------------------------------
+
+class UnreachableError extends Error {}
+
+function getJson<T>(address: string, path: string, timeoutMs: number): Promise<{ status: number; body: T }> {
+  const { host, port } = parseHostPort(address, true);
+  return new Promise((resolve, reject) => {
+    const req = request(
+      { host: host ?? '127.0.0.1', port, path, method: 'GET', agent: false, timeout: timeoutMs, headers: { accept: 'application/json' } },
+      (res) => {
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => {
+          text += c;
+        });
+        res.on('end', () => {
+          try {
+            resolve({ status: res.statusCode ?? 0, body: JSON.parse(text) as T });
+          } catch {
+            reject(new UnreachableError(`${path} answered ${res.statusCode} with a body that is not JSON`));
+          }
+        });
+        res.on('error', (err) => reject(new UnreachableError(err.message)));
+      },
+    );
+    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
+    req.on('error', (err: NodeJS.ErrnoException) => reject(new UnreachableError(err.code ?? err.message)));
+    req.end();
+  });
+}
+
+async function fetchClusterStatus(address: string, timeoutMs: number): Promise<{ cluster: ClusterJson; health: HealthJson }> {
+  const [cluster, health] = await Promise.all([
+    getJson<ClusterJson>(address, '/cluster', timeoutMs),
+    getJson<HealthJson>(address, '/health', timeoutMs),
+  ]);
+  if (cluster.status !== 200) throw new UnreachableError(`/cluster answered ${cluster.status}`);
+  if (health.status !== 200) throw new UnreachableError(`/health answered ${health.status}`);
+  return { cluster: cluster.body, health: health.body };
+}
+
+async function runStatus(flags: { http: HostPort; json?: boolean; timeout: number }): Promise<void> {
+  const address = formatHostPort(flags.http.host ?? '127.0.0.1', flags.http.port);
+  let result: { cluster: ClusterJson; health: HealthJson };
+  try {
+    result = await fetchClusterStatus(address, flags.timeout);
+  } catch (err) {
+    errLine(`foundation: cannot reach the admin server at http://${address} (${(err as Error).message}); is the node running with --http ${address}?`);
+    process.exitCode = 1;
+    return;
+  }
+  if (flags.json) {
+    out(JSON.stringify(result, null, 2));
+    return;
+  }
+  const { cluster, health } = result;
+  const counts = { up: 0, suspect: 0, down: 0 };
+  for (const m of cluster.members) counts[m.status] = (counts[m.status] ?? 0) + 1;
+  out(
+    `node ${cluster.self.name} (${cluster.self.address}), health ${health.status}; ` +
+      `${cluster.members.length} member(s): ${counts.up} up, ${counts.suspect} suspect, ${counts.down} down`,
+  );
+  const rows = [['NAME', 'ADDRESS', 'STATUS', 'RTT', 'LOOP LAG', 'SINCE']];
+  rows.push([`${cluster.self.name} (self)`, cluster.self.address, health.status, '-', fmtMs(health.loopLag.p99Ms), '-']);
+  for (const m of [...cluster.members].sort((a, b) => a.name.localeCompare(b.name))) {
+    rows.push([m.name, m.address, m.status, fmtMs(m.rttMs), fmtMs(m.loopLagMs), fmtAge(m.since)]);
+  }
+  out(table(rows));
+}
+
+// ---------------------------------------------------------------------------------------
+// demo
+// ---------------------------------------------------------------------------------------
+
+interface DemoChild {
+  name: string;
+  proc: ChildProcess;
+  pid: number;
+  address: string;
+  http: string;
+  exited: boolean;
+}
+
+const DEMO_HOST = '127.0.0.1';
+const CHILD_START_TIMEOUT_MS = 15_000;
+
+function childEnv(secret: string): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FOUNDATION_')) env[k] = v;
+  env.FOUNDATION_SECRET = secret;
+  env.FOUNDATION_EMIT_STARTED = '1';
+  env.FOUNDATION_EXIT_WITH_PARENT = '1';
+  return env;
+}
+
+function startDemoChild(
+  name: string,
+  args: string[],
+  secret: string,
+  onExit: (child: DemoChild, code: number | null, signal: NodeJS.Signals | null) => void,
+): Promise<DemoChild> {
+  const cli = fileURLToPath(import.meta.url);
+  const proc = spawn(process.execPath, [cli, 'start', ...args], {
+    env: childEnv(secret),
+    // stdin stays open: the child stops when it closes (we went away).
+    stdio: ['pipe', 'pipe', 'pipe'],
+    // Own process group: a terminal Ctrl-C reaches only us, and we stop the children in order.
+    detached: true,
+  });
+  const tail: string[] = [];
+  const remember = (line: string) => {
+    tail.push(line);
+    if (tail.length > 20) tail.shift();
+  };
+  return new Promise<DemoChild>((resolve, reject) => {
+    let child: DemoChild | undefined;
+    const timer = setTimeout(() => {
+      reject(new Error(`${name} did not report started within ${CHILD_START_TIMEOUT_MS} ms\n${tail.join('\n')}`));
+    }, CHILD_START_TIMEOUT_MS);
+    createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      if (line.startsWith('{')) {
+        try {
+          const ev = JSON.parse(line) as { event?: string; address?: string; http?: string | null; pid?: number };
+          if (ev.event === 'started' && !child) {
+            clearTimeout(timer);
+            if (!ev.http || !ev.address) {
+              reject(new Error(`${name} started without an admin server address: ${line}`));
+              return;
+            }
+            child = { name, proc, pid: proc.pid ?? ev.pid ?? 0, address: ev.address, http: ev.http, exited: false };
+            resolve(child);
+            return;
+          }
+          if (ev.event) return;
+        } catch {
+          // not an event line: show it
+        }
+      }
+      remember(line);
+      out(`[${name}] ${line}`);
+    });
+    createInterface({ input: proc.stderr as NodeJS.ReadableStream }).on('line', (line) => {
+      remember(line);
+      errLine(`[${name}] ${line}`);
+    });
+    proc.on('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+    proc.stdin?.on('error', () => {});
+    proc.on('exit', (code, signal) => {
+      clearTimeout(timer);
+      if (child) {
+        child.exited = true;
+        onExit(child, code, signal);
+      } else {
+        reject(new Error(`${name} exited before it started (${signal ?? `code ${code}`})\n${tail.join('\n')}`));
+      }
+    });
+  });
+}
+
+type DemoView = Map<string, Map<string, string>>; // observer -> member -> status
+
+async function demoView(children: DemoChild[], timeoutMs: number): Promise<DemoView> {
+  const view: DemoView = new Map();
+  await Promise.all(
+    children
+      .filter((c) => !c.exited)
+      .map(async (c) => {
+        try {
+          const res = await getJson<ClusterJson>(c.http, '/cluster', timeoutMs);
+          if (res.status !== 200) return;
+          view.set(c.name, new Map(res.body.members.map((m) => [m.name, m.status])));
+        } catch {
+          // unreachable for now: absent from the view
+        }
+      }),
+  );
+  return view;
+}
+
+function allSeeAllUp(children: DemoChild[], view: DemoView): boolean {
+  return children.every((observer) => {
+    const seen = view.get(observer.name);
+    return seen !== undefined && children.every((c) => c === observer || seen.get(c.name) === 'up');
+  });
+}
+
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+async function runDemo(flags: { nodes: number; basePort: number; verbose?: boolean }): Promise<void> {
+  const n = flags.nodes;
+  if (flags.basePort > 0 && flags.basePort + 2 * n - 1 > 65535) {
+    throw new UsageError(`--base-port ${flags.basePort} leaves no room for ${2 * n} ports below 65536`);
+  }
+  const secret = randomBytes(24).toString('base64url');
+  const children: DemoChild[] = [];
+  let shuttingDown = false;
+  let resolveDone: () => void = () => {};
+  const done = new Promise<void>((resolve) => {
+    resolveDone = resolve;
+  });
+
+  const onExit = (child: DemoChild, code: number | null, signal: NodeJS.Signals | null) => {
+    if (!shuttingDown) out(`${new Date().toISOString().slice(11, 19)} ${child.name} (pid ${child.pid}) exited (${signal ?? `code ${code}`})`);
+  };
+
+  const killAll = (signal: NodeJS.Signals) => {
+    for (const c of children) {
+      if (!c.exited) {
+        try {
+          c.proc.kill(signal);
+        } catch {
+          // already gone
+        }
+      }
+    }
+  };
+
+  const stopAll = async (exitCode: number) => {
+    shuttingDown = true;
+    const alive = children.filter((c) => !c.exited);
+    if (alive.length > 0) out(`stopping ${alive.length} node(s)...`);
+    const exits = alive.map((c) => new Promise<void>((resolve) => (c.exited ? resolve() : c.proc.once('exit', () => resolve()))));
+    killAll('SIGTERM');
+    const all = Promise.all(exits);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([
+      all.then(() => false),
+      new Promise<boolean>((resolve) => {
+        timer = setTimeout(() => resolve(true), 5000);
+      }),
+    ]);
+    clearTimeout(timer);
+    if (timedOut) {
+      errLine('some nodes did not stop within 5 s: killing them');
+      killAll('SIGKILL');
+      await all;
+    }
+    out('demo stopped');
+    process.exitCode = exitCode;
+    resolveDone();
+  };
+
+  let signals = 0;
+  const onSignal = () => {
+    signals++;
+    if (signals > 1) {
+      killAll('SIGKILL');
+      process.exit(1);
+    }
+    void stopAll(0);
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
+
+  const childArgs = (i: number, staticPeer?: string): string[] => {
+    const meshPort = flags.basePort > 0 ? flags.basePort + i : 0;
+    const httpPort = flags.basePort > 0 ? flags.basePort + n + i : 0;
+    const args = [
+      '--name',
+      `node-${i + 1}`,
+      '--host',
+      DEMO_HOST,
+      '--port',
+      String(meshPort),
+      '--http',
+      `${DEMO_HOST}:${httpPort}`,
+      '--cluster-name',
+      'demo',
+      '--log-level',
+      flags.verbose ? 'info' : 'error',
+    ];
+    if (staticPeer) args.push('--static', staticPeer);
+    return args;
+  };
+
+  out(`foundation demo: starting ${n} node(s) on ${DEMO_HOST} (Ctrl-C to stop)`);
+  const startedAt = Date.now();
+  try {
+    const first = await startDemoChild('node-1', childArgs(0), secret, onExit);
+    children.push(first);
+    const rest = Array.from({ length: n - 1 }, (_, k) => startDemoChild(`node-${k + 2}`, childArgs(k + 1, first.address), secret, onExit));
+    const results = await Promise.allSettled(rest);
+    for (const r of results) if (r.status === 'fulfilled') children.push(r.value);
+    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failed) throw failed.reason;
+  } catch (err) {
+    if (shuttingDown) return done;
+    errLine(`foundation demo: ${(err as Error).message}`);
+    await stopAll(1);
+    return done;
+  }
+  children.sort((a, b) => a.name.localeCompare(b.name, undefined, { numeric: true }));
+  for (const c of children) out(`${c.name}  pid ${c.pid}  mesh ${c.address}  http http://${c.http}`);
+
+  // Wait until every node sees every other one up.
+  let lastWaitNote = Date.now();
+  let view: DemoView = new Map();
+  while (!shuttingDown) {
+    view = await demoView(children, 1000);
+    if (allSeeAllUp(children, view)) break;
+    if (children.some((c) => c.exited)) {
+      errLine('foundation demo: a node exited before the cluster formed');
+      await stopAll(1);
+      return done;
+    }
+    if (Date.now() - lastWaitNote > 5000) {
+      lastWaitNote = Date.now();
+      out(`still waiting for all ${n} nodes to see each other up...`);
+    }
+    await sleep(100);
+  }
+  if (shuttingDown) return done;
+  const firstHttp = children[0]?.http ?? '';
+  out(`ready: all ${n} nodes see each other up (${((Date.now() - startedAt) / 1000).toFixed(1)} s)`);
+  out(`  try: foundation status --http ${firstHttp}   |   curl http://${firstHttp}/metrics`);
+  if (children.length > 1) out(`  try: kill -9 ${children[children.length - 1]?.pid} and watch the others notice`);
+
+  // Report membership changes until stopped.
+  void (async () => {
+    let previous = view;
+    while (!shuttingDown) {
+      await sleep(1000);
+      if (shuttingDown) break;
+      const current = await demoView(children, 1000);
+      if (shuttingDown) break;
+      const stamp = new Date().toISOString().slice(11, 19);
+      for (const observer of children) {
+        const before = previous.get(observer.name);
+        const after = current.get(observer.name);
+        if (!after) {
+          if (before && !observer.exited) out(`${stamp} ${observer.name}: admin server not answering`);
+          continue;
+        }
+        const names = new Set([...(before?.keys() ?? []), ...after.keys()]);
+        for (const name of [...names].sort()) {
+          const was = before?.get(name);
+          const now = after.get(name);
+          if (was !== now) out(`${stamp} ${observer.name} sees ${name}: ${was ?? 'unknown'} -> ${now ?? 'forgotten'}`);
+        }
+      }
+      previous = current;
+    }
+  })();
+  return done;
+}
+
+// ---------------------------------------------------------------------------------------
+// Program
+// ---------------------------------------------------------------------------------------
+
+/**
+ * Builds the `foundation` commander program. Errors are thrown as `CommanderError`
+ * (`exitOverride`), never exit the process: {@link main} maps them to exit code 2.
+ */
+export function buildProgram(): Command {
+  const program = new Command('foundation');
+  program
+    .description('Run and inspect Foundation cluster nodes')
+    .version(packageVersion(), '-V, --version')
+    .exitOverride()
+    .showHelpAfterError('(run "foundation <command> --help" for usage)');
+
+  program
+    .command('start')
+    .description('Run one node until SIGINT/SIGTERM. Logs go to stderr; one "started" line goes to stdout.')
+    .addOption(new Option('--name <name>', 'cluster-unique node name').env('FOUNDATION_NAME').argParser(parseNonEmpty).makeOptionMandatory())
+    .addOption(new Option('--port <port>', 'mesh TCP port (0 = pick a free one)').env('FOUNDATION_PORT').argParser(parsePort).makeOptionMandatory())
+    .addOption(
+      new Option('--http <port|host:port>', 'admin HTTP server (/health /ready /metrics /cluster); a bare port uses --host')
+        .env('FOUNDATION_HTTP')
+        .argParser((v: string) => parseHostPort(v, true)),
+    )
+    .addOption(new Option('--host <host>', 'interface the mesh listens on').env('FOUNDATION_HOST').default('127.0.0.1').argParser(parseNonEmpty))
+    .addOption(new Option('--cookie <secret>', 'shared cluster secret (prefer FOUNDATION_SECRET: flags show in ps)').env('FOUNDATION_SECRET'))
+    .addOption(
+      new Option('--static <host:port,...>', 'mesh addresses of nodes to join').env('FOUNDATION_STATIC').argParser(parseStaticList),
+    )
+    .addOption(new Option('--cluster-name <name>', 'cluster name; nodes of other clusters are refused').env('FOUNDATION_CLUSTER_NAME').argParser(parseNonEmpty))
+    .option('--hidden', 'join as a hidden node (tooling): connected but not a member')
+    .option('--insecure', 'allow running without a secret when NODE_ENV=production')
+    .option('--json-logs', 'JSON log lines (and a JSON started line) instead of short human lines')
+    .addOption(new Option('--log-level <level>', 'log level').choices(LOG_LEVELS).env('FOUNDATION_LOG_LEVEL').default('info'))
+    .action(async (flags: StartFlags) => {
+      await runStart(flags);
+    });
+
+  program
+    .command('status')
+    .description("Print the cluster as one node's admin server sees it")
+    .addOption(
+      new Option('--http <host:port>', "the node's admin server (a bare port means 127.0.0.1)")
+        .env('FOUNDATION_HTTP')
+        .argParser((v: string) => parseHostPort(v, true, 1))
+        .makeOptionMandatory(),
+    )
+    .option('--json', 'print the raw JSON of /cluster and /health')
+    .addOption(new Option('--timeout <ms>', 'per-request timeout').argParser(parseIntRange(1, 600_000)).default(3000))
+    .action(async (flags: { http: HostPort; json?: boolean; timeout: number }) => {
+      await runStatus(flags);
+    });
+
+  program
+    .command('demo')
+    .description(`Run a local cluster of child processes on ${DEMO_HOST} until Ctrl-C`)
+    .addOption(new Option('--nodes <n>', 'number of nodes').argParser(parseIntRange(1, 32)).default(3))
+    .addOption(
+      new Option('--base-port <port>', 'first port: meshes use base..base+n-1, admin servers base+n..base+2n-1 (0 = free ports)')
+        .argParser(parsePort)
+        .default(0),
+    )
+    .option('--verbose', "show the nodes' info logs")
+    .action(async (flags: { nodes: number; basePort: number; verbose?: boolean }) => {
+      await runDemo(flags);
+      // Every child is gone; do not wait for leftover pipes or timers.
+      process.exit(process.exitCode ?? 0);
+    });
+
+  return program;
+}
+
+/** Runs the CLI with `argv` (default `process.argv`); sets the exit code. */
+export async function main(argv: readonly string[] = process.argv): Promise<void> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync([...argv]);
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // commander already printed the message.
+      process.exit(err.exitCode === 0 ? 0 : 2);
+    }
+    const usage = err instanceof UsageError || (err instanceof FoundationError && err.code === ErrorCodes.CONFIG_INVALID);
+    errLine(`foundation: ${err instanceof Error ? err.message : String(err)}`);
+    process.exit(usage ? 2 : 1);
+  }
+}
+
+function isEntryPoint(): boolean {
+  const entry = process.argv[1];
+  if (!entry) return false;
+  try {
+    return pathToFileURL(realpathSync(entry)).href === import.meta.url;
+  } catch {
+    return false;
+  }
+}
+
+if (isEntryPoint()) void main();

@@ -1,0 +1,38 @@
+/**
+ * Telemetry events go through `node:diagnostics_channel`. Channel names are stable and
+ * documented in docs/telemetry.md; subscribe with `diagnostics_channel.subscribe(name, fn)`.
+ */
+import { channel, type Channel } from 'node:diagnostics_channel';
+
+export const TelemetryChannels = {
+  /** `{ node, member, reason? }` — a member came up. */
+  memberUp: 'foundation:member:up',
+  /** `{ node, member, reason }` — a member went down. */
+  memberDown: 'foundation:member:down',
+  /** `{ node, member, phi }` — the failure detector suspects a member. */
+  memberSuspect: 'foundation:member:suspect',
+  /** `{ node, member }` — a suspected member answered again. */
+  memberAlive: 'foundation:member:alive',
+  /** `{ node, peer?, remote, reason, message }` — a handshake failed. */
+  handshakeFailed: 'foundation:link:handshake-failed',
+  /** `{ node, peer, remote, reason, error? }` — a link closed. */
+  linkClosed: 'foundation:link:closed',
+  /** `{ node, topology, strategy, peer, durationMs, result }` — a discovery connect attempt ended. */
+  discoveryConnect: 'foundation:discovery:connect',
+  /** `{ node, topology, strategy, peer, result }` — a discovery strategy disconnected a node. */
+  discoveryDisconnect: 'foundation:discovery:disconnect',
+  /** `{ node, topology, strategy, error }` — a discovery lookup failed; membership is kept. */
+  discoveryLookupError: 'foundation:discovery:lookup-error',
+} as const;
+
+const channels = new Map<string, Channel>();
+
+/** Publishes only when someone listens, so telemetry costs nothing otherwise. */
+export function publish(name: string, message: object): void {
+  let ch = channels.get(name);
+  if (!ch) {
+    ch = channel(name);
+    channels.set(name, ch);
+  }
+  if (ch.hasSubscribers) ch.publish(message);
+}

@@ -1,0 +1,196 @@
+import { EventEmitter } from 'node:events';
+import { Agent, request } from 'node:http';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { ClusterView, LocalHealth } from '../../src/api.js';
+import type { Member, NodeIdentity } from '../../src/mesh/types.js';
+import { type AdminNode, type AdminServer, startAdminServer } from '../../src/surfaces/http.js';
+import { Counter, Registry } from 'prom-client';
+
+const self: NodeIdentity = { name: 'node-a', address: '127.0.0.1:4001', incarnation: 1_723_456_789_012_345 };
+const members: Member[] = [
+  { name: 'node-b', address: '127.0.0.1:4002', incarnation: 2, status: 'up', rttMs: 1.25, loopLagMs: 3, hidden: false, since: 100 },
+  { name: 'node-c', address: '127.0.0.1:4003', incarnation: 3, status: 'down', rttMs: null, loopLagMs: 0, hidden: false, since: 200 },
+];
+
+interface FakeState {
+  ready: boolean;
+  health: () => LocalHealth;
+}
+
+function fakeNode(state: FakeState): AdminNode {
+  const cluster = Object.assign(new EventEmitter(), {
+    self,
+    members: (opts?: { includeDown?: boolean }) => (opts?.includeDown ? members : members.filter((m) => m.status !== 'down')),
+    member: (name: string) => members.find((m) => m.name === name),
+    isReady: () => state.ready,
+  }) satisfies ClusterView;
+  const metrics = new Registry();
+  const c = new Counter({ name: 'foundation_test_total', help: 'test counter', registers: [metrics] });
+  c.inc(3);
+  return { id: self, cluster, metrics, health: () => state.health() };
+}
+
+interface Res {
+  status: number;
+  headers: Record<string, string | string[] | undefined>;
+  body: string;
+}
+
+function call(address: string, path: string, method = 'GET', agent?: Agent): Promise<Res> {
+  const [host, port] = address.split(':');
+  return new Promise((resolve, reject) => {
+    const req = request({ host, port: Number(port), path, method, agent: agent ?? false }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        body += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const okHealth = (): LocalHealth => ({ status: 'ok', loopLag: { p50Ms: 1, p99Ms: 2, maxMs: 3 } });
+
+describe('admin HTTP server', () => {
+  let server: AdminServer | undefined;
+  const logged: { obj: object; msg?: string }[] = [];
+  const logger = { error: (obj: object, msg?: string) => logged.push({ obj, msg }), debug: () => {} };
+
+  afterEach(async () => {
+    await server?.close();
+    server = undefined;
+    logged.length = 0;
+  });
+
+  async function start(state: FakeState) {
+    server = await startAdminServer(fakeNode(state), { host: '127.0.0.1', port: 0, logger });
+    return server.address;
+  }
+
+  it('listens on an ephemeral port and reports the actual address', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    expect(address).toMatch(/^127\.0\.0\.1:\d+$/);
+    expect(address).not.toBe('127.0.0.1:0');
+  });
+
+  it('GET /health: 200 ok, and still 200 when degraded', async () => {
+    const state: FakeState = { ready: true, health: okHealth };
+    const address = await start(state);
+    const ok = await call(address, '/health');
+    expect(ok.status).toBe(200);
+    expect(ok.headers['content-type']).toMatch(/^application\/json/);
+    expect(JSON.parse(ok.body)).toEqual({ status: 'ok', name: 'node-a', loopLag: { p50Ms: 1, p99Ms: 2, maxMs: 3 } });
+
+    state.health = () => ({ status: 'degraded', loopLag: { p50Ms: 50, p99Ms: 900, maxMs: 1200 } });
+    const degraded = await call(address, '/health?verbose=1');
+    expect(degraded.status).toBe(200);
+    expect(JSON.parse(degraded.body)).toMatchObject({ status: 'degraded', loopLag: { p99Ms: 900 } });
+  });
+
+  it('GET /ready: 200 when ready, 503 when not', async () => {
+    const state: FakeState = { ready: false, health: okHealth };
+    const address = await start(state);
+    const notReady = await call(address, '/ready');
+    expect(notReady.status).toBe(503);
+    expect(JSON.parse(notReady.body)).toEqual({ ready: false });
+    state.ready = true;
+    const ready = await call(address, '/ready');
+    expect(ready.status).toBe(200);
+    expect(JSON.parse(ready.body)).toEqual({ ready: true });
+  });
+
+  it('GET /metrics: Prometheus text with the registry content type', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    const res = await call(address, '/metrics');
+    expect(res.status).toBe(200);
+    expect(res.headers['content-type']).toBe(new Registry().contentType);
+    expect(res.body).toContain('# TYPE foundation_test_total counter');
+    expect(res.body).toMatch(/^foundation_test_total 3$/m);
+  });
+
+  it('GET /cluster: self and members, down ones included', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    const res = await call(address, '/cluster');
+    expect(res.status).toBe(200);
+    expect(JSON.parse(res.body)).toEqual({
+      self: { name: 'node-a', address: '127.0.0.1:4001', incarnation: 1_723_456_789_012_345 },
+      members: [
+        { name: 'node-b', address: '127.0.0.1:4002', incarnation: 2, status: 'up', rttMs: 1.25, loopLagMs: 3, since: 100 },
+        { name: 'node-c', address: '127.0.0.1:4003', incarnation: 3, status: 'down', rttMs: null, loopLagMs: 0, since: 200 },
+      ],
+    });
+  });
+
+  it('unknown path: 404 JSON', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    for (const path of ['/', '/nope', '/health/extra', '/__proto__', '/constructor']) {
+      const res = await call(address, path);
+      expect(res.status, path).toBe(404);
+      expect(JSON.parse(res.body)).toMatchObject({ error: 'not found' });
+    }
+  });
+
+  it('non-GET on a route: 405 with Allow', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    for (const method of ['POST', 'PUT', 'DELETE']) {
+      const res = await call(address, '/health', method);
+      expect(res.status, method).toBe(405);
+      expect(res.headers.allow).toBe('GET, HEAD');
+      expect(JSON.parse(res.body)).toMatchObject({ error: 'method not allowed' });
+    }
+  });
+
+  it('HEAD: headers only', async () => {
+    const address = await start({ ready: false, health: okHealth });
+    const res = await call(address, '/ready', 'HEAD');
+    expect(res.status).toBe(503);
+    expect(res.body).toBe('');
+  });
+
+  it('a failing handler answers 500 JSON, logs, and the server keeps serving', async () => {
+    const state: FakeState = {
+      ready: true,
+      health: () => {
+        throw new Error('boom');
+      },
+    };
+    const address = await start(state);
+    const res = await call(address, '/health');
+    expect(res.status).toBe(500);
+    expect(JSON.parse(res.body)).toMatchObject({ error: 'internal error', message: 'boom' });
+    expect(logged).toHaveLength(1);
+    expect(logged[0]?.msg).toMatch(/handler failed/);
+    expect((await call(address, '/ready')).status).toBe(200);
+  });
+
+  it('serves several requests on one keep-alive connection, and close() ends idle connections', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    const agent = new Agent({ keepAlive: true, maxSockets: 1 });
+    const sockets = new Set<unknown>();
+    agent.on('free', (socket) => sockets.add(socket));
+    try {
+      for (let i = 0; i < 3; i++) expect((await call(address, '/ready', 'GET', agent)).status).toBe(200);
+      expect(sockets.size).toBe(1);
+      const started = Date.now();
+      await server?.close();
+      // Without closing idle sockets, close() would wait for the 5 s keep-alive timeout.
+      expect(Date.now() - started).toBeLessThan(1000);
+      await expect(call(address, '/ready')).rejects.toThrow(/ECONNREFUSED/);
+      // Idempotent.
+      await server?.close();
+    } finally {
+      agent.destroy();
+    }
+  });
+
+  it('rejects with the listen error code when the port is taken', async () => {
+    const address = await start({ ready: true, health: okHealth });
+    const port = Number(address.split(':')[1]);
+    await expect(
+      startAdminServer(fakeNode({ ready: true, health: okHealth }), { host: '127.0.0.1', port }),
+    ).rejects.toMatchObject({ code: 'EADDRINUSE' });
+  });
+});
