@@ -256,6 +256,13 @@ function walkPlain(obj: Record<string, unknown>, depth: number): unknown {
   const child = depth + 1;
   for (const key in obj) {
     if (!hasOwn.call(obj, key)) continue;
+    if (key === '__proto__') {
+      segKinds[depth] = SEG_PROP;
+      segKeys[depth] = key;
+      // msgpackr's decoder renames this key (prototype-pollution guard): refuse rather than
+      // let the receiver see different data.
+      fail(depth + 1, 'an own property named "__proto__" cannot be sent');
+    }
     const v = obj[key];
     // Inlined fast path for the most common leaves: no call.
     const t = typeof v;
@@ -264,9 +271,8 @@ function walkPlain(obj: Record<string, unknown>, depth: number): unknown {
     segKeys[depth] = key;
     const out = walk(v, child);
     if (out !== v) {
-      if (copy === undefined) copy = { ...obj };
-      if (key === '__proto__') Object.defineProperty(copy, key, { value: out, writable: true, enumerable: true, configurable: true });
-      else copy[key] = out;
+      copy ??= { ...obj };
+      copy[key] = out;
     }
   }
   ancestors[depth] = undefined as unknown as object;
@@ -374,7 +380,8 @@ function prepare(value: unknown, path: string): unknown {
 /**
  * Throws `SerializationError` (code `FOUNDATION_NOT_SERIALIZABLE`) if `value` cannot cross the
  * wire: functions, symbols, promises, weak collections, class instances other than the
- * supported built-ins, circular references, nesting deeper than 1000 levels.
+ * supported built-ins, circular references, nesting deeper than 1000 levels, and an own
+ * property named `__proto__` (the decoder would rename it).
  * The error's `path` says where, e.g. `$.user.callback` or `$.items[3]`.
  * @param path Prefix of the reported path (defaults to `$`).
  */

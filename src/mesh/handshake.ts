@@ -118,7 +118,9 @@ async function expectHello(ch: HandshakeChannel, step: number): Promise<Record<s
   if (frame.type === FrameType.REJECT) {
     const r = safeDecode(frame.body) as Partial<Reject> | undefined;
     const reason = (typeof r?.reason === 'string' ? r.reason : 'protocol') as HandshakeFailureReason;
-    throw new HandshakeError(reason, `peer refused the handshake (${reason}): ${String(r?.message ?? 'no message')}`);
+    // The peer's message is written from its side ("node X proved..."); restate the bad-secret case from ours.
+    const detail = reason === 'bad-secret' ? 'the two nodes hold different secrets' : String(r?.message ?? 'no message').slice(0, 200);
+    throw new HandshakeError(reason, `peer refused the handshake (${reason}): ${detail}`);
   }
   if (frame.type !== FrameType.HELLO) {
     throw new HandshakeError('protocol', `expected handshake step ${step}, got frame type ${frame.type}`);

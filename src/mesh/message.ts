@@ -121,6 +121,36 @@ export function checkHeaderFields(flags: number, corrId: number): void {
   if (corrId >>> 0 !== corrId) throw new RangeError(`corrId must be an unsigned 32-bit integer, got ${String(corrId)}`);
 }
 
+// Receive-side topic cache. Decoding a short UTF-8 string costs more than everything else in
+// parsing a small message, and topics repeat, so decoded strings are kept in a direct-mapped
+// table keyed by a hash of the bytes (and checked byte for byte: a collision just decodes).
+const TOPIC_SLOTS = 512;
+const slotBytes: (Buffer | undefined)[] = new Array<Buffer | undefined>(TOPIC_SLOTS).fill(undefined);
+const slotStrings: string[] = new Array<string>(TOPIC_SLOTS).fill('');
+
+function decodeTopic(buf: Buffer, start: number, length: number): string {
+  let h = length;
+  const end = start + length;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
+  const slot = (h ^ (h >>> 15)) & (TOPIC_SLOTS - 1);
+  const cached = slotBytes[slot];
+  if (cached !== undefined && cached.length === length) {
+    let same = true;
+    for (let i = 0; i < length; i++) {
+      if (cached[i] !== buf[start + i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return slotStrings[slot] as string;
+  }
+  const topic = buf.toString('utf8', start, end);
+  // Own copy: keeping a view would pin the whole received chunk in memory.
+  slotBytes[slot] = Buffer.from(buf.subarray(start, end));
+  slotStrings[slot] = topic;
+  return topic;
+}
+
 function invalid(message: string): never {
   throw new FrameError(ErrorCodes.FRAME_INVALID, message);
 }
@@ -139,7 +169,7 @@ export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundM
   const topicStart = start + MESSAGE_HEADER_BYTES;
   const payloadStart = topicStart + topicLength;
   if (payloadStart > buf.length) invalid(`Message topic of ${topicLength} bytes runs past the end of the body`);
-  const topic = topicLength === 0 ? '' : buf.toString('utf8', topicStart, payloadStart);
+  const topic = topicLength === 0 ? '' : decodeTopic(buf, topicStart, topicLength);
   return { lane, flags, corrId, topic, payload: buf.subarray(payloadStart) };
 }
 

@@ -58,9 +58,9 @@ function errLine(line: string): void {
 }
 
 function parsePortValue(value: string, min = 0): number {
-  if (!/^\d{1,5}$/.test(value.trim())) throw new InvalidArgumentError(`must be an integer from ${min} to 65535.`);
+  if (!/^\d{1,5}$/.test(value.trim())) throw new InvalidArgumentError(`Expected an integer from ${min} to 65535.`);
   const port = Number(value.trim());
-  if (port < min || port > 65535) throw new InvalidArgumentError(`must be an integer from ${min} to 65535.`);
+  if (port < min || port > 65535) throw new InvalidArgumentError(`Expected an integer from ${min} to 65535.`);
   return port;
 }
 
@@ -75,7 +75,7 @@ export function parseHostPort(value: string, allowBarePort: boolean, minPort = 0
   if (allowBarePort && /^\d+$/.test(v)) return { host: undefined, port: parsePortValue(v, minPort) };
   const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(v);
   if (!m) {
-    throw new InvalidArgumentError(allowBarePort ? 'expected <port> or <host:port>.' : 'expected <host:port>.');
+    throw new InvalidArgumentError(allowBarePort ? 'Expected <port> or <host:port>.' : 'Expected <host:port>.');
   }
   return { host: m[1] ?? m[2], port: parsePortValue(m[3] ?? '', minPort) };
 }
@@ -89,7 +89,7 @@ function parseStaticList(value: string): string[] {
     .split(',')
     .map((s) => s.trim())
     .filter((s) => s.length > 0);
-  if (entries.length === 0) throw new InvalidArgumentError('expected a comma-separated list of <host:port>.');
+  if (entries.length === 0) throw new InvalidArgumentError('Expected a comma-separated list of <host:port>.');
   return entries.map((entry) => {
     try {
       const { host, port } = parseHostPort(entry, false, 1);
@@ -102,15 +102,15 @@ function parseStaticList(value: string): string[] {
 
 function parseNonEmpty(value: string): string {
   const v = value.trim();
-  if (v.length === 0) throw new InvalidArgumentError('must not be empty.');
+  if (v.length === 0) throw new InvalidArgumentError('Expected a non-empty value.');
   return v;
 }
 
 function parseIntRange(min: number, max: number) {
   return (value: string): number => {
-    if (!/^\d+$/.test(value.trim())) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}.`);
+    if (!/^\d+$/.test(value.trim())) throw new InvalidArgumentError(`Expected an integer from ${min} to ${max}.`);
     const n = Number(value.trim());
-    if (n < min || n > max) throw new InvalidArgumentError(`must be an integer from ${min} to ${max}.`);
+    if (n < min || n > max) throw new InvalidArgumentError(`Expected an integer from ${min} to ${max}.`);
     return n;
   };
 }
@@ -241,15 +241,15 @@ async function runStart(flags: StartFlags): Promise<void> {
     logger.info({ signal: why }, 'stopping');
     const n = node;
     n.stop().then(
-        () => {
-          if (emitJson) out(JSON.stringify({ event: 'stopped', name: n.id.name, pid: process.pid }));
-          process.exit(0);
-        },
-        (err: unknown) => {
-          logger.error({ err }, 'stop failed');
-          process.exit(1);
-        },
-      );
+      () => {
+        if (emitJson) out(JSON.stringify({ event: 'stopped', name: n.id.name, pid: process.pid }));
+        process.exit(0);
+      },
+      (err: unknown) => {
+        logger.error({ err }, 'stop failed');
+        process.exit(1);
+      },
+    );
   };
   process.on('SIGINT', () => shutdown('SIGINT'));
   process.on('SIGTERM', () => shutdown('SIGTERM'));
@@ -361,7 +361,7 @@ async function runStatus(flags: { http: HostPort; json?: boolean; timeout: numbe
       `${cluster.members.length} member(s): ${counts.up} up, ${counts.suspect} suspect, ${counts.down} down`,
   );
   const rows = [['NAME', 'ADDRESS', 'STATUS', 'RTT', 'LOOP LAG', 'SINCE']];
-  rows.push([`${cluster.self.name} (self)`, cluster.self.address, health.status, '-', fmtMs(health.loopLag.p99Ms), '-']);
+  rows.push([`${cluster.self.name} (self)`, cluster.self.address, 'self', '-', fmtMs(health.loopLag.p99Ms), '-']);
   for (const m of [...cluster.members].sort((a, b) => a.name.localeCompare(b.name))) {
     rows.push([m.name, m.address, m.status, fmtMs(m.rttMs), fmtMs(m.loopLagMs), fmtAge(m.since)]);
   }

@@ -1,0 +1,223 @@
+/**
+ * End-to-end tests of the `foundation` binary. They run the BUILT CLI (`dist/surfaces/cli.js`):
+ * run `npm run build` first (`npm test` does). Everything listens on 127.0.0.1 only.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { dirname, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
+
+const root = resolve(dirname(fileURLToPath(import.meta.url)), '../..');
+const CLI = resolve(root, 'dist/surfaces/cli.js');
+const FOUNDATION_BUILT = existsSync(resolve(root, 'dist/foundation.js'));
+
+interface RunResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Environment without any FOUNDATION_* variable of the developer's shell. */
+function cleanEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FOUNDATION_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+function run(args: string[], timeoutMs = 10_000, env: Record<string, string> = {}): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv(env) });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.setEncoding('utf8').on('data', (c: string) => {
+      stdout += c;
+    });
+    child.stderr.setEncoding('utf8').on('data', (c: string) => {
+      stderr += c;
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`foundation ${args.join(' ')} did not exit within ${timeoutMs} ms\n${stdout}\n${stderr}`));
+    }, timeoutMs);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code, signal, stdout, stderr });
+    });
+  });
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (cond()) return true;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return cond();
+}
+
+/** A 127.0.0.1 port nobody listens on (bound, then released). */
+async function closedPort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+interface DemoNode {
+  name: string;
+  pid: number;
+  mesh: string;
+  http: string;
+}
+
+interface Demo {
+  proc: ChildProcess;
+  nodes: DemoNode[];
+  output: string[];
+  ready: Promise<number>;
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+const leftovers = new Set<number>();
+
+function startDemo(args: string[]): Demo {
+  const proc = spawn(process.execPath, [CLI, 'demo', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cleanEnv() });
+  if (proc.pid) leftovers.add(proc.pid);
+  const nodes: DemoNode[] = [];
+  const output: string[] = [];
+  const started = Date.now();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
+    proc.on('exit', (code, signal) => r({ code, signal })),
+  );
+  const ready = new Promise<number>((resolvePromise, reject) => {
+    createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      output.push(line);
+      const m = /^(node-\d+)\s+pid (\d+)\s+mesh (\S+)\s+http http:\/\/(\S+)$/.exec(line);
+      if (m) {
+        const node = { name: m[1] ?? '', pid: Number(m[2]), mesh: m[3] ?? '', http: m[4] ?? '' };
+        nodes.push(node);
+        leftovers.add(node.pid);
+      }
+      if (/^ready:/.test(line)) resolvePromise(Date.now() - started);
+    });
+    createInterface({ input: proc.stderr as NodeJS.ReadableStream }).on('line', (line) => output.push(`stderr: ${line}`));
+    void exited.then(({ code, signal }) => reject(new Error(`demo exited before ready (${signal ?? code})\n${output.join('\n')}`)));
+  });
+  ready.catch(() => {});
+  return { proc, nodes, output, ready, exited };
+}
+
+afterAll(() => {
+  for (const pid of leftovers) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone, as it should be
+    }
+  }
+});
+
+describe('foundation CLI: usage', () => {
+  it('is built', () => {
+    expect(existsSync(CLI), `${CLI} is missing: run "npm run build" first`).toBe(true);
+  });
+
+  it('unknown command and unknown flag: exit 2', async () => {
+    const cmd = await run(['frobnicate']);
+    expect(cmd.code).toBe(2);
+    expect(cmd.stderr).toMatch(/unknown command 'frobnicate'/);
+    const flag = await run(['status', '--http', '127.0.0.1:1', '--bogus']);
+    expect(flag.code).toBe(2);
+    expect(flag.stderr).toMatch(/unknown option '--bogus'/);
+  });
+
+  it('invalid port: exit 2 naming the flag (and the env variable)', async () => {
+    const bad = await run(['start', '--name', 'a', '--port', '70000']);
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/--port/);
+    const env = await run(['start', '--name', 'a'], 10_000, { FOUNDATION_PORT: 'x' });
+    expect(env.code).toBe(2);
+    expect(env.stderr).toMatch(/--port.*FOUNDATION_PORT/);
+  });
+
+  it('status of an unreachable node: exit 1 with a clear message', async () => {
+    const port = await closedPort();
+    const res = await run(['status', '--http', `127.0.0.1:${port}`]);
+    expect(res.code).toBe(1);
+    expect(res.stderr).toMatch(new RegExp(`cannot reach the admin server at http://127\\.0\\.0\\.1:${port}`));
+  });
+});
+
+describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: demo (skipped: dist/foundation.js is not built yet)', () => {
+  it('demo --nodes 3 forms a cluster, status sees it, SIGINT stops every child', { timeout: 40_000 }, async () => {
+    const demo = startDemo(['--nodes', '3']);
+    try {
+      const readyMs = await Promise.race([
+        demo.ready,
+        new Promise<never>((_, reject) =>
+          setTimeout(() => reject(new Error(`no ready line within 10 s\n${demo.output.join('\n')}`)), 10_000),
+        ),
+      ]);
+      expect(readyMs).toBeLessThan(10_000);
+      expect(demo.nodes.map((n) => n.name).sort()).toEqual(['node-1', 'node-2', 'node-3']);
+      for (const n of demo.nodes) {
+        expect(n.mesh).toMatch(/^127\.0\.0\.1:\d+$/);
+        expect(n.http).toMatch(/^127\.0\.0\.1:\d+$/);
+      }
+
+      const first = demo.nodes.find((n) => n.name === 'node-1') as DemoNode;
+      const status = await run(['status', '--http', first.http, '--json']);
+      expect(status.code, status.stderr).toBe(0);
+      const parsed = JSON.parse(status.stdout) as {
+        cluster: { self: { name: string }; members: { name: string; status: string }[] };
+        health: { status: string };
+      };
+      expect(parsed.cluster.self.name).toBe('node-1');
+      expect(
+        parsed.cluster.members
+          .filter((m) => m.status === 'up')
+          .map((m) => m.name)
+          .sort(),
+      ).toEqual(['node-2', 'node-3']);
+
+      const table = await run(['status', '--http', first.http]);
+      expect(table.code).toBe(0);
+      expect(table.stdout).toMatch(/^node-2\s+127\.0\.0\.1:\d+\s+up\b/m);
+
+      demo.proc.kill('SIGINT');
+      const exit = await Promise.race([
+        demo.exited,
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error('demo did not stop within 10 s')), 10_000)),
+      ]);
+      expect(exit).toEqual({ code: 0, signal: null });
+      for (const n of demo.nodes) expect(isAlive(n.pid), `${n.name} (pid ${n.pid}) still running`).toBe(false);
+    } finally {
+      if (demo.proc.exitCode === null && demo.proc.signalCode === null) demo.proc.kill('SIGKILL');
+    }
+  });
+
+  it('children stop by themselves when the demo process is killed outright', { timeout: 40_000 }, async () => {
+    const demo = startDemo(['--nodes', '2']);
+    await demo.ready;
+    expect(demo.nodes).toHaveLength(2);
+    demo.proc.kill('SIGKILL');
+    await demo.exited;
+    const gone = await waitFor(() => demo.nodes.every((n) => !isAlive(n.pid)), 10_000);
+    expect(gone, `still running: ${demo.nodes.filter((n) => isAlive(n.pid)).map((n) => n.pid)}`).toBe(true);
+  });
+});

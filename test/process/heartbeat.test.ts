@@ -1,0 +1,353 @@
+/**
+ * Heartbeat service end to end, against the COMPILED code (build first: `npx tsc -p tsconfig.build.json`).
+ *
+ * One HeartbeatService runs in this process ("parent"), the other in a forked child ("child")
+ * that the tests SIGSTOP, SIGCONT and busy-loop. Everything stays on 127.0.0.1.
+ */
+
+import { type ChildProcess, fork } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import dgram from 'node:dgram';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { type HeartbeatPeerStats, HeartbeatService } from '../../dist/mesh/heartbeat.js';
+import { decodeHeartbeat, encodeHeartbeat, FLAG_SENDER_LOW } from '../../dist/mesh/heartbeat-packet.js';
+
+const HELPER = fileURLToPath(new URL('../helpers/heartbeat-peer.mjs', import.meta.url));
+const HOST = '127.0.0.1';
+
+interface ChildEvent {
+  evt: string;
+  data?: unknown;
+  port?: number;
+  loopLag?: { p50Ms: number; p99Ms: number; maxMs: number; currentMs: number };
+  at: number;
+}
+
+/** A HeartbeatService in a child process, with its events recorded. */
+class ChildPeer {
+  readonly events: ChildEvent[] = [];
+  private waiters: { pred: (e: ChildEvent) => boolean; resolve: (e: ChildEvent) => void }[] = [];
+  port = 0;
+
+  constructor(readonly proc: ChildProcess) {
+    proc.on('message', (m: Omit<ChildEvent, 'at'>) => {
+      const e = { ...m, at: performance.now() };
+      this.events.push(e);
+      this.waiters = this.waiters.filter((w) => {
+        if (!w.pred(e)) return true;
+        w.resolve(e);
+        return false;
+      });
+    });
+  }
+
+  static async spawn(config: object): Promise<ChildPeer> {
+    const proc = fork(HELPER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const c = new ChildPeer(proc);
+    await c.next((e) => e.evt === 'ready', 5000);
+    c.send({ cmd: 'start', config });
+    const started = await c.next((e) => e.evt === 'started' || e.evt === 'fatal', 5000);
+    if (started.evt !== 'started') throw new Error(`child failed: ${JSON.stringify(started.data)}`);
+    c.port = started.port ?? 0;
+    return c;
+  }
+
+  send(msg: object): void {
+    this.proc.send(msg);
+  }
+
+  /** Next event (from now on) matching `pred`. */
+  next(pred: (e: ChildEvent) => boolean, timeoutMs: number): Promise<ChildEvent> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`child: no matching event within ${timeoutMs} ms`)), timeoutMs);
+      this.waiters.push({
+        pred,
+        resolve: (e) => {
+          clearTimeout(timer);
+          resolve(e);
+        },
+      });
+    });
+  }
+
+  kill(): void {
+    if (this.proc.exitCode === null && this.proc.signalCode === null) this.proc.kill('SIGKILL');
+  }
+}
+
+interface Link {
+  linkId: string;
+  key: Buffer;
+}
+const newLink = (): Link => ({ linkId: randomBytes(8).toString('hex'), key: randomBytes(32) });
+
+function connect(parent: HeartbeatService, child: ChildPeer, link: Link): void {
+  parent.addPeer({ peer: 'child', linkId: link.linkId, sessionKey: link.key, host: HOST, port: child.port });
+  child.send({ cmd: 'add', peer: { peer: 'parent', linkId: link.linkId, sessionKey: link.key.toString('hex'), host: HOST, port: parent.port } });
+}
+
+/** Resolves with the first emission of `event` (whose payload satisfies `pred`) on the service. */
+function once<T>(svc: HeartbeatService, event: 'down' | 'alive' | 'suspect' | 'stats', pred: (e: T) => boolean, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const on = (e: T) => {
+      if (!pred(e)) return;
+      clearTimeout(timer);
+      svc.off(event, on as never);
+      resolve(e);
+    };
+    const timer = setTimeout(() => {
+      svc.off(event, on as never);
+      reject(new Error(`no '${event}' within ${timeoutMs} ms`));
+    }, timeoutMs);
+    svc.on(event, on as never);
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+  const end = performance.now() + timeoutMs;
+  while (!cond()) {
+    if (performance.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+const CONFIG = { statsIntervalMs: 200 };
+
+describe('HeartbeatService across processes', () => {
+  let parent: HeartbeatService;
+  let child: ChildPeer;
+  let link: Link;
+  const parentEvents: { type: string; data: unknown; at: number }[] = [];
+  const sockets: dgram.Socket[] = [];
+
+  beforeEach(async () => {
+    parentEvents.length = 0;
+    parent = await HeartbeatService.start({ host: HOST, port: 0, config: { ...CONFIG, self: 'parent' } });
+    for (const type of ['suspect', 'alive', 'down', 'self-pause', 'dropped', 'error'] as const) {
+      parent.on(type, (data: unknown) => parentEvents.push({ type, data, at: performance.now() }));
+    }
+    child = await ChildPeer.spawn({ ...CONFIG, self: 'child' });
+    link = newLink();
+    connect(parent, child, link);
+    await until(() => (parent.stats().get('child')?.rttMs ?? null) !== null, 3000, 'first RTT');
+  });
+
+  afterEach(async () => {
+    child?.kill();
+    for (const s of sockets.splice(0)) s.close();
+    await parent?.stop();
+  });
+
+  const childStats = (): HeartbeatPeerStats | undefined => parent.stats().get('child');
+  const downsOf = (peer: string) => parentEvents.filter((e) => e.type === 'down' && (e.data as { peer: string }).peer === peer);
+
+  it('(a) both ends see each other alive with an RTT', async () => {
+    const fromChild = await child.next((e) => e.evt === 'stats' && ((e.data as Record<string, HeartbeatPeerStats>).parent?.rttMs ?? null) !== null, 3000);
+    const seenByChild = (fromChild.data as Record<string, HeartbeatPeerStats>).parent;
+    const seenByParent = childStats();
+    expect(seenByParent?.status).toBe('alive');
+    expect(seenByChild?.status).toBe('alive');
+    expect(seenByParent?.rttMs).toBeGreaterThanOrEqual(0);
+    expect(seenByParent?.rttMs).toBeLessThan(200);
+    expect(seenByChild?.rttMs).toBeLessThan(200);
+    // Let a few stats rounds pass: φ stays near zero on a healthy link.
+    await sleep(1000);
+    expect(childStats()?.phi).toBeLessThan(1);
+    expect(parentEvents.filter((e) => e.type !== 'dropped')).toEqual([]);
+    console.log(`[heartbeat] RTT parent→child ${seenByParent?.rttMs?.toFixed(3)} ms, child→parent ${seenByChild?.rttMs?.toFixed(3)} ms`);
+  });
+
+  it('(b) SIGSTOP is detected within 3 s; after SIGCONT the peer comes back', async () => {
+    const pid = child.proc.pid as number;
+    const down = once<{ peer: string; phi: number; silentMs: number }>(parent, 'down', (e) => e.peer === 'child', 5000);
+    const stoppedAt = performance.now();
+    process.kill(pid, 'SIGSTOP');
+    const d = await down;
+    const detectionMs = performance.now() - stoppedAt;
+    console.log(`[heartbeat] SIGSTOP → down in ${detectionMs.toFixed(0)} ms (silentMs ${d.silentMs}, phi ${d.phi.toFixed(2)})`);
+    expect(detectionMs).toBeLessThan(3000);
+    // Not a hair trigger: the acceptable pause alone is 1 s.
+    expect(detectionMs).toBeGreaterThan(1000);
+    expect(d.phi).toBeGreaterThanOrEqual(8);
+
+    // Keep it stopped a bit longer, then resume: the child must notice its own pause instead of
+    // declaring the parent down.
+    await sleep(500);
+    const pausedMs = performance.now() - stoppedAt;
+    const selfPause = child.next((e) => e.evt === 'self-pause', 5000);
+    process.kill(pid, 'SIGCONT');
+    // The mesh would now re-handshake the link: new link id and key on both sides.
+    link = newLink();
+    parent.removePeer('child');
+    connect(parent, child, link);
+    const sp = await selfPause;
+    expect((sp.data as { ms: number }).ms).toBeGreaterThan(pausedMs - 600);
+    await until(() => (childStats()?.rttMs ?? null) !== null, 3000, 'RTT after resume');
+    // And it stays up: no new 'down' on either side for longer than a detection period.
+    const downsBefore = downsOf('child').length;
+    await sleep(2500);
+    expect(downsOf('child').length).toBe(downsBefore);
+    expect(childStats()?.status).toBe('alive');
+    expect(childStats()?.phi).toBeLessThan(1);
+    expect(child.events.filter((e) => e.evt === 'down')).toEqual([]);
+    console.log(`[heartbeat] child reported self-pause of ${(sp.data as { ms: number }).ms} ms (stopped ~${pausedMs.toFixed(0)} ms)`);
+  }, 20_000);
+
+  it('(c) a 2 s busy main thread is NOT declared down; it shows as loop lag', async () => {
+    let maxLag = 0;
+    let maxPhi = 0;
+    const onStats = (m: ReadonlyMap<string, HeartbeatPeerStats>) => {
+      const s = m.get('child');
+      if (!s) return;
+      maxLag = Math.max(maxLag, s.loopLagMs);
+      maxPhi = Math.max(maxPhi, s.phi);
+    };
+    parent.on('stats', onStats);
+    const since = performance.now();
+    child.send({ cmd: 'busy', ms: 2000 });
+    const done = await child.next((e) => e.evt === 'busy-done', 6000);
+    await sleep(1500);
+    parent.off('stats', onStats);
+
+    const after = parentEvents.filter((e) => e.at >= since);
+    const suspects = after.filter((e) => e.type === 'suspect');
+    console.log(
+      `[heartbeat] busy child: max loopLagMs seen by parent ${maxLag}, max phi ${maxPhi.toFixed(3)}, suspects ${suspects.length}, child's own loopLag ${JSON.stringify(done.loopLag)}`,
+    );
+    expect(after.filter((e) => e.type === 'down')).toEqual([]);
+    expect(childStats()?.status).toBe('alive');
+    expect(maxLag).toBeGreaterThan(900);
+    expect(maxPhi).toBeLessThan(1);
+    // The child's own event-loop monitor saw the stall too.
+    expect(done.loopLag?.maxMs).toBeGreaterThan(1500);
+  }, 15_000);
+
+  it('(c2) a main thread stuck beyond maxMainStallMs is declared down on purpose', async () => {
+    // A separate child whose worker plays dead after a 300 ms stall.
+    const stuck = await ChildPeer.spawn({ ...CONFIG, self: 'stuck', maxMainStallMs: 300 });
+    try {
+      const l = newLink();
+      parent.addPeer({ peer: 'stuck', linkId: l.linkId, sessionKey: l.key, host: HOST, port: stuck.port });
+      stuck.send({ cmd: 'add', peer: { peer: 'parent', linkId: l.linkId, sessionKey: l.key.toString('hex'), host: HOST, port: parent.port } });
+      await until(() => (parent.stats().get('stuck')?.rttMs ?? null) !== null, 3000, 'RTT to stuck');
+      const down = once<{ peer: string }>(parent, 'down', (e) => e.peer === 'stuck', 6000);
+      const t0 = performance.now();
+      stuck.send({ cmd: 'busy', ms: 4000 });
+      await down;
+      console.log(`[heartbeat] main thread stuck (maxMainStallMs 300) → down after ${(performance.now() - t0).toFixed(0)} ms`);
+      // Only the stuck node; the healthy child is unaffected.
+      expect(childStats()?.status).toBe('alive');
+    } finally {
+      stuck.kill();
+    }
+  }, 15_000);
+
+  it('(d) garbage, wrong-key and unknown-link packets are dropped and counted; nothing crashes', async () => {
+    const s = dgram.createSocket('udp4');
+    sockets.push(s);
+    await new Promise<void>((r) => s.bind(0, HOST, () => r()));
+    const sendTo = (buf: Buffer) => new Promise<void>((r) => s.send(buf, parent.port, HOST, () => r()));
+
+    const GARBAGE = 60;
+    const WRONG_KEY = 25;
+    const UNKNOWN = 15;
+    for (let i = 0; i < GARBAGE; i++) {
+      // Random lengths including exactly the packet size, random content (never starts with 'FH\x01').
+      const b = randomBytes(i % 3 === 0 ? 53 : i * 7);
+      if (b.length >= 2) b[0] = 0x00;
+      await sendTo(b);
+    }
+    const base = { type: 'ping' as const, seq: 1_000_000, sendTimeMicros: Date.now() * 1000, echoTimeMicros: 0, mainLagMs: 0, flags: FLAG_SENDER_LOW };
+    for (let i = 0; i < WRONG_KEY; i++) await sendTo(encodeHeartbeat({ ...base, seq: base.seq + i, linkId: link.linkId }, randomBytes(32)));
+    for (let i = 0; i < UNKNOWN; i++) await sendTo(encodeHeartbeat({ ...base, linkId: randomBytes(8).toString('hex') }, link.key));
+
+    await until(
+      () => {
+        const d = parent.dropped();
+        return d.malformed >= GARBAGE && d['bad-mac'] >= WRONG_KEY && d['unknown-link'] >= UNKNOWN;
+      },
+      3000,
+      'drop counters',
+    );
+    const d = parent.dropped();
+    expect(d).toMatchObject({ malformed: GARBAGE, 'bad-mac': WRONG_KEY, 'unknown-link': UNKNOWN, replay: 0 });
+    expect(parent.droppedPackets()).toBe(GARBAGE + WRONG_KEY + UNKNOWN);
+    // Reports are rate-limited: one per reason, however many packets.
+    const reports = parentEvents.filter((e) => e.type === 'dropped').map((e) => (e.data as { reason: string }).reason);
+    expect(reports.sort()).toEqual(['bad-mac', 'malformed', 'unknown-link']);
+    expect(parentEvents.filter((e) => e.type === 'error')).toEqual([]);
+
+    // The worker is still heartbeating: fresh stats keep the child alive with low phi.
+    await once<ReadonlyMap<string, HeartbeatPeerStats>>(parent, 'stats', () => true, 2000);
+    await sleep(1000);
+    expect(childStats()?.status).toBe('alive');
+    expect(childStats()?.phi).toBeLessThan(1);
+    expect(downsOf('child')).toEqual([]);
+  }, 15_000);
+
+  it('(e) replayed and reflected packets never count as arrivals', async () => {
+    // A fake peer "mallory" that holds a real session key: the test plays it over UDP.
+    const m = dgram.createSocket('udp4');
+    sockets.push(m);
+    await new Promise<void>((r) => m.bind(0, HOST, () => r()));
+    const l = newLink();
+    const fromParent: Buffer[] = [];
+    m.on('message', (buf) => fromParent.push(Buffer.from(buf)));
+    parent.addPeer({ peer: 'mallory', linkId: l.linkId, sessionKey: l.key, host: HOST, port: m.address().port });
+    const sendTo = (buf: Buffer) => new Promise<void>((r) => m.send(buf, parent.port, HOST, () => r()));
+
+    // 'mallory' < 'parent', so mallory's packets carry the direction bit.
+    const captured: Buffer[] = [];
+    for (let seq = 1; seq <= 8; seq++) {
+      const ping = encodeHeartbeat(
+        { type: 'ping', linkId: l.linkId, seq, sendTimeMicros: Date.now() * 1000, echoTimeMicros: 0, mainLagMs: 0, flags: FLAG_SENDER_LOW },
+        l.key,
+      );
+      captured.push(ping);
+      await sendTo(ping);
+      await sleep(200);
+    }
+    // The parent answered our pings with pongs: they were accepted as arrivals.
+    const decoded = fromParent.map((b) => decodeHeartbeat(b, (id) => (id === l.linkId ? l.key : undefined)));
+    const pongs = decoded.filter((p) => !('error' in p) && p.type === 'pong');
+    expect(pongs.length).toBe(8);
+    expect(parent.stats().get('mallory')?.status).toBe('alive');
+
+    // Reflection: send one of the parent's own pings back to it.
+    const ownPing = fromParent.find((_b, i) => {
+      const p = decoded[i];
+      return p !== undefined && !('error' in p) && p.type === 'ping';
+    });
+    expect(ownPing).toBeDefined();
+    await sendTo(ownPing as Buffer);
+
+    // Now go silent, but keep replaying the captured pings: the parent must still declare mallory down.
+    const silentFrom = performance.now();
+    const down = once<{ peer: string; silentMs: number }>(parent, 'down', (e) => e.peer === 'mallory', 5000);
+    let replays = 0;
+    let isDown = false;
+    void down.then(() => {
+      isDown = true;
+    });
+    while (!isDown && performance.now() - silentFrom < 5000) {
+      for (const p of captured) {
+        await sendTo(p);
+        replays++;
+      }
+      await sleep(100);
+    }
+    const d = await down;
+    const detectionMs = performance.now() - silentFrom;
+    console.log(`[heartbeat] mallory silent but replaying (${replays} replays) → down after ${detectionMs.toFixed(0)} ms, silentMs ${d.silentMs}`);
+    expect(detectionMs).toBeLessThan(3000);
+    await until(() => parent.dropped().replay > 0 && parent.dropped().reflected === 1, 2000, 'replay/reflected counters');
+    expect(parent.dropped().replay).toBeGreaterThan(0);
+    expect(parent.dropped().reflected).toBe(1);
+    // The genuine child was never affected.
+    expect(downsOf('child')).toEqual([]);
+  }, 15_000);
+});
