@@ -22,6 +22,7 @@ export class Topology {
   private readonly abort = new AbortController();
   private readonly owned = new Set<string>();
   private readonly seenErrors = new Set<string>();
+  private readonly failing = new Map<string, string>();
   private readonly stats_: TopologyStats;
   private readonly unsubscribe: () => void;
   private readonly log: Logger;
@@ -37,8 +38,18 @@ export class Topology {
     this.stats_ = { topology: name, strategy: strategy.name, peers: 0, connects: { ok: 0, failed: 0 }, disconnects: 0, lookupErrors: 0 };
     this.unsubscribe = mesh.onDialAttempt((a) => {
       if (!a.owners.includes(this.name)) return;
-      if (a.ok) this.stats_.connects.ok++;
-      else this.stats_.connects.failed++;
+      if (a.ok) {
+        this.stats_.connects.ok++;
+        this.failing.delete(a.address);
+      } else {
+        this.stats_.connects.failed++;
+        // One line per address and distinct error; retries of the same failure stay quiet.
+        const msg = a.error?.message ?? 'unknown error';
+        if (this.failing.get(a.address) !== msg) {
+          this.failing.set(a.address, msg);
+          this.log.warn({ peer: a.address, error: msg }, 'cannot connect to discovered node; retrying with backoff');
+        }
+      }
       publish(TelemetryChannels.discoveryConnect, {
         node: mesh.self.name,
         topology: this.name,

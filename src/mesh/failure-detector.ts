@@ -123,7 +123,7 @@ export function phiOf(timeDiffMs: number, meanMs: number, stdDevMs: number): num
   const softplus = z > 0 ? z + Math.log1p(Math.exp(-z)) : Math.log1p(Math.exp(z));
   const phi = softplus / LN10;
   if (!(phi > 0)) return 0; // also catches NaN
-  return phi < MAX_PHI ? phi : MAX_PHI;
+  return Math.min(phi, MAX_PHI);
 }
 
 /**

@@ -136,7 +136,7 @@ export function mainLagMs(view: BigInt64Array, nowMs: number = epochNowMs()): nu
   const last = readMainTick(view);
   if (last === undefined) return 0;
   const lag = nowMs - last - MAIN_TICK_INTERVAL_MS;
-  return lag > 0 ? lag : 0;
+  return Math.max(lag, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -173,22 +173,40 @@ function newDetector(): PhiAccrualDetector {
 function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
   const from = `${rinfo.address}:${rinfo.port}`;
   const r = decodeHeartbeat(msg, (id) => byLink.get(id)?.key);
-  if ('error' in r) return drop(r.error, from);
+  if ('error' in r) {
+    drop(r.error, from);
+    return;
+  }
   const p = byLink.get(r.linkId);
-  if (!p) return drop('unknown-link', from);
-  if (p.inLow !== undefined && ((r.flags & FLAG_SENDER_LOW) !== 0) !== p.inLow) return drop('reflected', from);
-  if (p.status === 'down') return drop('peer-down', from);
+  if (!p) {
+    drop('unknown-link', from);
+    return;
+  }
+  if (p.inLow !== undefined && ((r.flags & FLAG_SENDER_LOW) !== 0) !== p.inLow) {
+    drop('reflected', from);
+    return;
+  }
+  if (p.status === 'down') {
+    drop('peer-down', from);
+    return;
+  }
 
   const now = performance.now();
   if (r.type === 'ping') {
-    if (!p.seq.pings.accept(r.seq)) return drop('replay', from);
+    if (!p.seq.pings.accept(r.seq)) {
+      drop('replay', from);
+      return;
+    }
     arrival(p, now, r.mainLagMs);
     const { lag, stalled } = currentMainLag();
     if (!stalled) send(p, 'pong', r.seq, r.sendTimeMicros, lag);
     return;
   }
   // A pong answers one of our pings: anything we never sent, or already got, is not an arrival.
-  if (r.seq === 0 || r.seq > p.seq.sendSeq || !p.seq.pongs.accept(r.seq)) return drop('replay', from);
+  if (r.seq === 0 || r.seq > p.seq.sendSeq || !p.seq.pongs.accept(r.seq)) {
+    drop('replay', from);
+    return;
+  }
   const rtt = (microsNow() - r.echoTimeMicros) / 1000;
   if (rtt >= 0 && rtt <= MAX_PLAUSIBLE_RTT_MS) p.rttMs = rtt;
   arrival(p, now, r.mainLagMs);
@@ -375,11 +393,14 @@ port.on(
         return;
       }
       case 'add':
-        return addPeer(msg);
+        addPeer(msg);
+        return;
       case 'remove':
-        return removePeer(msg.peer);
+        removePeer(msg.peer);
+        return;
       case 'stop':
-        return stop();
+        stop();
+        return;
       default:
         post({ type: 'error', message: `unknown message type ${String((msg as { type?: unknown }).type)}`, code: undefined });
     }

@@ -149,8 +149,8 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     // Tick before the worker starts, so its first packets already carry a real lag figure.
     writeMainTick(tickView);
     const workerData: HeartbeatWorkerData = { host: options.host, port: options.port, mainTick: tick };
+    // Ref'd while start() waits for the bind (the caller is awaiting it); unref'd by the constructor.
     const worker = new Worker(new URL('./heartbeat-worker.js', import.meta.url), { workerData });
-    worker.unref();
 
     const port = await new Promise<number>((resolve, reject) => {
       const cleanup = () => {
@@ -214,6 +214,8 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     worker.on('exit', (code) => {
       if (!this.stopping) this.reportError(new Error(`Heartbeat worker exited unexpectedly with code ${code}; peers will see this node down`));
     });
+    // Only now: attaching a 'message' listener re-refs the worker, and it must never keep the process alive.
+    worker.unref();
   }
 
   private onWorkerMessage(m: WorkerToMainMessage): void {

@@ -135,6 +135,10 @@ export class Mesh {
     );
     server.on('connection', (socket: Socket) => this.onInbound(socket));
     server.on('secureConnection', (socket: TLSSocket) => this.onInbound(socket));
+    server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+      this.counters.handshakeFailures.tls = (this.counters.handshakeFailures.tls ?? 0) + 1;
+      this.warnOnce.warn(`tls:${socket.remoteAddress}:${err.message}`, { remote: `${socket.remoteAddress}:${socket.remotePort}` }, `TLS handshake from ${socket.remoteAddress} failed: ${err.message}`);
+    });
     heartbeat.on('suspect', (e: { peer: string; phi: number }) => this.membership.markSuspect(e.peer, e.phi));
     heartbeat.on('alive', (e: { peer: string }) => this.membership.markAlive(e.peer));
     heartbeat.on('down', (e: { peer: string; phi: number; silentMs: number }) => {

@@ -13,6 +13,7 @@
  */
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import type { FoundationNode, LocalHealth, MeshStats } from '../api.js';
+import type { HandshakeFailureReason } from '../errors.js';
 import { LANES, type DownReason, type LaneName, type Member, type MemberStatus } from '../mesh/types.js';
 
 /** The part of a node that metrics are computed from. */
@@ -30,6 +31,19 @@ export interface MetricsOptions {
 
 const PROCESS_PREFIX = 'foundation_process_';
 const NON_COUNTER_TOTALS = ['nodejs_active_handles_total', 'nodejs_active_requests_total', 'nodejs_active_resources_total'];
+
+/** Reported at 0 from the start, so the first failure shows up in `increase()`. */
+const HANDSHAKE_REASONS = [
+  'bad-secret',
+  'version-mismatch',
+  'cluster-mismatch',
+  'duplicate-link',
+  'stale-incarnation',
+  'self-connection',
+  'protocol',
+  'timeout',
+  'shutting-down',
+] as const satisfies readonly HandshakeFailureReason[];
 
 const MEMBER_STATUSES: readonly MemberStatus[] = ['up', 'suspect', 'down'];
 const DOWN_REASONS: readonly DownReason[] = [
@@ -76,6 +90,11 @@ function snapshotter(node: MetricsNode): () => Snapshot {
     }
     return cached;
   };
+}
+
+/** Milliseconds to seconds, rounded to the microsecond (no float noise in the exposition). */
+function seconds(ms: number): number {
+  return Math.round(ms * 1000) / 1e6;
 }
 
 /** A finite, non-negative number, or `undefined`. */
@@ -179,7 +198,7 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
       this.reset();
       for (const m of members) {
         if (m.status !== 'down' && typeof m.rttMs === 'number' && Number.isFinite(m.rttMs)) {
-          this.set({ peer: m.name }, m.rttMs / 1000);
+          this.set({ peer: m.name }, seconds(m.rttMs));
         }
       }
     },
@@ -195,7 +214,7 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
       if (!members) return;
       this.reset();
       for (const m of members) {
-        if (m.status !== 'down' && Number.isFinite(m.loopLagMs)) this.set({ peer: m.name }, m.loopLagMs / 1000);
+        if (m.status !== 'down' && Number.isFinite(m.loopLagMs)) this.set({ peer: m.name }, seconds(m.loopLagMs));
       }
     },
   });
@@ -208,7 +227,7 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
       collect() {
         const { health } = snapshot();
         const ms = health ? read(health.loopLag) : undefined;
-        if (typeof ms === 'number' && Number.isFinite(ms)) this.set(ms / 1000);
+        if (typeof ms === 'number' && Number.isFinite(ms)) this.set(seconds(ms));
       },
     });
   // Separate gauges rather than one with a `quantile` label: promtool rejects `quantile` outside summaries.
@@ -263,9 +282,11 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
     collect() {
       const { stats } = snapshot();
       if (!stats) return;
+      const failures: Record<string, number> = { ...(stats.handshakeFailures ?? {}) };
+      const reasons = new Set<string>([...HANDSHAKE_REASONS, ...Object.keys(failures)]);
       setCounterValues(
         this,
-        Object.entries(stats.handshakeFailures ?? {}).map(([reason, n]) => [{ reason }, n]),
+        [...reasons].map((reason) => [{ reason }, failures[reason] ?? 0]),
       );
     },
   });

@@ -351,3 +351,39 @@ describe('HeartbeatService across processes', () => {
     expect(downsOf('child')).toEqual([]);
   }, 15_000);
 });
+
+describe('HeartbeatService lifecycle', () => {
+  it('rejects start() with the bind error code when the port is taken', async () => {
+    const a = await HeartbeatService.start({ host: HOST, port: 0 });
+    try {
+      await expect(HeartbeatService.start({ host: HOST, port: a.port })).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    } finally {
+      await a.stop();
+    }
+  });
+
+  it('never keeps the process alive on its own (worker and timers are unref’d)', async () => {
+    const script = `
+      import { randomBytes } from 'node:crypto';
+      import { HeartbeatService } from ${JSON.stringify(new URL('../../dist/mesh/heartbeat.js', import.meta.url).href)};
+      const a = await HeartbeatService.start({ host: '127.0.0.1', port: 0 });
+      const b = await HeartbeatService.start({ host: '127.0.0.1', port: 0 });
+      const l = { linkId: randomBytes(8).toString('hex'), sessionKey: randomBytes(32) };
+      a.addPeer({ peer: 'b', ...l, host: '127.0.0.1', port: b.port });
+      b.addPeer({ peer: 'a', ...l, host: '127.0.0.1', port: a.port });
+      a.on('down', () => {});
+      setTimeout(() => console.log('rtt', a.stats().get('b')?.rttMs !== null), 600);
+    `;
+    const { spawn } = await import('node:child_process');
+    const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    proc.stdout.on('data', (d) => {
+      out += String(d);
+    });
+    const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
+    const code = await new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
+    clearTimeout(timer);
+    expect(code).toBe(0);
+    expect(out.trim()).toBe('rtt true');
+  }, 10_000);
+});

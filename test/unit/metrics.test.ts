@@ -118,6 +118,7 @@ describe('createMetrics', () => {
       expect((await metricValue(r, 'foundation_lane_dropped_total', { lane: 'control' })).value).toBe(0);
       expect(await metricValue(r, 'foundation_lane_queued_bytes', { lane: 'bulk' })).toEqual({ type: 'gauge', value: 40 });
       expect((await metricValue(r, 'foundation_handshake_failures_total', { reason: 'bad-secret' })).value).toBe(2);
+      expect((await metricValue(r, 'foundation_handshake_failures_total', { reason: 'cluster-mismatch' })).value).toBe(0);
       expect((await metricValue(r, 'foundation_frames_rejected_total')).value).toBe(3);
       expect((await metricValue(r, 'foundation_heartbeat_packets_dropped_total')).value).toBe(4);
       expect((await metricValue(r, 'foundation_member_up_total')).value).toBe(5);

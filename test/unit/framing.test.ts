@@ -1,0 +1,221 @@
+import { randomBytes } from 'node:crypto';
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes, FrameError } from '../../src/errors.js';
+import { encodeFrame, type Frame, FrameDecoder, FrameType, isFrameType, writeFrameHeader } from '../../src/mesh/framing.js';
+
+function drain(decoder: FrameDecoder): Frame[] {
+  const out: Frame[] = [];
+  for (let f = decoder.next(); f !== undefined; f = decoder.next()) out.push(f);
+  return out;
+}
+
+function expectFrameInvalid(fn: () => unknown): FrameError {
+  let caught: unknown;
+  try {
+    fn();
+  } catch (error) {
+    caught = error;
+  }
+  expect(caught).toBeInstanceOf(FrameError);
+  expect((caught as FrameError).code).toBe(ErrorCodes.FRAME_INVALID);
+  return caught as FrameError;
+}
+
+const sample = (): { type: FrameType; body: Buffer }[] => [
+  { type: FrameType.HELLO, body: Buffer.from('hello body') },
+  { type: FrameType.DATA, body: Buffer.alloc(0) },
+  { type: FrameType.DATA, body: Buffer.from([1, 2, 3, 4, 5, 6, 7]) },
+  { type: FrameType.LEAVE, body: Buffer.from([0xff]) },
+  { type: FrameType.REJECT, body: randomBytes(300) },
+  { type: FrameType.DATA, body: Buffer.from('x') },
+];
+
+describe('encodeFrame', () => {
+  it('writes [u32 BE length][type][body] with length = 1 + body', () => {
+    const f = encodeFrame(FrameType.DATA, Buffer.from([9, 8, 7]));
+    expect([...f]).toEqual([0, 0, 0, 4, 2, 9, 8, 7]);
+    expect([...encodeFrame(FrameType.HELLO, new Uint8Array(0))]).toEqual([0, 0, 0, 1, 1]);
+    const big = encodeFrame(FrameType.REJECT, Buffer.alloc(0x10203));
+    expect(big.readUInt32BE(0)).toBe(0x10204);
+    expect(big[4]).toBe(4);
+  });
+
+  it('has the documented type numbers and refuses unknown types', () => {
+    expect(FrameType).toEqual({ HELLO: 1, DATA: 2, LEAVE: 3, REJECT: 4 });
+    for (const t of [0, 5, 255, 1.5, -1]) {
+      expect(isFrameType(t)).toBe(false);
+      expectFrameInvalid(() => encodeFrame(t, Buffer.alloc(1)));
+    }
+  });
+
+  it('writeFrameHeader matches encodeFrame', () => {
+    const target = Buffer.alloc(8);
+    const at = writeFrameHeader(target, 0, FrameType.LEAVE, 3);
+    expect(at).toBe(5);
+    target.set([1, 2, 3], at);
+    expect(target.equals(encodeFrame(FrameType.LEAVE, Buffer.from([1, 2, 3])))).toBe(true);
+  });
+});
+
+describe('FrameDecoder', () => {
+  it('decodes many frames from one chunk, as views without copying', () => {
+    const frames = sample();
+    const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.body)));
+    const d = new FrameDecoder(1 << 20);
+    d.push(wire);
+    const out = drain(d);
+    expect(out.map((f) => f.type)).toEqual(frames.map((f) => f.type));
+    out.forEach((f, i) => expect(f.body.equals(frames[i]!.body)).toBe(true));
+    expect(out[2]!.body.buffer).toBe(wire.buffer);
+    expect(d.bufferedBytes).toBe(0);
+    expect(d.next()).toBeUndefined();
+  });
+
+  it('decodes the same frames whatever the split point, for every byte boundary', () => {
+    const frames = sample();
+    const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.body)));
+    for (let cut = 0; cut <= wire.length; cut++) {
+      const d = new FrameDecoder(1 << 20);
+      const out: Frame[] = [];
+      d.push(wire.subarray(0, cut));
+      out.push(...drain(d));
+      d.push(wire.subarray(cut));
+      out.push(...drain(d));
+      expect(out.length).toBe(frames.length);
+      out.forEach((f, i) => {
+        expect(f.type).toBe(frames[i]!.type);
+        expect(f.body.equals(frames[i]!.body)).toBe(true);
+      });
+    }
+  });
+
+  it('decodes a stream fed one byte at a time', () => {
+    const frames = sample();
+    const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.body)));
+    const d = new FrameDecoder(1 << 20);
+    const out: Frame[] = [];
+    for (let i = 0; i < wire.length; i++) {
+      d.push(wire.subarray(i, i + 1));
+      out.push(...drain(d));
+    }
+    expect(out.map((f) => f.body.toString('hex'))).toEqual(frames.map((f) => f.body.toString('hex')));
+    expect(d.bufferedBytes).toBe(0);
+  });
+
+  it('decodes any stream cut into random chunks (property)', () => {
+    const arbFrame = fc.record({
+      type: fc.constantFrom(FrameType.HELLO, FrameType.DATA, FrameType.LEAVE, FrameType.REJECT),
+      body: fc.uint8Array({ maxLength: 200 }),
+    });
+    fc.assert(
+      fc.property(fc.array(arbFrame, { maxLength: 20 }), fc.array(fc.nat(), { maxLength: 30 }), (frames, cutSeeds) => {
+        const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.body)));
+        const cuts = [...new Set(cutSeeds.map((c) => (wire.length === 0 ? 0 : c % wire.length)))].sort((a, b) => a - b);
+        const d = new FrameDecoder(1000);
+        const out: Frame[] = [];
+        let prev = 0;
+        for (const c of [...cuts, wire.length]) {
+          d.push(wire.subarray(prev, c));
+          prev = c;
+          out.push(...drain(d));
+        }
+        expect(out.length).toBe(frames.length);
+        out.forEach((f, i) => {
+          expect(f.type).toBe(frames[i]!.type);
+          expect(Buffer.from(frames[i]!.body).equals(f.body)).toBe(true);
+        });
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('accepts a frame of exactly maxFrameBytes and refuses one byte more before its body arrives', () => {
+    const max = 1000;
+    const ok = encodeFrame(FrameType.DATA, Buffer.alloc(max - 1, 7));
+    const d = new FrameDecoder(max);
+    d.push(ok);
+    expect(drain(d)[0]!.body.length).toBe(max - 1);
+
+    // Only the header of an oversized frame: it must fail now, not wait for max+1 bytes.
+    const header = Buffer.alloc(5);
+    writeFrameHeader(header, 0, FrameType.DATA, max);
+    const d2 = new FrameDecoder(max);
+    d2.push(header);
+    const err = expectFrameInvalid(() => d2.next());
+    expect(err.message).toContain(`${max + 1}`);
+    // The decoder stays failed.
+    expectFrameInvalid(() => d2.next());
+    expectFrameInvalid(() => d2.push(Buffer.alloc(1)));
+  });
+
+  it('refuses a zero length and unknown types', () => {
+    const zero = new FrameDecoder(100);
+    zero.push(Buffer.from([0, 0, 0, 0, 2]));
+    expectFrameInvalid(() => zero.next());
+    for (const type of [0, 5, 200]) {
+      const d = new FrameDecoder(100);
+      d.push(Buffer.from([0, 0, 0, 2, type, 0]));
+      expectFrameInvalid(() => d.next());
+    }
+    // A header split across chunks is checked as soon as it is complete.
+    const split = new FrameDecoder(100);
+    split.push(Buffer.from([0xff, 0xff]));
+    expect(split.next()).toBeUndefined();
+    split.push(Buffer.from([0xff, 0xff, 2]));
+    expectFrameInvalid(() => split.next());
+  });
+
+  it('rejects 1 MB of random bytes quickly', () => {
+    const junk = randomBytes(1 << 20);
+    const d = new FrameDecoder(1 << 20);
+    const start = performance.now();
+    expectFrameInvalid(() => {
+      d.push(junk);
+      drain(d);
+    });
+    expect(performance.now() - start).toBeLessThan(100);
+  });
+
+  it('never hangs on random input: each chunk ends in frames, a wait, or FrameError (property)', () => {
+    fc.assert(
+      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 20 }), (chunks) => {
+        const d = new FrameDecoder(256);
+        try {
+          for (const c of chunks) {
+            d.push(c);
+            drain(d);
+          }
+        } catch (error) {
+          expect(error).toBeInstanceOf(FrameError);
+          expect((error as FrameError).code).toBe(ErrorCodes.FRAME_INVALID);
+        }
+        expect(d.bufferedBytes).toBeLessThanOrEqual(256 + 4);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('assembles a large frame arriving in many small chunks without quadratic cost', () => {
+    const body = randomBytes(4 << 20);
+    const wire = encodeFrame(FrameType.DATA, body);
+    const d = new FrameDecoder(8 << 20);
+    const start = performance.now();
+    let got: Frame | undefined;
+    for (let i = 0; i < wire.length; i += 1024) {
+      d.push(wire.subarray(i, i + 1024));
+      got ??= d.next();
+    }
+    expect(performance.now() - start).toBeLessThan(1000);
+    expect(got?.body.equals(body)).toBe(true);
+  });
+
+  it('accepts Uint8Array chunks and returns Buffers', () => {
+    const d = new FrameDecoder(100);
+    d.push(new Uint8Array([0, 0, 0, 3, 3, 0xaa, 0xbb]));
+    const f = d.next();
+    expect(f?.type).toBe(FrameType.LEAVE);
+    expect(Buffer.isBuffer(f?.body)).toBe(true);
+    expect([...f!.body]).toEqual([0xaa, 0xbb]);
+  });
+});
