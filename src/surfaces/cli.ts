@@ -38,14 +38,17 @@ async function loadFoundation(): Promise<typeof import('../foundation.js').Found
 // ---------------------------------------------------------------------------------------
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-type LogLevel = (typeof LOG_LEVELS)[number];
+/** Levels accepted by `--log-level`. */
+export type LogLevel = (typeof LOG_LEVELS)[number];
 
 /** A usage error found after parsing (exit code 2). */
 class UsageError extends Error {}
 
 /** `host` + `port` parsed from the command line. */
 export interface HostPort {
+  /** Host, or `undefined` for a bare port. */
   host: string | undefined;
+  /** TCP port. */
   port: number;
 }
 
@@ -192,17 +195,29 @@ function createLogger(json: boolean, level: LogLevel): pino.Logger {
 // start
 // ---------------------------------------------------------------------------------------
 
-interface StartFlags {
+/** Parsed flags of `foundation start` (each also settable from its environment variable). */
+export interface StartFlags {
+  /** `--name` / FOUNDATION_NAME: cluster-unique node name. */
   name: string;
+  /** `--port` / FOUNDATION_PORT: mesh TCP port, 0 = any free port. */
   port: number;
+  /** `--host` / FOUNDATION_HOST: interface the mesh listens on. Default `127.0.0.1`. */
   host?: string;
+  /** `--http` / FOUNDATION_HTTP: admin server; a bare port listens on `host`. Omitted = no admin server. */
   http?: HostPort;
+  /** `--cookie` / FOUNDATION_SECRET: shared cluster secret. */
   cookie?: string;
+  /** `--static` / FOUNDATION_STATIC: `host:port` mesh addresses to join. */
   static?: string[];
+  /** `--cluster-name` / FOUNDATION_CLUSTER_NAME. */
   clusterName?: string;
+  /** `--hidden`: connect as a hidden (tool) node. */
   hidden?: boolean;
+  /** `--insecure`: allow no secret under NODE_ENV=production. */
   insecure?: boolean;
+  /** `--json-logs`: JSON log lines and a JSON started line. */
   jsonLogs?: boolean;
+  /** `--log-level` / FOUNDATION_LOG_LEVEL. Default `info`. */
   logLevel: LogLevel;
 }
 

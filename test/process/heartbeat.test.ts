@@ -372,10 +372,16 @@ describe('HeartbeatService lifecycle', () => {
       a.addPeer({ peer: 'b', ...l, host: '127.0.0.1', port: b.port });
       b.addPeer({ peer: 'a', ...l, host: '127.0.0.1', port: a.port });
       a.on('down', () => {});
-      setTimeout(() => console.log('rtt', a.stats().get('b')?.rttMs !== null), 600);
+      setTimeout(() => console.log('rtt', a.stats().get('b')?.rttMs !== null), 1300);
     `;
     const { spawn } = await import('node:child_process');
-    const proc = spawn(process.execPath, ['--input-type=module', '-e', script], { stdio: ['ignore', 'pipe', 'inherit'] });
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { tmpdir } = await import('node:os');
+    const { join } = await import('node:path');
+    const dir = mkdtempSync(join(tmpdir(), 'fh-'));
+    const file = join(dir, 'no-stop.mjs');
+    writeFileSync(file, script);
+    const proc = spawn(process.execPath, [file], { stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     proc.stdout.on('data', (d) => {
       out += String(d);
@@ -383,6 +389,7 @@ describe('HeartbeatService lifecycle', () => {
     const timer = setTimeout(() => proc.kill('SIGKILL'), 5000);
     const code = await new Promise<number | null>((r) => proc.on('exit', (c) => r(c)));
     clearTimeout(timer);
+    rmSync(dir, { recursive: true, force: true });
     expect(code).toBe(0);
     expect(out.trim()).toBe('rtt true');
   }, 10_000);
