@@ -345,7 +345,12 @@ function walkError(err: Error, depth: number): ErrorBox {
     segKinds[depth] = SEG_PROP;
     segKeys[depth] = key;
     props ??= {};
-    Object.defineProperty(props, key, { value: walk((err as unknown as Record<string, unknown>)[key], child), writable: true, enumerable: true, configurable: true });
+    Object.defineProperty(props, key, {
+      value: walk((err as unknown as Record<string, unknown>)[key], child),
+      writable: true,
+      enumerable: true,
+      configurable: true,
+    });
   }
   if (err instanceof AggregateError && Array.isArray(err.errors) && !(props && hasOwn.call(props, 'errors'))) {
     segKinds[depth] = SEG_PROP;

@@ -118,7 +118,7 @@ export class FrameDecoder {
     let length: number;
     let type: number;
     if (chunk.length - o >= FRAME_HEADER_BYTES) {
-      length = ((chunk[o] as number) * 0x1000000 + (((chunk[o + 1] as number) << 16) | ((chunk[o + 2] as number) << 8) | (chunk[o + 3] as number)));
+      length = (chunk[o] as number) * 0x1000000 + (((chunk[o + 1] as number) << 16) | ((chunk[o + 2] as number) << 8) | (chunk[o + 3] as number));
       type = chunk[o + 4] as number;
     } else {
       length = this.byteAt(0) * 0x1000000 + ((this.byteAt(1) << 16) | (this.byteAt(2) << 8) | this.byteAt(3));

@@ -90,8 +90,18 @@ export function resolveHeartbeatConfig(config: HeartbeatConfig = {}): ResolvedHe
     (n) => n > 2 * MAIN_TICK_INTERVAL_MS,
     `a number of ms > ${2 * MAIN_TICK_INTERVAL_MS}`,
   );
-  const checkIntervalMs = num('checkIntervalMs', config.checkIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS, (n) => n >= 10 && n <= 1000, 'a number of ms in 10..1000');
-  const statsIntervalMs = num('statsIntervalMs', config.statsIntervalMs ?? DEFAULT_STATS_INTERVAL_MS, (n) => n >= 100 && n <= 60_000, 'a number of ms in 100..60000');
+  const checkIntervalMs = num(
+    'checkIntervalMs',
+    config.checkIntervalMs ?? DEFAULT_CHECK_INTERVAL_MS,
+    (n) => n >= 10 && n <= 1000,
+    'a number of ms in 10..1000',
+  );
+  const statsIntervalMs = num(
+    'statsIntervalMs',
+    config.statsIntervalMs ?? DEFAULT_STATS_INTERVAL_MS,
+    (n) => n >= 100 && n <= 60_000,
+    'a number of ms in 100..60000',
+  );
   if (config.self !== undefined && (typeof config.self !== 'string' || config.self.length === 0)) {
     throw new ConfigError('heartbeat.self', 'expected a non-empty node name');
   }

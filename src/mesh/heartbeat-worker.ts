@@ -20,7 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { FoundationError } from '../errors.js';
 import { PhiAccrualDetector } from './failure-detector.js';
-import { FLAG_SENDER_LOW, decodeHeartbeat, encodeHeartbeat, ReplayWindow, SESSION_KEY_BYTES, U32_MAX } from './heartbeat-packet.js';
+import { decodeHeartbeat, encodeHeartbeat, FLAG_SENDER_LOW, ReplayWindow, SESSION_KEY_BYTES, U32_MAX } from './heartbeat-packet.js';
 import {
   type AddPeerMessage,
   DROPPED_REPORT_INTERVAL_MS,
@@ -28,8 +28,8 @@ import {
   HEARTBEAT_DROP_REASONS,
   type HeartbeatDropReason,
   type HeartbeatWorkerData,
-  mainLagMs,
   type MainToWorkerMessage,
+  mainLagMs,
   type PeerHeartbeatStats,
   type ResolvedHeartbeatConfig,
   resolveHeartbeatConfig,
@@ -131,10 +131,7 @@ function drop(reason: HeartbeatDropReason, from: string): void {
 
 function send(p: Peer, type: 'ping' | 'pong', seq: number, echoTimeMicros: number, lag: number): void {
   if (!socket || !listening) return;
-  const buf = encodeHeartbeat(
-    { type, linkId: p.linkId, seq, sendTimeMicros: microsNow(), echoTimeMicros, mainLagMs: lag, flags: p.outFlags },
-    p.key,
-  );
+  const buf = encodeHeartbeat({ type, linkId: p.linkId, seq, sendTimeMicros: microsNow(), echoTimeMicros, mainLagMs: lag, flags: p.outFlags }, p.key);
   socket.send(buf, p.port, p.host, (err) => {
     if (!err) return;
     // Unreachable hosts are what the detector is for; just don't spam the main thread.
@@ -284,7 +281,8 @@ function removePeer(name: string): void {
 function addPeer(m: AddPeerMessage): void {
   if (typeof m.peer !== 'string' || m.peer.length === 0) throw new TypeError('add: peer must be a non-empty string');
   if (typeof m.linkId !== 'string' || !/^[0-9a-f]{16}$/i.test(m.linkId)) throw new TypeError('add: linkId must be 16 hex characters');
-  if (!(m.sessionKey instanceof Uint8Array) || m.sessionKey.length !== SESSION_KEY_BYTES) throw new TypeError(`add: sessionKey must be ${SESSION_KEY_BYTES} bytes`);
+  if (!(m.sessionKey instanceof Uint8Array) || m.sessionKey.length !== SESSION_KEY_BYTES)
+    throw new TypeError(`add: sessionKey must be ${SESSION_KEY_BYTES} bytes`);
   if (typeof m.host !== 'string' || m.host.length === 0) throw new TypeError('add: host must be a non-empty string');
   if (!Number.isInteger(m.port) || m.port < 1 || m.port > 65535) throw new TypeError('add: port must be an integer in 1..65535');
   const linkId = m.linkId.toLowerCase();

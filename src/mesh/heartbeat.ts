@@ -6,7 +6,7 @@
  */
 
 import { EventEmitter } from 'node:events';
-import { monitorEventLoopDelay, performance, type IntervalHistogram } from 'node:perf_hooks';
+import { type IntervalHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { ConfigError } from '../errors.js';
@@ -174,7 +174,10 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
       };
       const onError = (err: Error) => fail(err);
       const onExit = (code: number) => fail(new Error(`Heartbeat worker exited with code ${code} during start`));
-      const timer = setTimeout(() => fail(new Error(`Heartbeat worker did not bind ${options.host}:${options.port} within ${START_TIMEOUT_MS} ms`)), START_TIMEOUT_MS);
+      const timer = setTimeout(
+        () => fail(new Error(`Heartbeat worker did not bind ${options.host}:${options.port} within ${START_TIMEOUT_MS} ms`)),
+        START_TIMEOUT_MS,
+      );
       worker.on('message', onMessage);
       worker.on('error', onError);
       worker.on('exit', onExit);

@@ -190,7 +190,8 @@ function laneOptions(name: LaneName, given: Partial<LaneOptions> | undefined): L
   const key = `lanes.${name}`;
   for (const field of ['highWaterMark', 'hardLimit'] as const) {
     const v = merged[field];
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < 0) throw new ConfigError(`${key}.${field}`, `must be a non-negative number of bytes, got ${String(v)}`);
+    // A zero mark would report back-pressure forever and never drain.
+    if (typeof v !== 'number' || !(v >= 1)) throw new ConfigError(`${key}.${field}`, `must be a positive number of bytes, got ${String(v)}`);
   }
   if (merged.hardLimit < merged.highWaterMark) {
     throw new ConfigError(`${key}.hardLimit`, `must be >= highWaterMark (${merged.highWaterMark}), got ${merged.hardLimit}`);
@@ -279,6 +280,7 @@ export class Outbox {
    * Queues a message. Returns `false` when the lane is at or over its high-water mark after
    * queueing (the message is queued all the same; wait for `onDrain(lane)` before sending
    * more), or when a `drop-oldest` lane had to drop the message itself.
+   * `payload` is kept by reference until its last byte is pulled: do not modify it meanwhile.
    * @throws LaneOverflowError on a `backpressure` lane that would pass its hard limit (not queued).
    * @throws SerializationError if the topic is over 255 UTF-8 bytes.
    */
@@ -372,7 +374,7 @@ export class Outbox {
       if (lane < 0) break;
       const q = queues[lane] as LaneQueue;
       const remaining = q.bodyLength((q.head + q.pIdx) & q.mask) - q.pOff;
-      const chunk = remaining < frag ? remaining : frag;
+      const chunk = Math.min(remaining, frag);
       const frameBytes = DATA_FRAME_OVERHEAD + chunk;
       if (n > 0 && total + frameBytes > budget) break;
       if (lane !== 0) this.deficit[lane] = (this.deficit[lane] as number) - chunk;
@@ -426,7 +428,7 @@ export class Outbox {
         this.rrVisited = true;
       }
       const remaining = q.bodyLength((q.head + q.pIdx) & q.mask) - q.pOff;
-      const cost = remaining < frag ? remaining : frag;
+      const cost = Math.min(remaining, frag);
       if (cost <= (this.deficit[lane] as number)) return lane;
       this.nextRr();
     }
@@ -523,7 +525,7 @@ export class Outbox {
     if (from < headerLength) {
       const h = this.headerScratch;
       writeMessageHeader(h, 0, q.flags[slot] as number, q.corr[slot] as number, topic);
-      const hEnd = end < headerLength ? end : headerLength;
+      const hEnd = Math.min(end, headerLength);
       h.copy(out, p, from, hEnd);
       p += hEnd - from;
       from = hEnd;

@@ -163,8 +163,7 @@ function invalid(message: string): never {
 export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundMessage {
   if (buf.length - start < MESSAGE_HEADER_BYTES) invalid(`Message body of ${buf.length - start} bytes is shorter than its header`);
   const flags = buf[start] as number;
-  const corrId =
-    (buf[start + 1] as number) * 0x1000000 + (((buf[start + 2] as number) << 16) | ((buf[start + 3] as number) << 8) | (buf[start + 4] as number));
+  const corrId = (buf[start + 1] as number) * 0x1000000 + (((buf[start + 2] as number) << 16) | ((buf[start + 3] as number) << 8) | (buf[start + 4] as number));
   const topicLength = buf[start + 5] as number;
   const topicStart = start + MESSAGE_HEADER_BYTES;
   const payloadStart = topicStart + topicLength;

@@ -298,10 +298,7 @@ function probe(): { ok: boolean; why?: string } {
     ['ip', ['netns', 'exec', ns, 'iptables', '-w', '-N', 'FDN-PROBE']],
     [
       'ip',
-      [
-        'netns', 'exec', ns, 'iptables', '-w', '-A', 'FDN-PROBE', '!', '-i', 'lo',
-        '-m', 'statistic', '--mode', 'random', '--probability', '0.5', '-j', 'DROP',
-      ],
+      ['netns', 'exec', ns, 'iptables', '-w', '-A', 'FDN-PROBE', '!', '-i', 'lo', '-m', 'statistic', '--mode', 'random', '--probability', '0.5', '-j', 'DROP'],
     ],
   ];
   let why: string | undefined;
@@ -560,8 +557,7 @@ class LabHost implements Host {
   output(): string {
     return this.procs
       .map((p) => {
-        const status =
-          p.exitCode !== null ? `exit ${p.exitCode}` : p.signalCode !== null ? `signal ${p.signalCode}` : 'running';
+        const status = p.exitCode !== null ? `exit ${p.exitCode}` : p.signalCode !== null ? `signal ${p.signalCode}` : 'running';
         return `--- ${p.label} (pid ${p.pid ?? '?'}, ${status}) ---\n${p.output()}`;
       })
       .join('\n');
@@ -572,7 +568,6 @@ class Lab implements NetLab {
   readonly hosts: LabHost[] = [];
   closed = false;
   private teardownPromise: Promise<void> | undefined;
-  private readonly lossRules = new Map<LabHost, string>();
 
   constructor(
     readonly runid: string,
@@ -653,20 +648,17 @@ class Lab implements NetLab {
     if (!(probability >= 0 && probability <= 1)) throw new Error(`loss: probability must be in [0, 1], got ${probability}`);
     await this.ipt(h, ['-F', 'FDN-LOSS-IN']);
     await this.ipt(h, ['-F', 'FDN-LOSS-OUT']);
-    this.lossRules.delete(h);
     if (probability === 0) return;
     const p = probability.toFixed(6);
     const stat = ['-m', 'statistic', '--mode', 'random', '--probability', p, '-j', 'DROP'];
     if (direction !== 'out') await this.ipt(h, ['-A', 'FDN-LOSS-IN', '!', '-i', 'lo', ...stat]);
     if (direction !== 'in') await this.ipt(h, ['-A', 'FDN-LOSS-OUT', '!', '-o', 'lo', ...stat]);
-    this.lossRules.set(h, `${direction}:${p}`);
   }
 
   async healAll(): Promise<void> {
     for (const h of this.hosts) {
       for (const c of CHAINS) await this.ipt(h, ['-F', c]);
     }
-    this.lossRules.clear();
   }
 
   output(): string {

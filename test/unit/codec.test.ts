@@ -417,3 +417,14 @@ describe('codec decode of untrusted bytes', () => {
     );
   });
 });
+
+describe('codec output buffers', () => {
+  it('stay valid after later encodes (they may be queued by reference)', () => {
+    const first = encode({ keep: 'me', n: [1, 2, 3] });
+    const copy = Buffer.from(first);
+    for (let i = 0; i < 5000; i++) encode({ other: 'x'.repeat(i % 50), i });
+    encode(Buffer.alloc(100_000));
+    expect(first.equals(copy)).toBe(true);
+    expect(decode(first)).toStrictEqual({ keep: 'me', n: [1, 2, 3] });
+  });
+});

@@ -158,7 +158,11 @@ describe('PhiAccrualDetector', () => {
       fc.property(
         fc.array(fc.double({ min: 0, max: 1e7, noNaN: true }), { maxLength: 300 }),
         fc.array(fc.double({ min: 0, max: 1e9, noNaN: true }), { minLength: 2, maxLength: 20 }),
-        fc.record({ minStdDevMs: fc.double({ min: 1e-6, max: 1e4, noNaN: true }), acceptablePauseMs: fc.double({ min: 0, max: 1e5, noNaN: true }), maxSamples: fc.integer({ min: 1, max: 300 }) }),
+        fc.record({
+          minStdDevMs: fc.double({ min: 1e-6, max: 1e4, noNaN: true }),
+          acceptablePauseMs: fc.double({ min: 0, max: 1e5, noNaN: true }),
+          maxSamples: fc.integer({ min: 1, max: 300 }),
+        }),
         (intervals, silences, opts) => {
           const d = new PhiAccrualDetector(opts);
           let t = 0;

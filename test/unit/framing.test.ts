@@ -66,7 +66,9 @@ describe('FrameDecoder', () => {
     d.push(wire);
     const out = drain(d);
     expect(out.map((f) => f.type)).toEqual(frames.map((f) => f.type));
-    out.forEach((f, i) => expect(f.body.equals(frames[i]!.body)).toBe(true));
+    out.forEach((f, i) => {
+      expect(f.body.equals(frames[i]!.body)).toBe(true);
+    });
     expect(out[2]!.body.buffer).toBe(wire.buffer);
     expect(d.bufferedBytes).toBe(0);
     expect(d.next()).toBeUndefined();

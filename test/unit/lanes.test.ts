@@ -3,15 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, FrameError, LaneOverflowError, SerializationError } from '../../src/errors.js';
 import { FrameDecoder, FrameType } from '../../src/mesh/framing.js';
-import { DEFAULT_LANE_OPTIONS, Inbox, Lane, type OutboxOptions, Outbox } from '../../src/mesh/lanes.js';
-import {
-  encodeMessageBody,
-  fragmentMessage,
-  type InboundMessage,
-  MessageFlags,
-  parseMessageBody,
-  topicBytes,
-} from '../../src/mesh/message.js';
+import { DEFAULT_LANE_OPTIONS, Inbox, Lane, Outbox, type OutboxOptions } from '../../src/mesh/lanes.js';
+import { encodeMessageBody, fragmentMessage, type InboundMessage, MessageFlags, parseMessageBody, topicBytes } from '../../src/mesh/message.js';
 
 interface WireFrame {
   lane: number;
@@ -322,7 +315,9 @@ describe('scheduling', () => {
     const out = new Outbox(roomy({ mode: 'fifo', fragmentBytes: 1000 }));
     const rx = new Receiver();
     const order = [Lane.BULK, Lane.EVENTS, Lane.CONTROL, Lane.TELEMETRY, Lane.CONTROL, Lane.BULK, Lane.EVENTS];
-    order.forEach((lane, i) => out.enqueue(lane, 0, i, 'x', Buffer.alloc(i === 0 ? 5000 : 10)));
+    order.forEach((lane, i) => {
+      out.enqueue(lane, 0, i, 'x', Buffer.alloc(i === 0 ? 5000 : 10));
+    });
     pullAll(out, rx, 3000);
     expect(rx.messages.map((m) => m.corrId)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     // The big first message went out whole before anything else: head-of-line blocking.
@@ -331,7 +326,9 @@ describe('scheduling', () => {
     // The same queue in priority mode reorders.
     const prio = new Outbox(roomy({ fragmentBytes: 1000 }));
     const rx2 = new Receiver();
-    order.forEach((lane, i) => prio.enqueue(lane, 0, i, 'x', Buffer.alloc(i === 0 ? 5000 : 10)));
+    order.forEach((lane, i) => {
+      prio.enqueue(lane, 0, i, 'x', Buffer.alloc(i === 0 ? 5000 : 10));
+    });
     pullAll(prio, rx2, 3000);
     expect(rx2.messages.map((m) => m.corrId).slice(0, 2)).toEqual([2, 4]);
   });

@@ -1,0 +1,720 @@
+#!/usr/bin/env node
+// Mesh benchmark: Foundation vs NATS vs raw TCP on loopback, one sender process and one
+// receiver process per measurement; this process only coordinates (see bench/README.md).
+//
+//   node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1]
+//                       [--requests 20000] [--out file.json] [--cpu-prof]
+//
+// Needs a build (dist/): `npm run bench:mesh` builds first.
+import { fork, spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import os from 'node:os';
+import { dirname, join, relative } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = join(HERE, '..');
+const LIB = join(HERE, 'lib');
+const SECTIONS = ['throughput', 'latency', 'hol', 'detection'];
+const SECRET = 'foundation-bench-secret-not-for-production';
+
+// ---- arguments ------------------------------------------------------------------------------
+
+function parseArgs(argv) {
+  const a = { only: SECTIONS, duration: 5, warmup: 1, requests: 20000, latencyWarmup: 2000, out: undefined, cpuProf: false };
+  for (let i = 0; i < argv.length; i++) {
+    const k = argv[i];
+    const v = () => {
+      const x = argv[++i];
+      if (x === undefined) throw new Error(`${k} needs a value`);
+      return x;
+    };
+    if (k === '--only') a.only = v().split(',').map((s) => s.trim());
+    else if (k === '--duration') a.duration = Number(v());
+    else if (k === '--warmup') a.warmup = Number(v());
+    else if (k === '--requests') a.requests = Number(v());
+    else if (k === '--out') a.out = v();
+    else if (k === '--cpu-prof') a.cpuProf = true;
+    else if (k === '-h' || k === '--help') {
+      console.log('usage: node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1] [--requests 20000] [--out file] [--cpu-prof]');
+      process.exit(0);
+    } else throw new Error(`unknown argument ${k}`);
+  }
+  for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section "${s}" (sections: ${SECTIONS.join(', ')})`);
+  if (!(a.duration > 0 && a.duration <= 60)) throw new Error('--duration must be in (0, 60] seconds');
+  if (!(a.warmup >= 0 && a.warmup <= 10)) throw new Error('--warmup must be in [0, 10] seconds');
+  if (!(Number.isInteger(a.requests) && a.requests > 0 && a.requests <= 1e6)) throw new Error('--requests must be an integer in 1..1e6');
+  return a;
+}
+
+// ---- child processes ------------------------------------------------------------------------
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const wallNow = () => performance.timeOrigin + performance.now();
+/** Every process this bench started; all are killed on the way out, whatever happens. */
+const children = new Set();
+
+function killAll() {
+  for (const c of children) {
+    try {
+      c.kill('SIGKILL');
+    } catch {}
+  }
+}
+process.on('exit', killAll);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.on(sig, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+function track(child) {
+  children.add(child);
+  child.once('exit', () => children.delete(child));
+  return child;
+}
+
+/** A bench worker (bench/lib/*.mjs) over IPC: `call` commands, `waitEvent` for its events. */
+class Worker {
+  constructor(script, args, label, { cpuProf = false } = {}) {
+    this.label = label;
+    this.events = [];
+    this.waiters = [];
+    this.pending = new Map();
+    this.nextId = 1;
+    this.tail = '';
+    this.exited = false;
+    const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(HERE, 'results', 'prof'), `--cpu-prof-name=${label}-${Date.now()}.cpuprofile`] : [];
+    this.child = track(
+      fork(join(LIB, script), args, {
+        stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
+        execArgv,
+        env: { ...process.env, FOUNDATION_LOG_LEVEL: process.env.FOUNDATION_LOG_LEVEL ?? 'warn' },
+      }),
+    );
+    const keep = (d) => {
+      this.tail = (this.tail + d).slice(-4000);
+    };
+    this.child.stdout.setEncoding('utf8').on('data', keep);
+    this.child.stderr.setEncoding('utf8').on('data', keep);
+    this.child.on('message', (m) => this.onMessage(m));
+    this.child.on('error', () => {});
+    this.child.once('exit', (code, signal) => {
+      this.exited = true;
+      this.exitInfo = { code, signal };
+      const err = new Error(`${label} exited (code ${code}, signal ${signal})\n${this.tail}`);
+      for (const p of this.pending.values()) p.reject(err);
+      this.pending.clear();
+      for (const w of this.waiters) w.reject(err);
+      this.waiters = [];
+    });
+  }
+
+  onMessage(m) {
+    if (m && m.event === undefined && m.id !== undefined) {
+      const p = this.pending.get(m.id);
+      if (!p) return;
+      this.pending.delete(m.id);
+      if (m.ok) p.resolve(m.result);
+      else p.reject(new Error(`${this.label}: ${m.error}`));
+      return;
+    }
+    if (!m || !m.event) return;
+    this.events.push(m);
+    this.waiters = this.waiters.filter((w) => {
+      if (!w.pred(m)) return true;
+      w.resolve(m);
+      return false;
+    });
+  }
+
+  call(cmd, args = {}, timeoutMs = 30_000) {
+    if (this.exited) return Promise.reject(new Error(`${this.label} has exited\n${this.tail}`));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`${this.label}: "${cmd}" timed out after ${timeoutMs} ms\n${this.tail}`));
+      }, timeoutMs);
+      this.pending.set(id, {
+        resolve: (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+      this.child.send({ id, cmd, ...args }, (err) => {
+        if (err && this.pending.has(id)) this.pending.get(id).reject(new Error(`${this.label}: could not send "${cmd}": ${err.message}`));
+      });
+    });
+  }
+
+  /** First event (already received or future) matching `pred`. */
+  waitEvent(pred, timeoutMs, what) {
+    const seen = this.events.find(pred);
+    if (seen) return Promise.resolve(seen);
+    if (this.exited) return Promise.reject(new Error(`${this.label} exited before ${what}\n${this.tail}`));
+    return new Promise((resolve, reject) => {
+      const w = {
+        pred,
+        resolve: (e) => {
+          clearTimeout(timer);
+          resolve(e);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      const timer = setTimeout(() => {
+        this.waiters = this.waiters.filter((x) => x !== w);
+        reject(new Error(`${this.label}: no ${what} within ${timeoutMs} ms\n${this.tail}`));
+      }, timeoutMs);
+      this.waiters.push(w);
+    });
+  }
+
+  async started() {
+    const e = await this.waitEvent((e) => e.event === 'started' || e.event === 'start-failed', 15_000, 'start');
+    if (e.event !== 'started') throw new Error(`${this.label} failed to start: ${e.message}`);
+    return e;
+  }
+
+  signal(sig) {
+    if (!this.exited) this.child.kill(sig);
+  }
+
+  /** Asks the worker to exit (so a --cpu-prof profile gets written), then kills it. */
+  async close(graceMs = 1500) {
+    if (this.exited) return;
+    const gone = new Promise((r) => this.child.once('exit', r));
+    try {
+      this.child.send({ id: 0, cmd: 'exit' }, () => {});
+    } catch {}
+    await Promise.race([gone, sleep(graceMs)]);
+    if (!this.exited) {
+      this.child.kill('SIGKILL');
+      await gone;
+    }
+  }
+}
+
+async function closeAll(workers) {
+  await Promise.all(workers.filter(Boolean).map((w) => w.close()));
+}
+
+async function startFoundation(label, opts, a) {
+  const w = new Worker('foundation-node.mjs', [JSON.stringify({ name: label, host: '127.0.0.1', port: 0, secret: SECRET, ...opts })], label, {
+    cpuProf: a.cpuProf,
+  });
+  const e = await w.started();
+  w.id = e.node;
+  return w;
+}
+
+/** A receiver and a sender that dials it; resolves once both see the other up. */
+async function foundationPair(a, extra = {}) {
+  const recv = await startFoundation('recv', extra, a);
+  let send;
+  try {
+    send = await startFoundation('send', { ...extra, cluster: { strategy: 'static', hosts: [recv.id.address] } }, a);
+    await Promise.all([
+      send.waitEvent((e) => e.event === 'up' && e.name === 'recv', 10_000, 'up(recv)'),
+      recv.waitEvent((e) => e.event === 'up' && e.name === 'send', 10_000, 'up(send)'),
+    ]);
+  } catch (err) {
+    await closeAll([recv, send]);
+    throw err;
+  }
+  return { recv, send };
+}
+
+// ---- nats-server ----------------------------------------------------------------------------
+
+function findNatsServer() {
+  for (const p of ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) if (existsSync(p)) return p;
+  const r = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' });
+  return r.status === 0 ? r.stdout.trim() : undefined;
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen({ host: '127.0.0.1', port: 0 }, () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+function canConnect(port) {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port }, () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+async function startNatsServer() {
+  const bin = findNatsServer();
+  if (!bin) throw new Error('nats-server not found (looked in /usr/sbin, /usr/bin, /usr/local/bin, PATH)');
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const port = await freePort();
+    const child = track(spawn(bin, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    let tail = '';
+    const keep = (d) => {
+      tail = (tail + d).slice(-2000);
+    };
+    child.stdout.setEncoding('utf8').on('data', keep);
+    child.stderr.setEncoding('utf8').on('data', keep);
+    let exited = false;
+    child.once('exit', () => {
+      exited = true;
+    });
+    const deadline = Date.now() + 5000;
+    while (!exited && Date.now() < deadline) {
+      if (await canConnect(port)) {
+        const close = async () => {
+          if (exited) return;
+          const gone = new Promise((r) => child.once('exit', r));
+          child.kill('SIGKILL');
+          await gone;
+        };
+        return { port, url: `127.0.0.1:${port}`, close, bin };
+      }
+      await sleep(50);
+    }
+    if (!exited) child.kill('SIGKILL');
+    if (attempt === 2) throw new Error(`nats-server did not start on ${port}:\n${tail}`);
+  }
+}
+
+function natsVersion(bin) {
+  if (!bin) return undefined;
+  const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
+  return (r.stdout || r.stderr || '').trim() || undefined;
+}
+
+// ---- sections -------------------------------------------------------------------------------
+
+/** Receiver-side rate over the measurement window: counts read at warm-up end and at the end. */
+async function measureRate(recv, sendCall, a) {
+  const warmMs = a.warmup * 1000;
+  const durMs = a.duration * 1000;
+  const sending = sendCall(warmMs + durMs + 300);
+  sending.catch(() => {});
+  await sleep(warmMs);
+  const c0 = await recv.call('count');
+  await sleep(durMs);
+  const c1 = await recv.call('count');
+  const sender = await sending;
+  const secs = (c1.t - c0.t) / 1000;
+  const msgs = c1.msgs - c0.msgs;
+  const recvRss = await recv.call('rss');
+  return {
+    msgsPerSec: Math.round(msgs / secs),
+    mbPerSec: round1((c1.bytes - c0.bytes) / secs / 1e6),
+    windowSec: round3(secs),
+    receivedInWindow: msgs,
+    totalSent: sender.sent,
+    backpressureWaits: sender.waits,
+    senderMaxRssMB: round1(sender.maxRss / 1e6),
+    receiverRssMB: round1(recvRss / 1e6),
+  };
+}
+
+async function throughput(a, log) {
+  const size = 100;
+  const out = {};
+  log(`throughput: ${size}-byte messages, ${a.warmup}s warm-up + ${a.duration}s measured`);
+
+  // (a) Foundation.
+  {
+    const { recv, send } = await foundationPair(a);
+    try {
+      out.foundation = await measureRate(
+        recv,
+        (ms) => send.call('tp-send', { peer: 'recv', size, ms, lane: 'events' }, ms + 30_000),
+        a,
+      );
+    } finally {
+      await closeAll([send, recv]);
+    }
+    log(`  foundation ${fmtInt(out.foundation.msgsPerSec)} msg/s`);
+  }
+
+  // (b) NATS.
+  {
+    const server = await startNatsServer();
+    let sub;
+    let pub;
+    try {
+      sub = new Worker('nats-peer.mjs', [server.url], 'nats-sub');
+      pub = new Worker('nats-peer.mjs', [server.url], 'nats-pub');
+      await Promise.all([sub.started(), pub.started()]);
+      await sub.call('sub');
+      out.nats = await measureRate(sub, (ms) => pub.call('tp-send', { size, ms }, ms + 30_000), a);
+    } finally {
+      await closeAll([pub, sub]);
+      await server.close();
+    }
+    log(`  nats       ${fmtInt(out.nats.msgsPerSec)} msg/s`);
+  }
+
+  // (c) Raw TCP.
+  {
+    let recv;
+    let send;
+    try {
+      recv = new Worker('tcp-peer.mjs', [], 'tcp-sink');
+      send = new Worker('tcp-peer.mjs', [], 'tcp-send');
+      await Promise.all([recv.started(), send.started()]);
+      const port = await recv.call('listen', { mode: 'sink' });
+      out.raw = await measureRate(recv, (ms) => send.call('tp-send', { port, size, ms }, ms + 30_000), a);
+    } finally {
+      await closeAll([send, recv]);
+    }
+    log(`  raw tcp    ${fmtInt(out.raw.msgsPerSec)} msg/s`);
+  }
+
+  out.ratios = {
+    foundationOverNats: ratio(out.foundation?.msgsPerSec, out.nats?.msgsPerSec),
+    foundationOverRaw: ratio(out.foundation?.msgsPerSec, out.raw?.msgsPerSec),
+  };
+  return out;
+}
+
+async function latency(a, log) {
+  const size = 100;
+  const args = { size, warmup: a.latencyWarmup, n: a.requests };
+  const timeout = 120_000;
+  const out = {};
+  log(`latency: ${size}-byte request/response, one outstanding, ${a.latencyWarmup} warm-up + ${a.requests} measured`);
+  {
+    const { recv, send } = await foundationPair(a);
+    try {
+      out.foundation = await send.call('latency', { ...args, peer: 'recv', lane: 'events' }, timeout);
+    } finally {
+      await closeAll([send, recv]);
+    }
+    log(`  foundation p50 ${out.foundation.p50Us} µs`);
+  }
+  {
+    let echo;
+    let client;
+    try {
+      echo = new Worker('tcp-peer.mjs', [], 'tcp-echo');
+      client = new Worker('tcp-peer.mjs', [], 'tcp-client');
+      await Promise.all([echo.started(), client.started()]);
+      const port = await echo.call('listen', { mode: 'echo' });
+      out.raw = await client.call('latency', { ...args, port }, timeout);
+    } finally {
+      await closeAll([client, echo]);
+    }
+    log(`  raw tcp    p50 ${out.raw.p50Us} µs`);
+  }
+  {
+    const server = await startNatsServer();
+    let resp;
+    let req;
+    try {
+      resp = new Worker('nats-peer.mjs', [server.url], 'nats-responder');
+      req = new Worker('nats-peer.mjs', [server.url], 'nats-requester');
+      await Promise.all([resp.started(), req.started()]);
+      await resp.call('sub');
+      out.nats = await req.call('latency', args, timeout);
+    } finally {
+      await closeAll([req, resp]);
+      await server.close();
+    }
+    log(`  nats       p50 ${out.nats.p50Us} µs`);
+  }
+  out.ratios = {
+    p50FoundationOverRaw: ratio(out.foundation?.p50Us, out.raw?.p50Us),
+    p50FoundationOverNats: ratio(out.foundation?.p50Us, out.nats?.p50Us),
+    p99FoundationOverRaw: ratio(out.foundation?.p99Us, out.raw?.p99Us),
+    p99FoundationOverNats: ratio(out.foundation?.p99Us, out.nats?.p99Us),
+  };
+  return out;
+}
+
+async function hol(a, log) {
+  const bulkBytes = 1024 * 1024;
+  const intervalMs = 5;
+  const out = { bulkMessageBytes: bulkBytes, controlIntervalMs: intervalMs };
+  log(`head-of-line: 1 MiB messages on 'bulk' + a 100-byte 'control' request every ${intervalMs} ms, ${a.warmup}s + ${a.duration}s`);
+  for (const mode of ['priority', 'fifo']) {
+    const { recv, send } = await foundationPair(a, { lanes: { mode } });
+    try {
+      const warmMs = a.warmup * 1000;
+      const durMs = a.duration * 1000;
+      const running = send.call('hol', { peer: 'recv', warmupMs: warmMs, ms: durMs, bulkBytes, intervalMs, size: 100 }, warmMs + durMs + 60_000);
+      running.catch(() => {});
+      await sleep(warmMs);
+      const c0 = await recv.call('count');
+      await sleep(durMs);
+      const c1 = await recv.call('count');
+      const r = await running;
+      const secs = (c1.t - c0.t) / 1000;
+      const c = r.control;
+      out[mode] = {
+        bulkMBps: round1((c1.bytes - c0.bytes) / secs / 1e6),
+        bulkMessagesPerSec: Math.round((c1.msgs - c0.msgs) / secs),
+        controlRequests: c.n,
+        controlTimeouts: r.timeouts,
+        controlP50Ms: ms3(c.p50Us),
+        controlP90Ms: ms3(c.p90Us),
+        controlP99Ms: ms3(c.p99Us),
+        controlMaxMs: ms3(c.maxUs),
+        senderRssMB: round1(r.rss / 1e6),
+      };
+    } finally {
+      await closeAll([send, recv]);
+    }
+    log(`  ${mode.padEnd(8)} bulk ${out[mode].bulkMBps} MB/s, control p99 ${out[mode].controlP99Ms} ms`);
+  }
+  return out;
+}
+
+async function detection(a, log) {
+  const kills = 5;
+  const stops = 3;
+  const out = { failureDetector: 'defaults (heartbeat 250 ms, phi 8, acceptable pause 1000 ms)' };
+  log(`failure detection: kill -9 x${kills} (expect connection-closed), SIGSTOP x${stops} (expect heartbeat-timeout)`);
+  const survivor = await startFoundation('survivor', {}, a);
+  const peers = [];
+  try {
+    const round = async (i, sig, settleMs) => {
+      const name = `peer-${sig === 'SIGKILL' ? 'k' : 's'}${i}`;
+      const peer = await startFoundation(name, { cluster: { strategy: 'static', hosts: [survivor.id.address] } }, a);
+      peers.push(peer);
+      await Promise.all([
+        survivor.waitEvent((e) => e.event === 'up' && e.name === name, 10_000, `up(${name})`),
+        peer.waitEvent((e) => e.event === 'up' && e.name === 'survivor', 10_000, 'up(survivor)'),
+      ]);
+      // Let heartbeats run for a while, as they would in a long-lived cluster.
+      await sleep(settleMs);
+      const downP = survivor.waitEvent((e) => e.event === 'down' && e.name === name, 15_000, `down(${name})`);
+      const t0 = wallNow();
+      peer.signal(sig);
+      const down = await downP;
+      const ms = down.at - t0;
+      peer.signal('SIGKILL');
+      await peer.close();
+      return { ms: round3(ms), reason: down.reason };
+    };
+    const killRuns = [];
+    for (let i = 0; i < kills; i++) killRuns.push(await round(i, 'SIGKILL', 300));
+    out.kill = summarizeRuns(killRuns, 'connection-closed');
+    log(`  kill -9  median ${out.kill.medianMs} ms, max ${out.kill.maxMs} ms (${out.kill.reasons})`);
+    const stopRuns = [];
+    for (let i = 0; i < stops; i++) stopRuns.push(await round(i, 'SIGSTOP', 1500));
+    out.stop = summarizeRuns(stopRuns, 'heartbeat-timeout');
+    log(`  SIGSTOP  median ${out.stop.medianMs} ms, max ${out.stop.maxMs} ms (${out.stop.reasons})`);
+  } finally {
+    for (const p of peers) p.signal('SIGKILL');
+    await closeAll([...peers, survivor]);
+  }
+  return out;
+}
+
+function summarizeRuns(runs, expected) {
+  const ms = runs.map((r) => r.ms).sort((x, y) => x - y);
+  const reasons = [...new Set(runs.map((r) => r.reason))].join(',');
+  return {
+    runs: runs.length,
+    samplesMs: runs.map((r) => r.ms),
+    medianMs: ms[Math.floor((ms.length - 1) / 2)],
+    maxMs: ms[ms.length - 1],
+    reasons,
+    allExpectedReason: runs.every((r) => r.reason === expected),
+    expectedReason: expected,
+  };
+}
+
+// ---- formatting -----------------------------------------------------------------------------
+
+const round1 = (x) => Math.round(x * 10) / 10;
+const round3 = (x) => Math.round(x * 1000) / 1000;
+const ms3 = (us) => (us === undefined ? undefined : round3(us / 1000));
+const ratio = (x, y) => (x && y ? Math.round((x / y) * 100) / 100 : undefined);
+const fmtInt = (x) => (x === undefined ? '-' : Math.round(x).toLocaleString('en-US'));
+const fmt = (x, d = 1) => (x === undefined || x === null ? '-' : Number(x).toFixed(d));
+
+function table(title, header, rows) {
+  const widths = header.map((h, i) => Math.max(String(h).length, ...rows.map((r) => String(r[i] ?? '').length)));
+  const line = (cells) => cells.map((c, i) => (i === 0 ? String(c ?? '').padEnd(widths[i]) : String(c ?? '').padStart(widths[i]))).join('  ');
+  return [`\n${title}`, line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.map(line)].join('\n');
+}
+
+function report(r) {
+  const parts = [];
+  const t = r.throughput;
+  if (t && !t.error) {
+    parts.push(
+      table(
+        `1. Throughput, ${t.payloadBytes}-byte messages, one sender process -> one receiver process (received msgs/s over ${r.config.durationSec}s)`,
+        ['peer', 'msgs/s', 'MB/s payload', 'sender max RSS MB', 'back-pressure waits'],
+        [
+          ['Foundation mesh.send (events lane)', fmtInt(t.foundation?.msgsPerSec), fmt(t.foundation?.mbPerSec), fmt(t.foundation?.senderMaxRssMB), fmtInt(t.foundation?.backpressureWaits)],
+          ['NATS pub/sub via nats-server', fmtInt(t.nats?.msgsPerSec), fmt(t.nats?.mbPerSec), fmt(t.nats?.senderMaxRssMB), fmtInt(t.nats?.backpressureWaits)],
+          ['raw TCP, batched length-prefixed', fmtInt(t.raw?.msgsPerSec), fmt(t.raw?.mbPerSec), fmt(t.raw?.senderMaxRssMB), '-'],
+        ],
+      ),
+      `Foundation/NATS = ${fmt(t.ratios.foundationOverNats, 2)}x   Foundation/raw TCP = ${fmt(t.ratios.foundationOverRaw, 2)}x`,
+    );
+  } else if (t?.error) parts.push(`\n1. Throughput: FAILED: ${t.error}`);
+
+  const l = r.latency;
+  if (l && !l.error) {
+    const row = (name, s) => [name, fmt(s?.p50Us), fmt(s?.p90Us), fmt(s?.p99Us), fmt(s?.p999Us), fmt(s?.maxUs), fmt(s?.meanUs)];
+    parts.push(
+      table(
+        `2. Request/response latency, ${l.payloadBytes}-byte payload, one outstanding (${r.config.requests} requests after ${r.config.latencyWarmup} warm-up), µs`,
+        ['peer', 'p50', 'p90', 'p99', 'p99.9', 'max', 'mean'],
+        [row('Foundation mesh.request (echo)', l.foundation), row('raw TCP ping-pong', l.raw), row('NATS request/reply', l.nats)],
+      ),
+      `p50: Foundation/raw TCP = ${fmt(l.ratios.p50FoundationOverRaw, 2)}x, Foundation/NATS = ${fmt(l.ratios.p50FoundationOverNats, 2)}x   ` +
+        `p99: Foundation/raw TCP = ${fmt(l.ratios.p99FoundationOverRaw, 2)}x, Foundation/NATS = ${fmt(l.ratios.p99FoundationOverNats, 2)}x`,
+    );
+  } else if (l?.error) parts.push(`\n2. Latency: FAILED: ${l.error}`);
+
+  const h = r.hol;
+  if (h && !h.error) {
+    const row = (name, s) => [name, fmt(s?.bulkMBps), fmtInt(s?.controlRequests), fmt(s?.controlP50Ms, 2), fmt(s?.controlP90Ms, 2), fmt(s?.controlP99Ms, 2), fmt(s?.controlMaxMs, 2), fmtInt(s?.controlTimeouts)];
+    parts.push(
+      table(
+        '3. Head-of-line: control-lane request RTT while the same link carries 1 MiB bulk messages (ms)',
+        ['lane scheduling', 'bulk MB/s', 'requests', 'p50', 'p90', 'p99', 'max', 'timeouts'],
+        [row('priority (default)', h.priority), row('fifo (no priority)', h.fifo)],
+      ),
+    );
+  } else if (h?.error) parts.push(`\n3. Head-of-line: FAILED: ${h.error}`);
+
+  const d = r.detection;
+  if (d && !d.error) {
+    const row = (name, s) => [name, s?.runs, fmt(s?.medianMs, 1), fmt(s?.maxMs, 1), (s?.samplesMs ?? []).map((x) => fmt(x, 1)).join(' '), s?.reasons];
+    parts.push(
+      table(
+        `4. Failure detection: peer process -> survivor's 'down' event (ms), ${d.failureDetector}`,
+        ['fault', 'runs', 'median', 'max', 'samples', 'reason'],
+        [row('kill -9', d.kill), row('SIGSTOP', d.stop)],
+      ),
+    );
+  } else if (d?.error) parts.push(`\n4. Failure detection: FAILED: ${d.error}`);
+
+  if (r.targets.length) {
+    parts.push(table('Targets', ['target', 'measured', 'result'], r.targets.map((x) => [x.name, x.measured, x.pass ? 'PASS' : 'MISS'])));
+  }
+  return parts.join('\n');
+}
+
+function targets(r) {
+  const out = [];
+  const add = (name, measured, pass) => out.push({ name, measured, pass });
+  const t = r.throughput;
+  if (t && !t.error) {
+    add('Foundation >= 1,000,000 msg/s', `${fmtInt(t.foundation.msgsPerSec)} msg/s`, t.foundation.msgsPerSec >= 1e6);
+    add('Foundation >= 2.5x NATS', `${fmt(t.ratios.foundationOverNats, 2)}x`, t.ratios.foundationOverNats >= 2.5);
+  }
+  const l = r.latency;
+  if (l && !l.error) add('request p50 <= 60 µs', `${fmt(l.foundation.p50Us)} µs`, l.foundation.p50Us <= 60);
+  const h = r.hol;
+  if (h && !h.error) {
+    add('bulk >= 500 MB/s during HoL test (priority)', `${fmt(h.priority.bulkMBps)} MB/s`, h.priority.bulkMBps >= 500);
+    add('control p99 <= 5 ms under bulk (priority)', `${fmt(h.priority.controlP99Ms, 2)} ms`, h.priority.controlP99Ms <= 5);
+  }
+  const d = r.detection;
+  if (d && !d.error) {
+    add("kill -9 -> 'down' (connection-closed)", `${fmt(d.kill.medianMs)} ms median`, d.kill.allExpectedReason);
+    add("SIGSTOP -> 'down' (heartbeat-timeout)", `${fmt(d.stop.medianMs)} ms median`, d.stop.allExpectedReason);
+  }
+  return out;
+}
+
+// ---- main -----------------------------------------------------------------------------------
+
+async function main() {
+  const a = parseArgs(process.argv.slice(2));
+  if (!existsSync(join(ROOT, 'dist', 'index.js'))) {
+    console.error('dist/index.js is missing: run `npm run build` first (or `npm run bench:mesh`).');
+    process.exit(2);
+  }
+  const started = new Date();
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  const result = {
+    bench: 'mesh',
+    date: started.toISOString(),
+    package: `${pkg.name}@${pkg.version}`,
+    gitCommit: gitHead(),
+    host: {
+      platform: `${os.platform()} ${os.release()}`,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryGB: round1(os.totalmem() / 1e9),
+      node: process.version,
+      natsServer: natsVersion(findNatsServer()),
+      loadAvgAtStart: os.loadavg().map(round1),
+    },
+    config: {
+      sections: a.only,
+      durationSec: a.duration,
+      warmupSec: a.warmup,
+      requests: a.requests,
+      latencyWarmup: a.latencyWarmup,
+      cpuProf: a.cpuProf,
+    },
+  };
+  const log = (s) => console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${s}`);
+  const t0 = performance.now();
+  log(`host: ${result.host.cpus} CPUs, node ${process.version}, load ${result.host.loadAvgAtStart.join(' ')}`);
+  const run = async (name, fn, extra) => {
+    if (!a.only.includes(name)) return;
+    try {
+      result[name] = { ...extra, ...(await fn(a, log)) };
+    } catch (err) {
+      log(`${name} FAILED: ${err.stack ?? err}`);
+      result[name] = { error: String(err.message ?? err).split('\n')[0] };
+      process.exitCode = 1;
+    }
+  };
+  try {
+    await run('throughput', throughput, { payloadBytes: 100 });
+    await run('latency', latency, { payloadBytes: 100 });
+    await run('hol', hol);
+    await run('detection', detection);
+  } finally {
+    killAll();
+  }
+  result.host.loadAvgAtEnd = os.loadavg().map(round1);
+  result.elapsedSec = round1((performance.now() - t0) / 1000);
+  result.targets = targets(result);
+  console.log(report(result));
+  console.log(`\nhost: ${result.host.cpus} x ${result.host.cpuModel}, ${result.host.node}, ${result.host.natsServer ?? 'nats-server ?'}; load avg ${result.host.loadAvgAtStart.join('/')} -> ${result.host.loadAvgAtEnd.join('/')}; ${result.elapsedSec}s`);
+  const file = a.out ?? join(HERE, 'results', `mesh-${started.toISOString().replace(/:/g, '-').replace(/\..*$/, '')}.json`);
+  mkdirSync(dirname(file), { recursive: true });
+  writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
+  console.log(`results: ${relative(process.cwd(), file)}`);
+}
+
+function gitHead() {
+  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
+  if (r.status !== 0) return undefined;
+  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' });
+  return r.stdout.trim() + (dirty.stdout?.trim() ? '+dirty-src' : '');
+}
+
+main().catch((err) => {
+  console.error(err.stack ?? err);
+  killAll();
+  process.exit(1);
+});
