@@ -3,14 +3,15 @@
 // receiver process per measurement; this process only coordinates (see bench/README.md).
 //
 //   node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1]
-//                       [--requests 20000] [--out file.json] [--cpu-prof]
+//                       [--requests 20000] [--out file.json] [--cpu-prof] [--dist DIR]
 //
-// Needs a build (dist/): `npm run bench:mesh` builds first.
+// Needs a build (dist/): `npm run bench:mesh` builds first. `--dist DIR` benchmarks another
+// build of the library (a directory holding index.js), e.g. a baseline built from another commit.
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import os from 'node:os';
-import { dirname, join, relative } from 'node:path';
+import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 
@@ -19,11 +20,12 @@ const ROOT = join(HERE, '..');
 const LIB = join(HERE, 'lib');
 const SECTIONS = ['throughput', 'latency', 'hol', 'detection'];
 const SECRET = 'foundation-bench-secret-not-for-production';
+let DIST = join(ROOT, 'dist');
 
 // ---- arguments ------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const a = { only: SECTIONS, duration: 5, warmup: 1, requests: 20000, latencyWarmup: 2000, out: undefined, cpuProf: false };
+  const a = { only: SECTIONS, duration: 5, warmup: 1, requests: 20000, latencyWarmup: 2000, out: undefined, cpuProf: false, dist: undefined };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -31,14 +33,20 @@ function parseArgs(argv) {
       if (x === undefined) throw new Error(`${k} needs a value`);
       return x;
     };
-    if (k === '--only') a.only = v().split(',').map((s) => s.trim());
+    if (k === '--only')
+      a.only = v()
+        .split(',')
+        .map((s) => s.trim());
     else if (k === '--duration') a.duration = Number(v());
     else if (k === '--warmup') a.warmup = Number(v());
     else if (k === '--requests') a.requests = Number(v());
     else if (k === '--out') a.out = v();
     else if (k === '--cpu-prof') a.cpuProf = true;
+    else if (k === '--dist') a.dist = v();
     else if (k === '-h' || k === '--help') {
-      console.log('usage: node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1] [--requests 20000] [--out file] [--cpu-prof]');
+      console.log(
+        'usage: node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1] [--requests 20000] [--out file] [--cpu-prof]',
+      );
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
   }
@@ -92,7 +100,7 @@ class Worker {
       fork(join(LIB, script), args, {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         execArgv,
-        env: { ...process.env, FOUNDATION_LOG_LEVEL: process.env.FOUNDATION_LOG_LEVEL ?? 'warn' },
+        env: { ...process.env, FOUNDATION_LOG_LEVEL: process.env.FOUNDATION_LOG_LEVEL ?? 'warn', FOUNDATION_BENCH_DIST: DIST },
       }),
     );
     const keep = (d) => {
@@ -114,7 +122,7 @@ class Worker {
   }
 
   onMessage(m) {
-    if (m && m.event === undefined && m.id !== undefined) {
+    if (m?.event === undefined && m?.id !== undefined) {
       const p = this.pending.get(m.id);
       if (!p) return;
       this.pending.delete(m.id);
@@ -122,7 +130,7 @@ class Worker {
       else p.reject(new Error(`${this.label}: ${m.error}`));
       return;
     }
-    if (!m || !m.event) return;
+    if (!m?.event) return;
     this.events.push(m);
     this.waiters = this.waiters.filter((w) => {
       if (!w.pred(m)) return true;
@@ -341,11 +349,7 @@ async function throughput(a, log) {
   {
     const { recv, send } = await foundationPair(a);
     try {
-      out.foundation = await measureRate(
-        recv,
-        (ms) => send.call('tp-send', { peer: 'recv', size, ms, lane: 'events' }, ms + 30_000),
-        a,
-      );
+      out.foundation = await measureRate(recv, (ms) => send.call('tp-send', { peer: 'recv', size, ms, lane: 'events' }, ms + 30_000), a);
     } finally {
       await closeAll([send, recv]);
     }
@@ -565,7 +569,13 @@ function report(r) {
         `1. Throughput, ${t.payloadBytes}-byte messages, one sender process -> one receiver process (received msgs/s over ${r.config.durationSec}s)`,
         ['peer', 'msgs/s', 'MB/s payload', 'sender max RSS MB', 'back-pressure waits'],
         [
-          ['Foundation mesh.send (events lane)', fmtInt(t.foundation?.msgsPerSec), fmt(t.foundation?.mbPerSec), fmt(t.foundation?.senderMaxRssMB), fmtInt(t.foundation?.backpressureWaits)],
+          [
+            'Foundation mesh.send (events lane)',
+            fmtInt(t.foundation?.msgsPerSec),
+            fmt(t.foundation?.mbPerSec),
+            fmt(t.foundation?.senderMaxRssMB),
+            fmtInt(t.foundation?.backpressureWaits),
+          ],
           ['NATS pub/sub via nats-server', fmtInt(t.nats?.msgsPerSec), fmt(t.nats?.mbPerSec), fmt(t.nats?.senderMaxRssMB), fmtInt(t.nats?.backpressureWaits)],
           ['raw TCP, batched length-prefixed', fmtInt(t.raw?.msgsPerSec), fmt(t.raw?.mbPerSec), fmt(t.raw?.senderMaxRssMB), '-'],
         ],
@@ -590,7 +600,16 @@ function report(r) {
 
   const h = r.hol;
   if (h && !h.error) {
-    const row = (name, s) => [name, fmt(s?.bulkMBps), fmtInt(s?.controlRequests), fmt(s?.controlP50Ms, 2), fmt(s?.controlP90Ms, 2), fmt(s?.controlP99Ms, 2), fmt(s?.controlMaxMs, 2), fmtInt(s?.controlTimeouts)];
+    const row = (name, s) => [
+      name,
+      fmt(s?.bulkMBps),
+      fmtInt(s?.controlRequests),
+      fmt(s?.controlP50Ms, 2),
+      fmt(s?.controlP90Ms, 2),
+      fmt(s?.controlP99Ms, 2),
+      fmt(s?.controlMaxMs, 2),
+      fmtInt(s?.controlTimeouts),
+    ];
     parts.push(
       table(
         '3. Head-of-line: control-lane request RTT while the same link carries 1 MiB bulk messages (ms)',
@@ -613,7 +632,13 @@ function report(r) {
   } else if (d?.error) parts.push(`\n4. Failure detection: FAILED: ${d.error}`);
 
   if (r.targets.length) {
-    parts.push(table('Targets', ['target', 'measured', 'result'], r.targets.map((x) => [x.name, x.measured, x.pass ? 'PASS' : 'MISS'])));
+    parts.push(
+      table(
+        'Targets',
+        ['target', 'measured', 'result'],
+        r.targets.map((x) => [x.name, x.measured, x.pass ? 'PASS' : 'MISS']),
+      ),
+    );
   }
   return parts.join('\n');
 }
@@ -645,8 +670,9 @@ function targets(r) {
 
 async function main() {
   const a = parseArgs(process.argv.slice(2));
-  if (!existsSync(join(ROOT, 'dist', 'index.js'))) {
-    console.error('dist/index.js is missing: run `npm run build` first (or `npm run bench:mesh`).');
+  if (a.dist) DIST = resolve(a.dist);
+  if (!existsSync(join(DIST, 'index.js'))) {
+    console.error(`${join(DIST, 'index.js')} is missing: run \`npm run build\` first (or \`npm run bench:mesh\`).`);
     process.exit(2);
   }
   const started = new Date();
@@ -672,6 +698,7 @@ async function main() {
       requests: a.requests,
       latencyWarmup: a.latencyWarmup,
       cpuProf: a.cpuProf,
+      dist: relative(ROOT, DIST) || DIST,
     },
   };
   const log = (s) => console.error(`[bench ${((performance.now() - t0) / 1000).toFixed(1)}s] ${s}`);
@@ -699,7 +726,9 @@ async function main() {
   result.elapsedSec = round1((performance.now() - t0) / 1000);
   result.targets = targets(result);
   console.log(report(result));
-  console.log(`\nhost: ${result.host.cpus} x ${result.host.cpuModel}, ${result.host.node}, ${result.host.natsServer ?? 'nats-server ?'}; load avg ${result.host.loadAvgAtStart.join('/')} -> ${result.host.loadAvgAtEnd.join('/')}; ${result.elapsedSec}s`);
+  console.log(
+    `\nhost: ${result.host.cpus} x ${result.host.cpuModel}, ${result.host.node}, ${result.host.natsServer ?? 'nats-server ?'}; load avg ${result.host.loadAvgAtStart.join('/')} -> ${result.host.loadAvgAtEnd.join('/')}; ${result.elapsedSec}s`,
+  );
   const file = a.out ?? join(HERE, 'results', `mesh-${started.toISOString().replace(/:/g, '-').replace(/\..*$/, '')}.json`);
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);

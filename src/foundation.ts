@@ -5,7 +5,9 @@
 import { EventEmitter } from 'node:events';
 import type { Registry } from 'prom-client';
 import type { ClusterView, FoundationNode, LocalHealth, MeshMessaging, MessageHandler } from './api.js';
-import { parseOptions } from './config.js';
+import { mergeEnv, optionsFromEnv } from './config/env.js';
+import { parseOptions } from './config/options.js';
+import { mdnsAvailable } from './discovery/mdns-available.js';
 import type { ClusterOption } from './discovery/modes.js';
 import { resolveTopologies } from './discovery/modes.js';
 import { type TopologySpec, createStrategy } from './discovery/registry.js';
@@ -183,14 +185,18 @@ function messaging(mesh: Mesh): MeshMessaging & { raw: Mesh } {
   };
 }
 
-/** Starts a node. Rejects with `ConfigError` (naming the key) on bad options. */
+/**
+ * Starts a node. Options not given fall back to `FOUNDATION_*` environment variables (see
+ * docs/guides/configuration.md), so a twelve-factor deploy needs no code. Rejects with
+ * `ConfigError` (naming the key) on bad options.
+ */
 async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
-  const o = parseOptions(options);
+  const o = parseOptions(mergeEnv(options, optionsFromEnv(process.env)));
   const name = o.name ?? defaultNodeName();
   const incarnation = newIncarnation();
   const baseLogger = (o.logger as Logger | undefined) ?? defaultLogger({ node: name });
   const log = o.logger ? baseLogger.child({ node: name }) : baseLogger;
-  const secret = resolveSecret({ secret: o.secret ?? process.env.FOUNDATION_SECRET, insecure: o.insecure, cookieFile: o.cookieFile });
+  const secret = resolveSecret({ secret: o.secret, insecure: o.insecure, cookieFile: o.cookieFile });
   if (secret.warning) log.warn({ source: secret.source }, secret.warning);
   const fragmentBytes = o.fragmentBytes ?? 64 * 1024;
   const maxFrameBytes = o.maxFrameBytes ?? 1024 * 1024;
@@ -211,14 +217,16 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
     if (err instanceof ConfigError) throw new ConfigError(err.key.replace(/^heartbeat\./, 'failureDetector.'), err.message.replace(/^Invalid configuration at "[^"]*": /, ''));
     throw err;
   }
-  const specs = resolveTopologies(o.cluster as ClusterOption | undefined, o.topologies as Record<string, TopologySpec> | undefined);
+  const resolved = resolveTopologies(o.cluster as ClusterOption | undefined, o.topologies as Record<string, TopologySpec> | undefined, {
+    port: o.port ?? 0,
+    secret: secret.source === 'insecure' ? undefined : secret.secret.toString(),
+    mdnsAvailable: o.cluster === true ? await mdnsAvailable() : false,
+  });
+  const specs = resolved.topologies;
   // Build every strategy before binding anything, so a bad topology fails fast.
   const strategies = Object.entries(specs).map(([tname, spec]) => [tname, createStrategy(tname, spec)] as const);
-  const lanes: Partial<OutboxOptions> = { fragmentBytes, mode: o.lanes?.mode ?? 'priority' };
-  for (const lane of LANES) {
-    const l = o.lanes?.[lane];
-    if (l) (lanes as Record<string, unknown>)[lane] = l;
-  }
+  const { mode: laneMode, ...lanePolicies } = o.lanes ?? {};
+  const lanes: Partial<OutboxOptions> = { fragmentBytes, mode: laneMode ?? 'priority', lanes: lanePolicies };
   const mesh = await Mesh.start({
     name,
     host: o.host ?? '127.0.0.1',
@@ -255,7 +263,7 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
     throw err;
   }
   cluster.readyAt = Date.now();
-  log.info({ address: mesh.self.address, incarnation, http: node.httpAddress, topologies: Object.keys(specs) }, 'node started');
+  log.info({ address: mesh.self.address, incarnation, http: node.httpAddress, mode: resolved.mode, topologies: Object.keys(specs) }, 'node started');
   return node;
 }
 

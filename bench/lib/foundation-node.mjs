@@ -1,8 +1,13 @@
 // One Foundation node in its own process, driven by bench/mesh.mjs over the IPC channel.
 // argv[2]: JSON options for Foundation.start. Events to the orchestrator: started, up, down.
 // Handlers: `bench.tp` and `bench.bulk` count what they receive; `bench.echo` returns its payload.
-import { Foundation } from '../../dist/index.js';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { emit, now, payload, serve, sleep, summarizeUs } from './common.mjs';
+
+// FOUNDATION_BENCH_DIST (set by `mesh.mjs --dist DIR`) benchmarks another build, e.g. a baseline.
+const dist = process.env.FOUNDATION_BENCH_DIST;
+const { Foundation } = await import(dist ? pathToFileURL(join(dist, 'index.js')).href : '../../dist/index.js');
 
 const opts = JSON.parse(process.argv[2] ?? '{}');
 let node;

@@ -24,6 +24,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { pino } from 'pino';
 import type { FoundationNode } from '../api.js';
 import { ErrorCodes, FoundationError } from '../errors.js';
+import { ENV_CLUSTER_VALUES, optionsFromEnv } from '../config/env.js';
 import type { FoundationOptions } from '../foundation.js';
 import type { Member } from '../mesh/types.js';
 import type { ClusterJson, HealthJson } from './http.js';
@@ -197,8 +198,10 @@ function createLogger(json: boolean, level: LogLevel): pino.Logger {
 
 /** Parsed flags of `foundation start` (each also settable from its environment variable). */
 export interface StartFlags {
-  /** `--name` / FOUNDATION_NAME: cluster-unique node name. */
-  name: string;
+  /** `--name` / FOUNDATION_NAME: cluster-unique node name. Default `<hostname>-<pid>`. */
+  name?: string;
+  /** `--cluster` / FOUNDATION_CLUSTER: `true` (Mortal mode) or an Apprentice strategy name. */
+  cluster?: string;
   /** `--port` / FOUNDATION_PORT: mesh TCP port, 0 = any free port. */
   port: number;
   /** `--host` / FOUNDATION_HOST: interface the mesh listens on. Default `127.0.0.1`. */
@@ -224,12 +227,17 @@ export interface StartFlags {
 /** Builds the `Foundation.start()` options from the `start` flags. */
 export function startOptionsFromFlags(flags: StartFlags, logger?: pino.Logger): FoundationOptions {
   const host = flags.host ?? '127.0.0.1';
-  const options: FoundationOptions = { name: flags.name, host, port: flags.port };
+  const options: FoundationOptions = { host, port: flags.port };
+  if (flags.name !== undefined) options.name = flags.name;
   if (flags.cookie !== undefined) options.secret = flags.cookie;
   if (flags.clusterName !== undefined) options.clusterName = flags.clusterName;
   if (flags.hidden) options.hidden = true;
   if (flags.insecure) options.insecure = true;
   if (flags.http) options.http = { host: flags.http.host ?? host, port: flags.http.port };
+  if (flags.cluster !== undefined) {
+    // The shorthand's own keys (app name, query...) come from the environment, as for Foundation.start.
+    options.cluster = optionsFromEnv({ ...process.env, FOUNDATION_CLUSTER: flags.cluster }).cluster;
+  }
   if (flags.static && flags.static.length > 0) options.cluster = { strategy: 'static', hosts: flags.static };
   if (logger) options.logger = logger;
   return options;
@@ -681,8 +689,13 @@ export function buildProgram(): Command {
   program
     .command('start')
     .description('Run one node until SIGINT/SIGTERM. Logs go to stderr; one "started" line goes to stdout.')
-    .addOption(new Option('--name <name>', 'cluster-unique node name').env('FOUNDATION_NAME').argParser(parseNonEmpty).makeOptionMandatory())
-    .addOption(new Option('--port <port>', 'mesh TCP port (0 = pick a free one)').env('FOUNDATION_PORT').argParser(parsePort).makeOptionMandatory())
+    .addOption(new Option('--name <name>', 'cluster-unique node name (default <hostname>-<pid>)').env('FOUNDATION_NAME').argParser(parseNonEmpty))
+    .addOption(new Option('--port <port>', 'mesh TCP port (0 = pick a free one)').env('FOUNDATION_PORT').argParser(parsePort).default(0))
+    .addOption(
+      new Option('--cluster <mode>', 'discovery: true (Mortal) or an Apprentice strategy; its keys come from FOUNDATION_* variables')
+        .env('FOUNDATION_CLUSTER')
+        .choices([...ENV_CLUSTER_VALUES]),
+    )
     .addOption(
       new Option('--http <port|host:port>', 'admin HTTP server (/health /ready /metrics /cluster); a bare port uses --host')
         .env('FOUNDATION_HTTP')
@@ -715,6 +728,28 @@ export function buildProgram(): Command {
     .addOption(new Option('--timeout <ms>', 'per-request timeout').argParser(parseIntRange(1, 600_000)).default(3000))
     .action(async (flags: { http: HostPort; json?: boolean; timeout: number }) => {
       await runStatus(flags);
+    });
+
+  const config = program.command('config').description('Inspect the configuration');
+  config
+    .command('explain')
+    .description('Print the topologies the current flags and FOUNDATION_* environment resolve to, as start would run them')
+    .addOption(new Option('--port <port>', 'mesh TCP port').env('FOUNDATION_PORT').argParser(parsePort))
+    .addOption(new Option('--host <host>', 'interface the mesh listens on').env('FOUNDATION_HOST').argParser(parseNonEmpty))
+    .addOption(new Option('--cluster <mode>', 'true (Mortal) or an Apprentice strategy').env('FOUNDATION_CLUSTER').choices([...ENV_CLUSTER_VALUES]))
+    .addOption(new Option('--static <host:port,...>', 'mesh addresses of nodes to join').env('FOUNDATION_STATIC').argParser(parseStaticList))
+    .addOption(new Option('--cluster-name <name>', 'cluster name').env('FOUNDATION_CLUSTER_NAME').argParser(parseNonEmpty))
+    .option('--json', 'print JSON')
+    .action(async (flags: { port?: number; host?: string; cluster?: string; static?: string[]; clusterName?: string; json?: boolean }) => {
+      const { explainConfig, formatExplanation } = await import('../config/explain.js');
+      const options: FoundationOptions = {};
+      if (flags.port !== undefined) options.port = flags.port;
+      if (flags.host !== undefined) options.host = flags.host;
+      if (flags.clusterName !== undefined) options.clusterName = flags.clusterName;
+      if (flags.cluster !== undefined) options.cluster = optionsFromEnv({ ...process.env, FOUNDATION_CLUSTER: flags.cluster }).cluster;
+      if (flags.static && flags.static.length > 0) options.cluster = { strategy: 'static', hosts: flags.static };
+      const e = await explainConfig(options);
+      out(flags.json ? JSON.stringify(e, null, 2) : formatExplanation(e));
     });
 
   program

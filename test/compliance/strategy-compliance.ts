@@ -45,7 +45,7 @@ export class RecordingContext implements StrategyContext {
   readonly topology = 'compliance';
   readonly logger = silentLogger;
   readonly abort = new AbortController();
-  readonly signal = this.abort.signal;
+  readonly signal: AbortSignal = this.abort.signal;
   readonly peerSets: string[][] = [];
   readonly failures: Error[] = [];
   readonly connects: string[] = [];

@@ -3,8 +3,8 @@
  * and a did-you-mean suggestion.
  */
 import { z } from 'zod';
-import { ConfigError } from './errors.js';
-import { NODE_NAME_PATTERN } from './mesh/identity.js';
+import { ConfigError } from '../errors.js';
+import { NODE_NAME_PATTERN, parseAddress } from '../mesh/identity.js';
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
@@ -16,9 +16,23 @@ const topologySchema = z.strictObject({
   config: z.record(z.string(), z.unknown()).optional(),
 });
 
+const hostPort = z.string().refine((v) => parseAddress(v) !== undefined, 'expected "host:port"');
+
 const clusterShorthand = z.discriminatedUnion('strategy', [
-  z.strictObject({ strategy: z.literal('static'), hosts: z.array(z.string()) }),
-  z.strictObject({ strategy: z.literal('local'), dir: z.string().optional() }),
+  z.strictObject({
+    strategy: z.literal('kubernetes'),
+    appName: z.string().min(1),
+    namespace: z.string().min(1).optional(),
+    mode: z.enum(['endpointslices', 'pods']).optional(),
+    port: port.optional(),
+  }),
+  z.strictObject({ strategy: z.literal('dns'), query: z.string().min(1), port: port.optional() }),
+  z.strictObject({ strategy: z.literal('dns-srv'), service: z.string().min(1) }),
+  z.strictObject({ strategy: z.literal('gossip'), secret: z.string().min(1).optional() }),
+  z.strictObject({ strategy: z.literal('mdns') }),
+  z.strictObject({ strategy: z.literal('static'), hosts: z.array(hostPort) }),
+  z.strictObject({ strategy: z.literal('fly'), app: z.string().min(1), port: port.optional() }),
+  z.strictObject({ strategy: z.literal('local'), dir: z.string().min(1).optional() }),
 ]);
 
 const laneSchema = z.strictObject({
