@@ -79,6 +79,18 @@ for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
   });
 }
 
+/**
+ * Environment of the workers: FOUNDATION_* variables of the caller are dropped (they would
+ * configure the benchmarked nodes), logs default to warn, BENCH_FOUNDATION_DIST picks the build.
+ */
+function childEnv() {
+  const env = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FOUNDATION_')) env[k] = v;
+  env.FOUNDATION_LOG_LEVEL = process.env.FOUNDATION_LOG_LEVEL ?? 'warn';
+  env.BENCH_FOUNDATION_DIST = DIST;
+  return env;
+}
+
 function track(child) {
   children.add(child);
   child.once('exit', () => children.delete(child));
@@ -100,7 +112,7 @@ class Worker {
       fork(join(LIB, script), args, {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
         execArgv,
-        env: { ...process.env, FOUNDATION_LOG_LEVEL: process.env.FOUNDATION_LOG_LEVEL ?? 'warn', FOUNDATION_BENCH_DIST: DIST },
+        env: childEnv(),
       }),
     );
     const keep = (d) => {

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { emit, now, payload, serve, sleep, summarizeUs } from './common.mjs';
 
-// FOUNDATION_BENCH_DIST (set by `mesh.mjs --dist DIR`) benchmarks another build, e.g. a baseline.
-const dist = process.env.FOUNDATION_BENCH_DIST;
+// BENCH_FOUNDATION_DIST (set by `mesh.mjs --dist DIR`) benchmarks another build, e.g. a baseline.
+const dist = process.env.BENCH_FOUNDATION_DIST;
 const { Foundation } = await import(dist ? pathToFileURL(join(dist, 'index.js')).href : '../../dist/index.js');
 
 const opts = JSON.parse(process.argv[2] ?? '{}');

@@ -11,9 +11,10 @@
  * - the token is re-read on every poll (bound service-account tokens rotate);
  * - plain `node:https`, no client library: one GET per page, a hard deadline and a size cap.
  */
-import { Agent, request } from 'node:https';
-import type { IncomingMessage } from 'node:http';
+
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
+import { Agent, request } from 'node:https';
 import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
@@ -166,6 +167,11 @@ interface Candidate {
 }
 
 function isObject(v: unknown): v is Record<string, unknown> {
+  return isObj(v);
+}
+
+/** Like isObject, without narrowing (for values already typed by the shapes above). */
+function isObj(v: unknown): boolean {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
@@ -255,7 +261,10 @@ export class KubernetesStrategy implements Strategy {
 
     if (c.service !== undefined) {
       if (typeof c.service !== 'string' || !SERVICE_NAME.test(c.service)) {
-        throw new ConfigError('service', `expected a Service name (lowercase letters, digits and '-', starting with a letter, at most 63), got ${JSON.stringify(c.service)}`);
+        throw new ConfigError(
+          'service',
+          `expected a Service name (lowercase letters, digits and '-', starting with a letter, at most 63), got ${JSON.stringify(c.service)}`,
+        );
       }
       this.service = c.service;
     }
@@ -271,7 +280,7 @@ export class KubernetesStrategy implements Strategy {
       throw new ConfigError('service', "required in mode 'endpointslices': the name of the Service whose EndpointSlices list the peers");
     }
     if (this.mode === 'pods' && this.selector === undefined) {
-      throw new ConfigError('selector', "required in mode 'pods': a label selector of the peer pods, e.g. \"app=my-app\"");
+      throw new ConfigError('selector', 'required in mode \'pods\': a label selector of the peer pods, e.g. "app=my-app"');
     }
 
     if (c.namespace !== undefined) {
@@ -312,7 +321,10 @@ export class KubernetesStrategy implements Strategy {
         url = undefined;
       }
       if (!url || url.protocol !== 'https:' || url.search || url.hash || url.username || url.password) {
-        throw new ConfigError('apiServer', `expected an https:// URL such as "https://10.96.0.1:443" (no query, fragment or credentials), got ${JSON.stringify(c.apiServer)}`);
+        throw new ConfigError(
+          'apiServer',
+          `expected an https:// URL such as "https://10.96.0.1:443" (no query, fragment or credentials), got ${JSON.stringify(c.apiServer)}`,
+        );
       }
       this.apiServer = url;
     }
@@ -425,13 +437,13 @@ export class KubernetesStrategy implements Strategy {
     let endpointsWithoutPort = 0;
     const portNames = new Set<string>();
     for (const slice of ordered) {
-      if (!isObject(slice)) throw new KubernetesApiError(`Kubernetes API sent a malformed EndpointSlice for service "${service}" in namespace "${ns}"`);
+      if (!isObj(slice)) throw new KubernetesApiError(`Kubernetes API sent a malformed EndpointSlice for service "${service}" in namespace "${ns}"`);
       const endpoints = Array.isArray(slice.endpoints) ? slice.endpoints : [];
       let port = this.port ?? this.selfPort;
       if (this.portName !== undefined) {
         const ports = Array.isArray(slice.ports) ? slice.ports : [];
-        for (const p of ports) if (isObject(p) && typeof p.name === 'string') portNames.add(p.name || '(unnamed)');
-        const found = ports.find((p) => isObject(p) && p.name === this.portName && typeof p.port === 'number');
+        for (const p of ports) if (isObj(p) && typeof p.name === 'string') portNames.add(p.name || '(unnamed)');
+        const found = ports.find((p) => isObj(p) && p.name === this.portName && typeof p.port === 'number');
         if (!found) {
           endpointsWithoutPort += endpoints.length;
           continue;
@@ -439,10 +451,10 @@ export class KubernetesStrategy implements Strategy {
         port = found.port as number;
       }
       for (const ep of endpoints) {
-        if (!isObject(ep)) continue;
+        if (!isObj(ep)) continue;
         if (!this.includeNotReady && ep.conditions?.ready === false) continue;
         const ref = ep.targetRef;
-        const podKey = isObject(ref) && (ref.uid || ref.name) ? `${ref.kind ?? ''}/${ref.namespace ?? ns}/${ref.uid ?? ref.name}` : undefined;
+        const podKey = ref && isObj(ref) && (ref.uid || ref.name) ? `${ref.kind ?? ''}/${ref.namespace ?? ns}/${ref.uid ?? ref.name}` : undefined;
         if (podKey && seenPods.has(podKey)) continue;
         const addresses = Array.isArray(ep.addresses) ? ep.addresses.filter((a): a is string => typeof a === 'string' && a.length > 0) : [];
         if (addresses.length === 0) continue;
@@ -466,7 +478,9 @@ export class KubernetesStrategy implements Strategy {
     }
     if (this.portName !== undefined && candidates.length === 0 && endpointsWithoutPort > 0) {
       const known = portNames.size ? [...portNames].join(', ') : 'none';
-      throw new KubernetesApiError(`the EndpointSlices of service "${service}" in namespace "${ns}" have no port named "${this.portName}" (ports: ${known}): check \`portName\``);
+      throw new KubernetesApiError(
+        `the EndpointSlices of service "${service}" in namespace "${ns}" have no port named "${this.portName}" (ports: ${known}): check \`portName\``,
+      );
     }
     return this.addresses(candidates);
   }
@@ -484,20 +498,20 @@ export class KubernetesStrategy implements Strategy {
     const candidates: Candidate[] = [];
     let withoutPort = 0;
     for (const pod of pods) {
-      if (!isObject(pod)) throw new KubernetesApiError(`Kubernetes API sent a malformed Pod for selector "${this.selector}" in namespace "${ns}"`);
-      const status = isObject(pod.status) ? pod.status : {};
+      if (!isObj(pod)) throw new KubernetesApiError(`Kubernetes API sent a malformed Pod for selector "${this.selector}" in namespace "${ns}"`);
+      const status: NonNullable<Pod['status']> = isObj(pod.status) ? (pod.status as NonNullable<Pod['status']>) : {};
       if (status.phase !== 'Running' || typeof status.podIP !== 'string' || !status.podIP) continue;
       if (!this.includeNotReady) {
         const conditions = Array.isArray(status.conditions) ? status.conditions : [];
-        if (!conditions.some((c) => isObject(c) && c.type === 'Ready' && c.status === 'True')) continue;
+        if (!conditions.some((c) => isObj(c) && c.type === 'Ready' && c.status === 'True')) continue;
       }
       const ip = status.podIP;
       let port = this.port ?? this.selfPort;
       if (this.portName !== undefined) {
         const containers = Array.isArray(pod.spec?.containers) ? pod.spec.containers : [];
         const found = containers
-          .flatMap((ct) => (isObject(ct) && Array.isArray(ct.ports) ? ct.ports : []))
-          .find((p) => isObject(p) && p.name === this.portName && typeof p.containerPort === 'number');
+          .flatMap((ct) => (isObj(ct) && Array.isArray(ct.ports) ? ct.ports : []))
+          .find((p) => isObj(p) && p.name === this.portName && typeof p.containerPort === 'number');
         if (!found) {
           withoutPort++;
           continue;
@@ -523,7 +537,9 @@ export class KubernetesStrategy implements Strategy {
       candidates.push({ ip, port, host });
     }
     if (this.portName !== undefined && candidates.length === 0 && withoutPort > 0) {
-      throw new KubernetesApiError(`the pods matching "${this.selector}" in namespace "${ns}" have no container port named "${this.portName}": check \`portName\``);
+      throw new KubernetesApiError(
+        `the pods matching "${this.selector}" in namespace "${ns}" have no container port named "${this.portName}": check \`portName\``,
+      );
     }
     return this.addresses(candidates);
   }
@@ -601,7 +617,9 @@ export class KubernetesStrategy implements Strategy {
     try {
       ca = readFileSync(caFile);
     } catch (err) {
-      throw new KubernetesApiError(`cannot read the API server CA ${caFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+      throw new KubernetesApiError(`cannot read the API server CA ${caFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, {
+        cause: err,
+      });
     }
     return { token, ca };
   }
@@ -655,10 +673,13 @@ export class KubernetesStrategy implements Strategy {
       );
     }
     if (status === 404 && res.apiGroup === 'discovery.k8s.io' && reason !== 'NotFound') {
-      return new KubernetesApiError(`Kubernetes API ${what} answered 404: discovery.k8s.io/v1 EndpointSlices need Kubernetes >= 1.21; use mode 'pods' on older clusters${said}`, {
-        status,
-        reason,
-      });
+      return new KubernetesApiError(
+        `Kubernetes API ${what} answered 404: discovery.k8s.io/v1 EndpointSlices need Kubernetes >= 1.21; use mode 'pods' on older clusters${said}`,
+        {
+          status,
+          reason,
+        },
+      );
     }
     return new KubernetesApiError(`Kubernetes API ${what} answered ${status}${reason ? ` ${reason}` : ''}${said}`, { status, reason });
   }

@@ -578,7 +578,9 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  const childArgs = (i: number, staticPeer?: string): string[] => {
+  // Each demo is its own cluster: two demos on one machine never merge.
+  const clusterName = `demo-${randomBytes(3).toString('hex')}`;
+  const childArgs = (i: number): string[] => {
     const meshPort = flags.basePort > 0 ? flags.basePort + i : 0;
     const httpPort = flags.basePort > 0 ? flags.basePort + n + i : 0;
     const args = [
@@ -591,21 +593,21 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
       '--http',
       `${DEMO_HOST}:${httpPort}`,
       '--cluster-name',
-      'demo',
+      clusterName,
+      // Mortal mode: the nodes find each other with no addresses given (local strategy on this
+      // host, plus mdns or gossip, which stay on 127.0.0.1 because the nodes bind it).
+      '--cluster',
+      'true',
       '--log-level',
       flags.verbose ? 'info' : 'error',
     ];
-    if (staticPeer) args.push('--static', staticPeer);
     return args;
   };
 
   out(`foundation demo: starting ${n} node(s) on ${DEMO_HOST} (Ctrl-C to stop)`);
   const startedAt = Date.now();
   try {
-    const first = await startDemoChild('node-1', childArgs(0), secret, onExit);
-    children.push(first);
-    const rest = Array.from({ length: n - 1 }, (_, k) => startDemoChild(`node-${k + 2}`, childArgs(k + 1, first.address), secret, onExit));
-    const results = await Promise.allSettled(rest);
+    const results = await Promise.allSettled(Array.from({ length: n }, (_, k) => startDemoChild(`node-${k + 1}`, childArgs(k), secret, onExit)));
     for (const r of results) if (r.status === 'fulfilled') children.push(r.value);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) throw failed.reason;

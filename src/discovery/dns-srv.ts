@@ -1,0 +1,98 @@
+/**
+ * `dns-srv`: peers are the targets of one name's SRV records, polled. Each record gives a
+ * target name and a port; the target's A/AAAA records give the hosts (Kubernetes headless
+ * services answer `_port._proto.svc...` with one pod DNS name per ready pod).
+ *
+ * Failure semantics are those of the `dns` strategy: only an SRV answer that holds records
+ * replaces the peer set; SERVFAIL, timeouts, refused queries and also NXDOMAIN / NODATA are
+ * reported with `ctx.lookupFailed` and keep the current peers. The SRV answer decides which
+ * targets are members: a listed target whose own address lookup fails keeps the addresses it
+ * had at its last successful lookup (one warning per distinct error), a target that is no
+ * longer listed is dropped.
+ */
+import { isIP } from 'node:net';
+import type { Resolver } from 'node:dns/promises';
+import { ConfigError } from '../errors.js';
+import { formatAddress } from '../mesh/identity.js';
+import { type DnsResolverOptions, type LookupResult, PollingDnsStrategy, describeDnsCode, resolveHosts, runQuery, validateDnsName, validateResolverOptions } from './dns.js';
+
+/** Configuration of the `dns-srv` strategy. */
+export interface DnsSrvStrategyConfig extends DnsResolverOptions {
+  /** Name whose SRV records list the peers, e.g. `_foundation._tcp.my-app.default.svc.cluster.local`. Required. */
+  service: string;
+  /**
+   * Resolve each SRV target's A/AAAA records (per `family`) and use the addresses as hosts. When
+   * `false`, the target name itself is the host (`pod-0.my-app.default.svc.cluster.local:4000`)
+   * and is resolved when the mesh connects. A target that is an IP literal is used as is either way.
+   * Default `true`.
+   */
+  resolveTargets?: boolean;
+}
+
+type RecordType = 'A' | 'AAAA';
+
+/** Peers are the SRV targets of one name, at the ports the records give. */
+export class DnsSrvStrategy extends PollingDnsStrategy {
+  readonly name = 'dns-srv';
+  private readonly service: string;
+  private readonly resolveTargets: boolean;
+  /** Last known addresses of each currently listed target, per record type. */
+  private targets = new Map<string, Map<RecordType, string[]>>();
+
+  constructor(config: DnsSrvStrategyConfig) {
+    if (!config || typeof config !== 'object') throw new ConfigError('service', 'expected a DNS name, e.g. "_foundation._tcp.my-app.default.svc.cluster.local"');
+    const service = validateDnsName('service', config.service, '_foundation._tcp.my-app.default.svc.cluster.local');
+    if (config.resolveTargets !== undefined && typeof config.resolveTargets !== 'boolean') {
+      throw new ConfigError('resolveTargets', `expected true or false, got ${JSON.stringify(config.resolveTargets)}`);
+    }
+    super(validateResolverOptions(config));
+    this.service = service;
+    this.resolveTargets = config.resolveTargets ?? true;
+  }
+
+  override stop(): void {
+    super.stop();
+    this.targets = new Map();
+  }
+
+  protected async lookup(resolver: Resolver): Promise<LookupResult> {
+    const srv = await runQuery(() => resolver.resolveSrv(this.service));
+    if (srv.kind !== 'ok') {
+      return { ok: false, message: `dns-srv lookup of "${this.service}" ${this.via} gave no records: SRV ${describeDnsCode(srv.code)}` };
+    }
+    const ports = new Map<string, Set<number>>();
+    for (const r of srv.values) {
+      const target = r.name.replace(/\.$/, '').toLowerCase();
+      // RFC 2782: a target of "." means the service is decidedly not available at this name.
+      if (target === '' || !Number.isInteger(r.port) || r.port < 1 || r.port > 65535) continue;
+      const set = ports.get(target) ?? new Set<number>();
+      set.add(r.port);
+      ports.set(target, set);
+    }
+    const addresses: string[] = [];
+    const warnings: string[] = [];
+    const next = new Map<string, Map<RecordType, string[]>>();
+    await Promise.all(
+      [...ports].map(async ([target, targetPorts]) => {
+        let hosts: string[];
+        if (!this.resolveTargets || isIP(target)) {
+          hosts = [target];
+        } else {
+          const lastKnown = this.targets.get(target) ?? new Map<RecordType, string[]>();
+          next.set(target, lastKnown);
+          const r = await resolveHosts(resolver, target, this.options.family, lastKnown);
+          warnings.push(...r.partial);
+          if (r.hosts) {
+            hosts = r.hosts;
+          } else {
+            hosts = [...lastKnown.values()].flat();
+            warnings.push(`SRV target "${target}" of "${this.service}" has no addresses: ${r.failures.join(', ')}; keeping its ${hosts.length} last known address(es)`);
+          }
+        }
+        for (const h of hosts) for (const p of targetPorts) addresses.push(formatAddress(h, p));
+      }),
+    );
+    if (resolver === this.resolver) this.targets = next;
+    return { ok: true, addresses, warnings: warnings.sort() };
+  }
+}
