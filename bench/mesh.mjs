@@ -107,7 +107,8 @@ class Worker {
     this.nextId = 1;
     this.tail = '';
     this.exited = false;
-    const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(HERE, 'results', 'prof'), `--cpu-prof-name=${label}-${Date.now()}.cpuprofile`] : [];
+    // One directory per process: the main thread and the heartbeat worker thread each write a profile.
+    const execArgv = cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(HERE, 'results', 'prof', `${label}-${Date.now()}`)] : [];
     this.child = track(
       fork(join(LIB, script), args, {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -123,6 +124,7 @@ class Worker {
     this.child.on('message', (m) => this.onMessage(m));
     this.child.on('error', () => {});
     this.child.once('exit', (code, signal) => {
+      this.exitedAt = wallNow();
       this.exited = true;
       this.exitInfo = { code, signal };
       const err = new Error(`${label} exited (code ${code}, signal ${signal})\n${this.tail}`);
@@ -477,8 +479,10 @@ async function hol(a, log) {
       running.catch(() => {});
       await sleep(warmMs);
       const c0 = await recv.call('count');
+      await recv.call('lag-start');
       await sleep(durMs);
       const c1 = await recv.call('count');
+      const receiverLoopDelay = await recv.call('lag-stop');
       const r = await running;
       const secs = (c1.t - c0.t) / 1000;
       const c = r.control;
@@ -492,6 +496,8 @@ async function hol(a, log) {
         controlP99Ms: ms3(c.p99Us),
         controlMaxMs: ms3(c.maxUs),
         senderRssMB: round1(r.rss / 1e6),
+        senderLoopDelay: r.senderLoopDelay,
+        receiverLoopDelay,
       };
     } finally {
       await closeAll([send, recv]);
@@ -526,12 +532,16 @@ async function detection(a, log) {
       const ms = down.at - t0;
       peer.signal('SIGKILL');
       await peer.close();
-      return { ms: round3(ms), reason: down.reason };
+      // For kill -9: when this process saw the peer's exit (SIGCHLD), i.e. the OS's share of the time.
+      const exitMs = sig === 'SIGKILL' ? round3(peer.exitedAt - t0) : undefined;
+      return { ms: round3(ms), reason: down.reason, exitMs };
     };
     const killRuns = [];
     for (let i = 0; i < kills; i++) killRuns.push(await round(i, 'SIGKILL', 300));
     out.kill = summarizeRuns(killRuns, 'connection-closed');
-    log(`  kill -9  median ${out.kill.medianMs} ms, max ${out.kill.maxMs} ms (${out.kill.reasons})`);
+    log(
+      `  kill -9  median ${out.kill.medianMs} ms, max ${out.kill.maxMs} ms (${out.kill.reasons}); parent saw exit after ${out.kill.processExitSeenByParentMs.join(' ')} ms`,
+    );
     const stopRuns = [];
     for (let i = 0; i < stops; i++) stopRuns.push(await round(i, 'SIGSTOP', 1500));
     out.stop = summarizeRuns(stopRuns, 'heartbeat-timeout');
@@ -546,9 +556,11 @@ async function detection(a, log) {
 function summarizeRuns(runs, expected) {
   const ms = runs.map((r) => r.ms).sort((x, y) => x - y);
   const reasons = [...new Set(runs.map((r) => r.reason))].join(',');
+  const exits = runs.map((r) => r.exitMs).filter((x) => x !== undefined);
   return {
     runs: runs.length,
     samplesMs: runs.map((r) => r.ms),
+    ...(exits.length ? { processExitSeenByParentMs: exits } : {}),
     medianMs: ms[Math.floor((ms.length - 1) / 2)],
     maxMs: ms[ms.length - 1],
     reasons,
@@ -621,11 +633,13 @@ function report(r) {
       fmt(s?.controlP99Ms, 2),
       fmt(s?.controlMaxMs, 2),
       fmtInt(s?.controlTimeouts),
+      `${fmt(s?.senderLoopDelay?.p99Ms, 1)} / ${fmt(s?.senderLoopDelay?.maxMs, 1)}`,
+      `${fmt(s?.receiverLoopDelay?.p99Ms, 1)} / ${fmt(s?.receiverLoopDelay?.maxMs, 1)}`,
     ];
     parts.push(
       table(
         '3. Head-of-line: control-lane request RTT while the same link carries 1 MiB bulk messages (ms)',
-        ['lane scheduling', 'bulk MB/s', 'requests', 'p50', 'p90', 'p99', 'max', 'timeouts'],
+        ['lane scheduling', 'bulk MB/s', 'requests', 'p50', 'p90', 'p99', 'max', 'timeouts', 'sender loop delay p99/max', 'receiver loop delay p99/max'],
         [row('priority (default)', h.priority), row('fifo (no priority)', h.fifo)],
       ),
     );
@@ -633,11 +647,20 @@ function report(r) {
 
   const d = r.detection;
   if (d && !d.error) {
-    const row = (name, s) => [name, s?.runs, fmt(s?.medianMs, 1), fmt(s?.maxMs, 1), (s?.samplesMs ?? []).map((x) => fmt(x, 1)).join(' '), s?.reasons];
+    const med = (xs) => (xs?.length ? [...xs].sort((x, y) => x - y)[Math.floor((xs.length - 1) / 2)] : undefined);
+    const row = (name, s) => [
+      name,
+      s?.runs,
+      fmt(s?.medianMs, 1),
+      fmt(s?.maxMs, 1),
+      (s?.samplesMs ?? []).map((x) => fmt(x, 1)).join(' '),
+      s?.reasons,
+      fmt(med(s?.processExitSeenByParentMs), 1),
+    ];
     parts.push(
       table(
-        `4. Failure detection: peer process -> survivor's 'down' event (ms), ${d.failureDetector}`,
-        ['fault', 'runs', 'median', 'max', 'samples', 'reason'],
+        `4. Failure detection: signal to the peer process -> survivor's 'down' event (ms), ${d.failureDetector}`,
+        ['fault', 'runs', 'median', 'max', 'samples', 'reason', 'parent saw exit (median)'],
         [row('kill -9', d.kill), row('SIGSTOP', d.stop)],
       ),
     );

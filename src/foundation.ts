@@ -7,7 +7,7 @@ import type { Registry } from 'prom-client';
 import type { ClusterView, FoundationNode, LocalHealth, MeshMessaging, MessageHandler } from './api.js';
 import { mergeEnv, optionsFromEnv } from './config/env.js';
 import { parseOptions } from './config/options.js';
-import { mdnsAvailable } from './discovery/mdns-available.js';
+import { mdnsAvailable } from './discovery/mdns.js';
 import type { ClusterOption } from './discovery/modes.js';
 import { resolveTopologies } from './discovery/modes.js';
 import { type TopologySpec, createStrategy } from './discovery/registry.js';

@@ -2,6 +2,7 @@
 // argv[2]: JSON options for Foundation.start. Events to the orchestrator: started, up, down.
 // Handlers: `bench.tp` and `bench.bulk` count what they receive; `bench.echo` returns its payload.
 import { join } from 'node:path';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { emit, now, payload, serve, sleep, summarizeUs } from './common.mjs';
 
@@ -33,8 +34,26 @@ node.cluster.on('up', (m) => emit('up', { name: m.name }));
 // `at` (wallNow) is taken by emit() first thing in the listener: it is the detection time.
 node.cluster.on('down', (m, reason) => emit('down', { name: m.name, reason }));
 
+// Event-loop delay of this process, between lag-start and lag-stop (ms).
+let loopDelay;
+const lagStart = () => {
+  loopDelay?.disable();
+  loopDelay = monitorEventLoopDelay({ resolution: 2 });
+  loopDelay.enable();
+};
+const lagStop = () => {
+  if (!loopDelay) return undefined;
+  loopDelay.disable();
+  const h = loopDelay;
+  loopDelay = undefined;
+  const ms = (ns) => Math.round(ns / 1e4) / 100;
+  return { p50Ms: ms(h.percentile(50)), p99Ms: ms(h.percentile(99)), maxMs: ms(h.max) };
+};
+
 serve({
   count: () => ({ msgs: count.msgs, bytes: count.bytes, t: now() }),
+  'lag-start': lagStart,
+  'lag-stop': lagStop,
 
   /** Sends `size`-byte Buffers on `lane` for `ms`, waiting on drained() whenever send() says so. */
   'tp-send': async ({ peer, size, ms, lane = 'events' }) => {
@@ -98,9 +117,14 @@ serve({
     })();
     const rtts = [];
     let timeouts = 0;
+    let lagging = false;
     try {
       while (now() < end) {
         const t = now();
+        if (!lagging && t >= measureFrom) {
+          lagging = true;
+          lagStart();
+        }
         try {
           await mesh.request(peer, 'bench.echo', small, { lane: 'control', timeoutMs: 5000 });
           if (t >= measureFrom) rtts.push(now() - t);
@@ -113,9 +137,10 @@ serve({
     } finally {
       stop = true;
     }
+    const senderLoopDelay = lagStop();
     await bulkLoop;
     const s = summarizeUs(Float64Array.from(rtts));
-    return { control: s, timeouts, bulkSent, bulkWaits, rss: process.memoryUsage().rss };
+    return { control: s, timeouts, bulkSent, bulkWaits, rss: process.memoryUsage().rss, senderLoopDelay };
   },
 });
 

@@ -4,7 +4,7 @@
  */
 import type { TopologySpec } from '../discovery/registry.js';
 import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
-import { mdnsAvailable } from '../discovery/mdns-available.js';
+import { mdnsAvailable } from '../discovery/mdns.js';
 import type { FoundationOptions } from '../foundation.js';
 import { mergeEnv, optionsFromEnv } from './env.js';
 import { parseOptions } from './options.js';

@@ -10,11 +10,21 @@
  * had at its last successful lookup (one warning per distinct error), a target that is no
  * longer listed is dropped.
  */
-import { isIP } from 'node:net';
+
 import type { Resolver } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { ConfigError } from '../errors.js';
 import { formatAddress } from '../mesh/identity.js';
-import { type DnsResolverOptions, type LookupResult, PollingDnsStrategy, describeDnsCode, resolveHosts, runQuery, validateDnsName, validateResolverOptions } from './dns.js';
+import {
+  type DnsResolverOptions,
+  describeDnsCode,
+  type LookupResult,
+  PollingDnsStrategy,
+  resolveHosts,
+  runQuery,
+  validateDnsName,
+  validateResolverOptions,
+} from './dns.js';
 
 /** Configuration of the `dns-srv` strategy. */
 export interface DnsSrvStrategyConfig extends DnsResolverOptions {
@@ -40,7 +50,8 @@ export class DnsSrvStrategy extends PollingDnsStrategy {
   private targets = new Map<string, Map<RecordType, string[]>>();
 
   constructor(config: DnsSrvStrategyConfig) {
-    if (!config || typeof config !== 'object') throw new ConfigError('service', 'expected a DNS name, e.g. "_foundation._tcp.my-app.default.svc.cluster.local"');
+    if (!config || typeof config !== 'object')
+      throw new ConfigError('service', 'expected a DNS name, e.g. "_foundation._tcp.my-app.default.svc.cluster.local"');
     const service = validateDnsName('service', config.service, '_foundation._tcp.my-app.default.svc.cluster.local');
     if (config.resolveTargets !== undefined && typeof config.resolveTargets !== 'boolean') {
       throw new ConfigError('resolveTargets', `expected true or false, got ${JSON.stringify(config.resolveTargets)}`);
@@ -56,7 +67,7 @@ export class DnsSrvStrategy extends PollingDnsStrategy {
   }
 
   protected async lookup(resolver: Resolver): Promise<LookupResult> {
-    const srv = await runQuery(() => resolver.resolveSrv(this.service));
+    const srv = await runQuery(() => resolver.resolveSrv(this.service), this.options.timeoutMs * this.options.tries);
     if (srv.kind !== 'ok') {
       return { ok: false, message: `dns-srv lookup of "${this.service}" ${this.via} gave no records: SRV ${describeDnsCode(srv.code)}` };
     }
@@ -80,13 +91,15 @@ export class DnsSrvStrategy extends PollingDnsStrategy {
         } else {
           const lastKnown = this.targets.get(target) ?? new Map<RecordType, string[]>();
           next.set(target, lastKnown);
-          const r = await resolveHosts(resolver, target, this.options.family, lastKnown);
+          const r = await resolveHosts(resolver, target, this.options, lastKnown);
           warnings.push(...r.partial);
           if (r.hosts) {
             hosts = r.hosts;
           } else {
             hosts = [...lastKnown.values()].flat();
-            warnings.push(`SRV target "${target}" of "${this.service}" has no addresses: ${r.failures.join(', ')}; keeping its ${hosts.length} last known address(es)`);
+            warnings.push(
+              `SRV target "${target}" of "${this.service}" has no addresses: ${r.failures.join(', ')}; keeping its ${hosts.length} last known address(es)`,
+            );
           }
         }
         for (const h of hosts) for (const p of targetPorts) addresses.push(formatAddress(h, p));

@@ -17,8 +17,9 @@
  * contributes the addresses it had at its last successful lookup, with one warning per
  * distinct error.
  */
-import { isIP } from 'node:net';
+
 import { Resolver } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
 import type { Strategy, StrategyContext } from './strategy.js';
@@ -32,9 +33,12 @@ export interface DnsResolverOptions {
   family?: DnsFamily;
   /** Time between the end of one lookup and the start of the next, in ms (integer >= 50). Default 5000. */
   pollIntervalMs?: number;
-  /** Time a DNS server is given to answer one try of one query, in ms (integer 10..60000). Default 2000. */
+  /**
+   * Time a DNS server is given to answer one try of a query, in ms (integer 10..60000). A query
+   * unanswered after `timeoutMs × tries` fails as a timeout. Default 2000.
+   */
   timeoutMs?: number;
-  /** Tries of each query against each server before the lookup counts as failed (integer 1..10). Default 2. */
+  /** Tries of each query (against each server) before it fails (integer 1..10). Default 2. */
   tries?: number;
   /**
    * DNS servers to ask, each an IP address with an optional port: `10.0.0.2`, `10.0.0.2:5353`,
@@ -54,7 +58,8 @@ export interface DnsStrategyConfig extends DnsResolverOptions {
 type RecordType = 'A' | 'AAAA';
 
 /** Outcome of one query. `empty` is NXDOMAIN/NODATA: an answer, but one without records. */
-export type QueryOutcome = { kind: 'ok'; values: string[] } | { kind: 'empty'; code: string } | { kind: 'error'; code: string };
+export type QueryResult<T> = { kind: 'ok'; values: T[] } | { kind: 'empty'; code: string } | { kind: 'error'; code: string };
+type QueryOutcome = QueryResult<string>;
 
 /** What one poll found: the full peer set, or a failure that keeps the current one. */
 export type LookupResult = { ok: true; addresses: string[]; warnings: string[] } | { ok: false; message: string };
@@ -91,7 +96,8 @@ export function validateDnsName(key: string, value: unknown, example: string): s
 
 function intInRange(key: string, value: unknown, def: number, min: number, max: number): number {
   const v = value ?? def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) throw new ConfigError(key, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
+    throw new ConfigError(key, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -121,7 +127,8 @@ export function validateResolverOptions(config: DnsResolverOptions): ResolvedDns
     servers = config.servers.map((s, i) => {
       if (typeof s === 'string' && isIP(s)) return s;
       const a = typeof s === 'string' ? parseAddress(s) : undefined;
-      if (!a || !isIP(a.host)) throw new ConfigError(`servers[${i}]`, `"${String(s)}" is not an IP address or ip:port (e.g. "10.0.0.2", "10.0.0.2:53", "[fd00::2]:53")`);
+      if (!a || !isIP(a.host))
+        throw new ConfigError(`servers[${i}]`, `"${String(s)}" is not an IP address or ip:port (e.g. "10.0.0.2", "10.0.0.2:53", "[fd00::2]:53")`);
       return s;
     });
   }
@@ -133,14 +140,29 @@ function errorCode(err: unknown): string {
   return typeof code === 'string' ? code : err instanceof Error ? err.message : String(err);
 }
 
-/** Runs one query, classifying the result. Never throws. */
-export async function runQuery<T>(q: () => Promise<T[]>): Promise<{ kind: 'ok'; values: T[] } | { kind: 'empty'; code: string } | { kind: 'error'; code: string }> {
+/**
+ * Runs one query, classifying the result; a query still unanswered after `deadlineMs` counts as
+ * ETIMEOUT (c-ares lengthens later tries, so its own limit is looser). Never throws.
+ */
+export async function runQuery<T>(q: () => Promise<T[]>, deadlineMs: number): Promise<QueryResult<T>> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<QueryResult<T>>((resolve) => {
+    timer = setTimeout(() => resolve({ kind: 'error', code: 'ETIMEOUT' }), deadlineMs);
+    timer.unref();
+  });
+  const answer = (async (): Promise<QueryResult<T>> => {
+    try {
+      const values = await q();
+      return values.length > 0 ? { kind: 'ok', values } : { kind: 'empty', code: 'ENODATA' };
+    } catch (err) {
+      const code = errorCode(err);
+      return code === 'ENODATA' || code === 'ENOTFOUND' ? { kind: 'empty', code } : { kind: 'error', code };
+    }
+  })();
   try {
-    const values = await q();
-    return values.length > 0 ? { kind: 'ok', values } : { kind: 'empty', code: 'ENODATA' };
-  } catch (err) {
-    const code = errorCode(err);
-    return code === 'ENODATA' || code === 'ENOTFOUND' ? { kind: 'empty', code } : { kind: 'error', code };
+    return await Promise.race([answer, deadline]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 
@@ -156,11 +178,12 @@ export function recordTypes(family: DnsFamily): RecordType[] {
 export async function resolveHosts(
   resolver: Resolver,
   name: string,
-  family: DnsFamily,
+  options: ResolvedDnsOptions,
   lastKnown: Map<RecordType, string[]>,
 ): Promise<{ hosts: string[] | undefined; failures: string[]; partial: string[] }> {
-  const types = recordTypes(family);
-  const outcomes = await Promise.all(types.map((t) => runQuery(() => (t === 'A' ? resolver.resolve4(name) : resolver.resolve6(name)))));
+  const types = recordTypes(options.family);
+  const deadline = options.timeoutMs * options.tries;
+  const outcomes = await Promise.all(types.map((t) => runQuery(() => (t === 'A' ? resolver.resolve4(name) : resolver.resolve6(name)), deadline)));
   const answered = outcomes.some((o) => o.kind === 'ok');
   const failures = types.map((t, i) => {
     const o = outcomes[i] as QueryOutcome;
@@ -301,7 +324,7 @@ export class DnsStrategy extends PollingDnsStrategy {
   }
 
   protected async lookup(resolver: Resolver): Promise<LookupResult> {
-    const { hosts, failures, partial } = await resolveHosts(resolver, this.query, this.options.family, this.lastKnown);
+    const { hosts, failures, partial } = await resolveHosts(resolver, this.query, this.options, this.lastKnown);
     if (!hosts) {
       return { ok: false, message: `dns lookup of "${this.query}" ${this.via} gave no addresses: ${failures.join(', ')}` };
     }

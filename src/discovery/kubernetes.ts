@@ -223,6 +223,11 @@ interface Resource {
   labelSelector: string;
 }
 
+/**
+ * Finds the other pods of this application through the Kubernetes API (EndpointSlices of a
+ * Service, or pods by label selector), polling every `pollIntervalMs`. A failed or incomplete
+ * listing is reported with `lookupFailed` and never shrinks the peer set.
+ */
 export class KubernetesStrategy implements Strategy {
   readonly name = 'kubernetes';
   private readonly mode: 'endpointslices' | 'pods';
@@ -320,7 +325,7 @@ export class KubernetesStrategy implements Strategy {
       } catch {
         url = undefined;
       }
-      if (!url || url.protocol !== 'https:' || url.search || url.hash || url.username || url.password) {
+      if (url?.protocol !== 'https:' || url.search || url.hash || url.username || url.password) {
         throw new ConfigError(
           'apiServer',
           `expected an https:// URL such as "https://10.96.0.1:443" (no query, fragment or credentials), got ${JSON.stringify(c.apiServer)}`,
@@ -466,9 +471,9 @@ export class KubernetesStrategy implements Strategy {
           else if (typeof ep.hostname === 'string' && ep.hostname) host = `${ep.hostname}.${service}.${ns}.svc.${this.clusterDomain}`;
           else {
             this.warnOnce(
-              `hostname:${ip}`,
+              'no-hostname',
               { peer: ip, pod: ref?.name },
-              "addressMode 'hostname': this endpoint has no hostname (pods need spec.hostname and spec.subdomain matching a headless Service, as StatefulSet pods have); skipped",
+              "addressMode 'hostname': an endpoint has no hostname (pods need spec.hostname and spec.subdomain matching a headless Service, as StatefulSet pods have): such peers are skipped (logged once)",
             );
             continue;
           }
@@ -526,9 +531,9 @@ export class KubernetesStrategy implements Strategy {
         const subdomain = pod.spec?.subdomain || this.service;
         if (!hostname || !subdomain) {
           this.warnOnce(
-            `hostname:${ip}`,
+            'no-subdomain',
             { peer: ip, pod: pod.metadata?.name },
-            "addressMode 'hostname': this pod has no spec.subdomain and no `service` is configured to stand in for it; skipped",
+            "addressMode 'hostname': a pod has no spec.subdomain and no `service` is configured to stand in for it: such peers are skipped (logged once)",
           );
           continue;
         }
@@ -564,7 +569,6 @@ export class KubernetesStrategy implements Strategy {
 
   private warnOnce(key: string, obj: object, msg: string): void {
     if (this.warned.has(key)) return;
-    if (this.warned.size > 1000) this.warned.clear();
     this.warned.add(key);
     this.ctx?.logger.warn(obj, msg);
   }
@@ -672,13 +676,11 @@ export class KubernetesStrategy implements Strategy {
         { status, reason },
       );
     }
-    if (status === 404 && res.apiGroup === 'discovery.k8s.io' && reason !== 'NotFound') {
+    if (status === 404 && res.apiGroup === 'discovery.k8s.io') {
+      // A list in a namespace that does not exist is an empty 200: a 404 means the resource type is unknown here.
       return new KubernetesApiError(
-        `Kubernetes API ${what} answered 404: discovery.k8s.io/v1 EndpointSlices need Kubernetes >= 1.21; use mode 'pods' on older clusters${said}`,
-        {
-          status,
-          reason,
-        },
+        `Kubernetes API ${what} answered 404: this API server does not serve discovery.k8s.io/v1 EndpointSlices (Kubernetes >= 1.21 does; use mode 'pods' on older clusters), or \`apiServer\` has a wrong path${said}`,
+        { status, reason },
       );
     }
     return new KubernetesApiError(`Kubernetes API ${what} answered ${status}${reason ? ` ${reason}` : ''}${said}`, { status, reason });

@@ -1,12 +1,22 @@
 /** Built-in strategies by name, and resolution of a topology's `strategy` (a name or a class). */
 import { ConfigError } from '../errors.js';
+import { DnsSrvStrategy } from './dns-srv.js';
+import { DnsStrategy } from './dns.js';
+import { GossipStrategy } from './gossip.js';
+import { KubernetesStrategy } from './kubernetes.js';
 import { LocalStrategy } from './local.js';
+import { MdnsStrategy } from './mdns.js';
 import { StaticStrategy } from './static.js';
 import type { Strategy, StrategyClass } from './strategy.js';
 
 export const BUILTIN_STRATEGIES: Record<string, StrategyClass<never>> = {
   static: StaticStrategy as StrategyClass<never>,
   local: LocalStrategy as StrategyClass<never>,
+  gossip: GossipStrategy as StrategyClass<never>,
+  mdns: MdnsStrategy as StrategyClass<never>,
+  dns: DnsStrategy as StrategyClass<never>,
+  'dns-srv': DnsSrvStrategy as StrategyClass<never>,
+  kubernetes: KubernetesStrategy as StrategyClass<never>,
 };
 
 /** A topology as Wizard mode writes it: a strategy (name or class) and its config, passed through untouched. */
