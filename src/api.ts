@@ -4,7 +4,14 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { Registry } from 'prom-client';
+import type { TopologyStats } from './discovery/topology.js';
 import type { LaneName, Member, NodeIdentity, DownReason } from './mesh/types.js';
+
+/** The discovery topologies this node runs. */
+export interface DiscoveryView {
+  /** Counters of each topology: peers it keeps, connect results, disconnects, lookup errors. */
+  topologies(): TopologyStats[];
+}
 
 /** Per-lane counters of one link, or summed over all links. */
 export interface LaneCounters {
@@ -91,6 +98,8 @@ export interface FoundationNode {
   readonly id: NodeIdentity;
   readonly cluster: ClusterView;
   readonly mesh: MeshMessaging;
+  /** Discovery topologies and their counters. */
+  readonly discovery: DiscoveryView;
   /** Prometheus registry holding this node's metrics. */
   readonly metrics: Registry;
   /** Address of the HTTP admin server (`host:port`), when enabled. */

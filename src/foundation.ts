@@ -153,6 +153,7 @@ class Node implements FoundationNode {
   get id() {
     return this.mesh.raw.self;
   }
+  readonly discovery = { topologies: () => this.topologies.map((t) => t.stats()) };
   health(): LocalHealth {
     const lag = this.mesh.raw.heartbeat.loopLag();
     return {

@@ -17,7 +17,7 @@ import type { HandshakeFailureReason } from '../errors.js';
 import { LANES, type DownReason, type LaneName, type Member, type MemberStatus } from '../mesh/types.js';
 
 /** The part of a node that metrics are computed from. */
-export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'>;
+export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -310,6 +310,52 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
   plainCounter('foundation_member_up_total', 'Times a member came up', (s) => s.memberEvents?.up);
   plainCounter('foundation_links_opened_total', 'Links opened (after a successful handshake)', (s) => s.linksOpened);
   plainCounter('foundation_links_closed_total', 'Links closed', (s) => s.linksClosed);
+
+  // --- Discovery --------------------------------------------------------------------
+  const topologies = () => attempt(() => node.discovery?.topologies()) ?? [];
+  new Counter({
+    name: 'foundation_discovery_connects_total',
+    help: 'Connect attempts made for discovered nodes, by topology, strategy and result',
+    labelNames: ['topology', 'strategy', 'result'],
+    registers,
+    collect() {
+      setCounterValues(
+        this,
+        topologies().flatMap((t) => [
+          [{ topology: t.topology, strategy: t.strategy, result: 'ok' }, t.connects.ok],
+          [{ topology: t.topology, strategy: t.strategy, result: 'error' }, t.connects.failed],
+        ]),
+      );
+    },
+  });
+  new Counter({
+    name: 'foundation_discovery_disconnects_total',
+    help: 'Nodes dropped because their topology no longer found them',
+    labelNames: ['topology', 'strategy'],
+    registers,
+    collect() {
+      setCounterValues(this, topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.disconnects]));
+    },
+  });
+  new Counter({
+    name: 'foundation_discovery_lookup_errors_total',
+    help: 'Failed discovery lookups (the members were kept)',
+    labelNames: ['topology', 'strategy'],
+    registers,
+    collect() {
+      setCounterValues(this, topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.lookupErrors]));
+    },
+  });
+  new Gauge({
+    name: 'foundation_discovery_peers',
+    help: 'Addresses each topology currently keeps connected',
+    labelNames: ['topology', 'strategy'],
+    registers,
+    collect() {
+      this.reset();
+      for (const t of topologies()) this.set({ topology: t.topology, strategy: t.strategy }, t.peers);
+    },
+  });
 
   new Counter({
     name: 'foundation_member_down_total',

@@ -455,6 +455,7 @@ describe.skipIf(skip || !BUILT)(`dns strategy under real nodes${BUILT ? '' : ' (
     await d.resume();
     await d.restore();
     await settle(500);
+    for (const [i, l] of lines.entries()) console.log(i, JSON.stringify(l.filter((x) => x.level !== 'debug').map((x) => [x.level, x.msg, x.obj]), null, 0));
     for (const [i, n] of nodes.entries()) {
       expect(connected(n), n.cluster.self.name).toHaveLength(2);
       const l = failedLines(lines[i] ?? []);

@@ -1,0 +1,41 @@
+/** The admin surface of a real node: /metrics passes promtool, /cluster has the documented shape. */
+import { execFileSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { afterAll, describe, expect, it } from 'vitest';
+import { Foundation, type FoundationNode } from '../../dist/index.js';
+
+const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
+const PROMTOOL = '/usr/bin/promtool';
+
+describe('admin surface of a live node', () => {
+  const nodes: FoundationNode[] = [];
+  afterAll(() => Promise.all(nodes.map((n) => n.stop())));
+
+  it('serves /cluster and Prometheus metrics that promtool accepts, including discovery counters', async () => {
+    const a = await Foundation.start({ name: 'adm-a', secret: 's', http: { port: 0 }, logger: silent });
+    nodes.push(a);
+    const b = await Foundation.start({ name: 'adm-b', secret: 's', cluster: { strategy: 'static', hosts: [a.id.address, '127.0.0.1:1'] }, logger: silent });
+    nodes.push(b);
+    for (let i = 0; i < 50 && a.cluster.members().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+    const cluster = (await (await fetch(`http://${a.httpAddress}/cluster`)).json()) as { self: { name: string }; members: Array<Record<string, unknown>> };
+    expect(cluster.self.name).toBe('adm-a');
+    expect(cluster.members).toHaveLength(1);
+    expect(cluster.members[0]).toMatchObject({ name: 'adm-b', status: 'up', address: b.id.address, incarnation: b.id.incarnation });
+    expect(Object.keys(cluster.members[0] as object)).toEqual(expect.arrayContaining(['rttMs', 'loopLagMs', 'since']));
+
+    const text = await (await fetch(`http://${a.httpAddress}/metrics`)).text();
+    expect(text).toMatch(/^foundation_members\{status="up"\} 1$/m);
+    expect(text).toMatch(/^foundation_links_opened_total 1$/m);
+    // b's metrics: its static topology failed to reach 127.0.0.1:1 at least once.
+    const bText = await b.metrics.metrics();
+    expect(bText).toMatch(/^foundation_discovery_connects_total\{topology="static",strategy="static",result="ok"\} 1$/m);
+    expect(bText).toMatch(/^foundation_discovery_connects_total\{topology="static",strategy="static",result="error"\} [1-9]/m);
+    expect(bText).toMatch(/^foundation_discovery_peers\{topology="static",strategy="static"\} 2$/m);
+    if (existsSync(PROMTOOL)) {
+      execFileSync(PROMTOOL, ['check', 'metrics'], { input: text });
+      execFileSync(PROMTOOL, ['check', 'metrics'], { input: bText });
+    } else if (process.env.CI) {
+      throw new Error('promtool is missing in CI: install the prometheus package');
+    }
+  });
+});
