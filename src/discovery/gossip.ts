@@ -96,20 +96,35 @@ export interface GossipMessage {
 
 /** Why a packet was dropped (the keys of `GossipStats.dropped`). */
 export const GOSSIP_DROP_REASONS = [
+  /** Shorter than a header (or, sealed, than header + nonce + tag + fixed payload). */
   'too-short',
+  /** Over GOSSIP_MAX_PACKET bytes. */
   'too-large',
+  /** Not a gossip packet: the first 4 bytes are not `FDNG`. */
   'bad-magic',
+  /** A protocol version this node does not speak. */
   'bad-version',
+  /** Unknown flag bits set. */
   'bad-flags',
+  /** Plaintext, while this node has a secret. */
   'not-encrypted',
+  /** Sealed, while this node has no secret. */
   'encrypted-no-secret',
+  /** Did not authenticate: wrong secret, or altered in transit. */
   'auth-failed',
+  /** Authenticated (or plaintext) but the payload does not parse: bad kind, lengths, UTF-8, name or address. */
   'malformed',
+  /** With a secret: the timestamp is more than GOSSIP_REPLAY_WINDOW_MS away from the local clock. */
   'expired',
+  /** (name, incarnation, seq) not newer than the last accepted one from that name. */
   'replay',
+  /** An incarnation older than one already accepted for that name. */
   'stale-incarnation',
+  /** On a loopback interface, from a non-loopback source. */
   'foreign-source',
+  /** Another node announcing this node's own address. */
   'self-address',
+  /** A new name while GOSSIP_MAX_PEERS peers are tracked. */
   'peer-limit',
 ] as const;
 
@@ -318,6 +333,10 @@ export function gossipInterfaceFor(address: string): string | undefined {
   return undefined;
 }
 
+function isLocalV4(ip: string): boolean {
+  return Object.values(networkInterfaces()).some((list) => (list ?? []).some((a) => a.family === 'IPv4' && a.address === ip));
+}
+
 /** Directed broadcast addresses of the local interface that owns `ip`. */
 function directedBroadcasts(ip: string): string[] {
   const out: string[] = [];
@@ -495,7 +514,9 @@ export class GossipStrategy implements Strategy {
       try {
         const timeout = new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000).unref());
         const found = await Promise.race([lookup(host, { family: 4 }), timeout]);
-        if (found) return gossipInterfaceFor(found.address) ?? '127.0.0.1';
+        const ip = found && gossipInterfaceFor(found.address);
+        // Only an address of this host: a name that resolves elsewhere (NAT, a load balancer) says nothing about our interfaces.
+        if (ip && (isLoopbackV4(ip) || isLocalV4(ip))) return ip;
       } catch {
         // Falls through to loopback.
       }

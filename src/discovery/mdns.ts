@@ -422,6 +422,8 @@ export class MdnsStrategy implements Strategy {
 
   private lastReported: string | undefined;
   private peerCount = 0;
+  /** Some instance lacked a record at the last recompute: the tick retries its resolution. */
+  private incomplete = false;
   private readonly counters = {
     packetsReceived: 0,
     queriesReceived: 0,
@@ -1094,19 +1096,24 @@ export class MdnsStrategy implements Strategy {
     const ctx = this.ctx;
     if (!ctx || this.stopped) return;
     const peers = new Set<string>();
+    this.incomplete = false;
     for (const [inst, ptr] of this.ptrs) {
       if (inst === this.instanceLower) continue;
       const srv = this.srvs.get(inst);
       const txt = this.txts.get(inst);
       if (!srv) this.resolve(ptr.instance, 'SRV');
       if (!txt) this.resolve(ptr.instance, 'TXT');
-      if (!srv || !txt) continue;
+      if (!srv || !txt) {
+        this.incomplete = true;
+        continue;
+      }
       if (txt.kv.get('cluster') !== ctx.clusterName) continue;
       if (!SUPPORTED_VERSIONS.has(txt.kv.get('v') ?? '')) continue;
       if (txt.kv.get('node') === ctx.self.name) continue;
       const ip = this.pickAddress(srv.target);
       if (!ip) {
         this.resolve(srv.target, 'A');
+        this.incomplete = true;
         continue;
       }
       const address = formatAddress(ip, srv.port);
@@ -1172,6 +1179,6 @@ export class MdnsStrategy implements Strategy {
     // Forget resolve attempts of names no longer wanted, so the map stays bounded.
     if (this.resolving.size > 4 * MAX_INSTANCES) this.resolving.clear();
     // Recomputing also retries the resolution of incomplete instances (rate-limited).
-    if (changed || this.ptrs.size > this.peerCount) this.recompute();
+    if (changed || this.incomplete) this.recompute();
   }
 }

@@ -265,9 +265,13 @@ describe('codec round-trips', () => {
 
   it('round-trips arbitrary JSON values exactly like JSON does (property)', () => {
     fc.assert(
-      fc.property(fc.jsonValue(), (v) => {
-        expect(roundTrip(v)).toStrictEqual(v);
-      }),
+      // An own "__proto__" key is refused on purpose (msgpackr would rename it on decode); see its own test.
+      fc.property(
+        fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"__proto__"')),
+        (v) => {
+          expect(roundTrip(v)).toStrictEqual(v);
+        },
+      ),
       { numRuns: 300 },
     );
   });

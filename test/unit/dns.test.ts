@@ -9,10 +9,11 @@ import { createSocket } from 'node:dgram';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FoundationNode } from '../../src/api.js';
 import { DnsStrategy, type DnsStrategyConfig } from '../../src/discovery/dns.js';
 import { DnsSrvStrategy } from '../../src/discovery/dns-srv.js';
+import type { TopologySpec } from '../../src/discovery/registry.js';
 import type { Strategy } from '../../src/discovery/strategy.js';
 import { ConfigError } from '../../src/errors.js';
 import type { Foundation as FoundationApi } from '../../src/foundation.js';
@@ -405,68 +406,104 @@ describe('dns strategies: configuration', () => {
 // test/process: `npm test` builds first.
 const DIST_FOUNDATION = fileURLToPath(new URL('../../dist/foundation.js', import.meta.url));
 const DIST_DNS = fileURLToPath(new URL('../../dist/discovery/dns.js', import.meta.url));
-const BUILT = existsSync(DIST_FOUNDATION) && existsSync(DIST_DNS);
+const DIST_DNS_SRV = fileURLToPath(new URL('../../dist/discovery/dns-srv.js', import.meta.url));
+const BUILT = [DIST_FOUNDATION, DIST_DNS, DIST_DNS_SRV].every((f) => existsSync(f));
 
-describe.skipIf(skip || !BUILT)(`dns strategy under real nodes${BUILT ? '' : ' (skipped: dist is not built; run npm run build)'}`, () => {
-  let d: Dnsmasq;
-  const nodes: FoundationNode[] = [];
-  const hosts = ['127.0.0.71', '127.0.0.72', '127.0.0.73'];
-  const lines: Line[][] = [];
+/*
+ * Nodes share one machine, so they differ by port (dns-srv) or by address family (dns: one on
+ * 127.0.0.1, one on ::1, same port). Not by 127.0.0.x aliases: a link from 127.0.0.71 to
+ * 127.0.0.72 leaves from 127.0.0.1, and heartbeats go back to a link's source address.
+ */
+describe.skipIf(skip || !BUILT)(`dns strategies under real nodes${BUILT ? '' : ' (skipped: dist is not built; run npm run build)'}`, () => {
+  let d: Dnsmasq | undefined;
+  let nodes: FoundationNode[] = [];
+  let lines: Line[][] = [];
 
-  beforeAll(async () => {
+  afterEach(async () => {
+    await Promise.allSettled(nodes.map((n) => n.stop()));
+    nodes = [];
+    lines = [];
+    await d?.stop();
+    d = undefined;
+  });
+
+  async function startNodes(specs: Array<{ host: string; port: number }>, topology: (port: number) => TopologySpec): Promise<void> {
     const { Foundation } = (await import(DIST_FOUNDATION)) as { Foundation: typeof FoundationApi };
-    const { DnsStrategy: BuiltDnsStrategy } = (await import(DIST_DNS)) as { DnsStrategy: typeof DnsStrategy };
-    d = await Dnsmasq.start({ hosts: { 'cluster.test': hosts } });
-    const port = await portFreeOn(hosts);
-    for (const host of hosts) {
+    for (const [i, { host, port }] of specs.entries()) {
       const l: Line[] = [];
       lines.push(l);
       nodes.push(
-        await Foundation.start({
-          name: `n${host.split('.')[3]}`,
-          host,
-          port,
-          secret: 'dns-test-secret',
-          logger: recordingLogger(l),
-          topologies: { dns: { strategy: BuiltDnsStrategy, config: { query: 'cluster.test', port, servers: [d.server], ...fast } } },
-        }),
+        await Foundation.start({ name: `n${i}`, host, port, secret: 'dns-test-secret', logger: recordingLogger(l), topologies: { dns: topology(port) } }),
       );
     }
-  });
-  afterAll(async () => {
-    await Promise.allSettled(nodes.map((n) => n.stop()));
-    await d?.stop();
-  });
+  }
 
   const connected = (n: FoundationNode) =>
     n.cluster
       .members()
       .filter((m) => m.status === 'up')
-      .map((m) => m.name)
-      .sort();
-  const failedLines = (l: Line[]) => l.filter((x) => x.msg === 'discovery lookup failed: keeping the current members');
+      .map((m) => m.name);
 
-  it('nodes find each other, keep the cluster through SERVFAIL and timeouts, and log one line per distinct error', async () => {
-    await until(() => nodes.every((n) => connected(n).length === 2), 10_000, 'a 3-node cluster');
-    await d.servfail();
+  /** Forms the cluster, then SERVFAIL and timeouts for several polls each, then answers again. */
+  async function ride(dnsmasq: Dnsmasq, strategy: string): Promise<void> {
+    const peers = nodes.length - 1;
+    await until(() => nodes.every((n) => connected(n).length === peers), 10_000, `a ${nodes.length}-node cluster`);
+    const downs: string[] = [];
+    for (const n of nodes) n.cluster.on('down', (m: { name: string }) => downs.push(`${n.cluster.self.name} saw ${m.name} down`));
+    await dnsmasq.servfail();
     await settle(800);
-    d.pause();
+    dnsmasq.pause();
     await settle(800);
-    await d.resume();
-    await d.restore();
+    await dnsmasq.resume();
+    await dnsmasq.restore();
     await settle(500);
-    for (const [i, l] of lines.entries()) console.log(i, JSON.stringify(l.filter((x) => x.level !== 'debug').map((x) => [x.level, x.msg, x.obj]), null, 0));
+    expect(downs).toEqual([]);
     for (const [i, n] of nodes.entries()) {
-      expect(connected(n), n.cluster.self.name).toHaveLength(2);
-      const l = failedLines(lines[i] ?? []);
-      const messages = l.map((x) => String(x.obj.error));
-      // Each distinct error once (a restart of dnsmasq may add a brief ECONNREFUSED of its own).
-      expect(new Set(messages).size).toBe(messages.length);
+      expect(connected(n), n.cluster.self.name).toHaveLength(peers);
+      const failed = (lines[i] ?? []).filter((x) => x.msg === 'discovery lookup failed: keeping the current members');
+      const messages = failed.map((x) => String(x.obj.error));
+      // One line per distinct error (restarting dnsmasq may add a brief ECONNREFUSED of its own).
+      expect(new Set(messages).size, messages.join('\n')).toBe(messages.length);
       expect(messages.filter((m) => m.includes('ESERVFAIL'))).toHaveLength(1);
       expect(messages.filter((m) => m.includes('ETIMEOUT'))).toHaveLength(1);
-      expect(l[0]?.level).toBe('warn');
-      expect(l[0]?.obj).toMatchObject({ topology: 'dns', strategy: 'dns', keptPeers: 2 });
+      expect(failed[0]?.level).toBe('warn');
+      expect(failed[0]?.obj).toMatchObject({ topology: 'dns', strategy, keptPeers: peers });
     }
+  }
+
+  it('dns: an IPv4 and an IPv6 node find each other, keep the cluster through SERVFAIL and timeouts, log each error once', async () => {
+    const { DnsStrategy: Built } = (await import(DIST_DNS)) as { DnsStrategy: typeof DnsStrategy };
+    const port = await portFree(['127.0.0.1', '::1']);
+    d = await Dnsmasq.start({ hosts: { 'cluster.test': ['127.0.0.1', '::1'] } });
+    const server = d.server;
+    await startNodes(
+      [
+        { host: '127.0.0.1', port },
+        { host: '::1', port },
+      ],
+      () => ({ strategy: Built, config: { query: 'cluster.test', port, servers: [server], ...fast } }),
+    );
+    expect(nodes[1]?.cluster.self.address).toBe(`[::1]:${port}`);
+    await ride(d, 'dns');
+  });
+
+  it('dns-srv: three nodes find each other, keep the cluster through SERVFAIL and timeouts, log each error once', async () => {
+    const { DnsSrvStrategy: Built } = (await import(DIST_DNS_SRV)) as { DnsSrvStrategy: typeof DnsSrvStrategy };
+    const ports: number[] = [];
+    while (ports.length < 3) {
+      const p = await portFree(['127.0.0.1']);
+      if (!ports.includes(p)) ports.push(p);
+    }
+    d = await Dnsmasq.start({
+      hosts: { 'n0.cluster.test': ['127.0.0.1'], 'n1.cluster.test': ['127.0.0.1'], 'n2.cluster.test': ['127.0.0.1'] },
+      srv: ports.map((port, i) => ({ name: '_foundation._tcp.cluster.test', target: `n${i}.cluster.test`, port })),
+    });
+    const server = d.server;
+    await startNodes(
+      ports.map((port) => ({ host: '127.0.0.1', port })),
+      () => ({ strategy: Built, config: { service: '_foundation._tcp.cluster.test', family: 'ipv4', servers: [server], ...fast } }),
+    );
+    await ride(d, 'dns-srv');
   });
 });
 
@@ -489,7 +526,7 @@ async function closedPort(): Promise<number> {
 }
 
 /** A port free for TCP and UDP on every host (the mesh port and the heartbeat's). */
-async function portFreeOn(hostList: string[]): Promise<number> {
+async function portFree(hostList: string[]): Promise<number> {
   for (let i = 0; i < 50; i++) {
     const port = 20_000 + Math.floor(Math.random() * 40_000);
     let ok = true;
@@ -500,7 +537,7 @@ async function portFreeOn(hostList: string[]): Promise<number> {
         srv.listen(port, host, () => srv.close(() => resolve(true)));
       });
       const udp = await new Promise<boolean>((resolve) => {
-        const s = createSocket('udp4');
+        const s = createSocket(host.includes(':') ? 'udp6' : 'udp4');
         s.once('error', () => resolve(false));
         s.bind(port, host, () => s.close(() => resolve(true)));
       });
