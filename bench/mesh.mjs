@@ -14,6 +14,7 @@ import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { summarizeUs } from './lib/common.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -411,50 +412,55 @@ async function throughput(a, log) {
   return out;
 }
 
+/**
+ * The three request/response peers stay up side by side and take turns, in rounds of
+ * requests/ROUNDS each (rotating the order), so a burst of load on the shared machine hits all
+ * of them alike instead of whichever happened to run then. Samples of all rounds are merged.
+ */
+const LATENCY_ROUNDS = 5;
+
 async function latency(a, log) {
   const size = 100;
-  const args = { size, warmup: a.latencyWarmup, n: a.requests };
   const timeout = 120_000;
-  const out = {};
-  log(`latency: ${size}-byte request/response, one outstanding, ${a.latencyWarmup} warm-up + ${a.requests} measured`);
-  {
+  const perRound = Math.ceil(a.requests / LATENCY_ROUNDS);
+  const reWarm = Math.min(200, a.latencyWarmup);
+  const out = { rounds: LATENCY_ROUNDS, requestsPerRound: perRound, warmupFirstRound: a.latencyWarmup, warmupLaterRounds: reWarm };
+  log(`latency: ${size}-byte request/response, one outstanding, ${LATENCY_ROUNDS} interleaved rounds of ${perRound} (+ warm-up)`);
+  const workers = [];
+  let server;
+  try {
     const { recv, send } = await foundationPair(a);
-    try {
-      out.foundation = await send.call('latency', { ...args, peer: 'recv', lane: 'events' }, timeout);
-    } finally {
-      await closeAll([send, recv]);
+    workers.push(recv, send);
+    const echo = new Worker('tcp-peer.mjs', [], 'tcp-echo');
+    const client = new Worker('tcp-peer.mjs', [], 'tcp-client');
+    workers.push(echo, client);
+    server = await startNatsServer();
+    const resp = new Worker('nats-peer.mjs', [server.url], 'nats-responder');
+    const req = new Worker('nats-peer.mjs', [server.url], 'nats-requester');
+    workers.push(resp, req);
+    await Promise.all([echo.started(), client.started(), resp.started(), req.started()]);
+    const port = await echo.call('listen', { mode: 'echo' });
+    await resp.call('sub');
+    const peers = [
+      ['foundation', (warmup) => send.call('latency', { size, warmup, n: perRound, peer: 'recv', lane: 'events', raw: true }, timeout)],
+      ['raw', (warmup) => client.call('latency', { size, warmup, n: perRound, port, raw: true }, timeout)],
+      ['nats', (warmup) => req.call('latency', { size, warmup, n: perRound, raw: true }, timeout)],
+    ];
+    const samples = { foundation: [], raw: [], nats: [] };
+    const roundP50 = { foundation: [], raw: [], nats: [] };
+    for (let r = 0; r < LATENCY_ROUNDS; r++) {
+      for (let k = 0; k < peers.length; k++) {
+        const [name, run] = peers[(r + k) % peers.length];
+        const s = await run(r === 0 ? a.latencyWarmup : reWarm);
+        roundP50[name].push(summarizeUs(s).p50Us);
+        samples[name].push(...s);
+      }
+      log(`  round ${r + 1}: p50 foundation ${roundP50.foundation[r]} µs, raw tcp ${roundP50.raw[r]} µs, nats ${roundP50.nats[r]} µs`);
     }
-    log(`  foundation p50 ${out.foundation.p50Us} µs`);
-  }
-  {
-    let echo;
-    let client;
-    try {
-      echo = new Worker('tcp-peer.mjs', [], 'tcp-echo');
-      client = new Worker('tcp-peer.mjs', [], 'tcp-client');
-      await Promise.all([echo.started(), client.started()]);
-      const port = await echo.call('listen', { mode: 'echo' });
-      out.raw = await client.call('latency', { ...args, port }, timeout);
-    } finally {
-      await closeAll([client, echo]);
-    }
-    log(`  raw tcp    p50 ${out.raw.p50Us} µs`);
-  }
-  {
-    const server = await startNatsServer();
-    let resp;
-    let req;
-    try {
-      resp = new Worker('nats-peer.mjs', [server.url], 'nats-responder');
-      req = new Worker('nats-peer.mjs', [server.url], 'nats-requester');
-      await Promise.all([resp.started(), req.started()]);
-      await resp.call('sub');
-      out.nats = await req.call('latency', args, timeout);
-    } finally {
-      await closeAll([req, resp]);
-      await server.close();
-    }
-    log(`  nats       p50 ${out.nats.p50Us} µs`);
+    for (const name of Object.keys(samples)) out[name] = { ...summarizeUs(samples[name]), roundP50Us: roundP50[name] };
+  } finally {
+    await closeAll(workers);
+    await server?.close();
   }
   out.ratios = {
     p50FoundationOverRaw: ratio(out.foundation?.p50Us, out.raw?.p50Us),
@@ -610,11 +616,20 @@ function report(r) {
 
   const l = r.latency;
   if (l && !l.error) {
-    const row = (name, s) => [name, fmt(s?.p50Us), fmt(s?.p90Us), fmt(s?.p99Us), fmt(s?.p999Us), fmt(s?.maxUs), fmt(s?.meanUs)];
+    const row = (name, s) => [
+      name,
+      fmt(s?.p50Us),
+      fmt(s?.p90Us),
+      fmt(s?.p99Us),
+      fmt(s?.p999Us),
+      fmt(s?.maxUs),
+      fmt(s?.meanUs),
+      (s?.roundP50Us ?? []).map((x) => fmt(x, 0)).join(' '),
+    ];
     parts.push(
       table(
-        `2. Request/response latency, ${l.payloadBytes}-byte payload, one outstanding (${r.config.requests} requests after ${r.config.latencyWarmup} warm-up), µs`,
-        ['peer', 'p50', 'p90', 'p99', 'p99.9', 'max', 'mean'],
+        `2. Request/response latency, ${l.payloadBytes}-byte payload, one outstanding, ${l.rounds} interleaved rounds x ${l.requestsPerRound} requests (µs)`,
+        ['peer', 'p50', 'p90', 'p99', 'p99.9', 'max', 'mean', 'p50 per round'],
         [row('Foundation mesh.request (echo)', l.foundation), row('raw TCP ping-pong', l.raw), row('NATS request/reply', l.nats)],
       ),
       `p50: Foundation/raw TCP = ${fmt(l.ratios.p50FoundationOverRaw, 2)}x, Foundation/NATS = ${fmt(l.ratios.p50FoundationOverNats, 2)}x   ` +

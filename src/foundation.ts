@@ -16,7 +16,7 @@ import { ConfigError, ErrorCodes, MessagingError } from './errors.js';
 import { DEFAULT_BACKOFF } from './mesh/dialer.js';
 import { type HeartbeatConfig, resolveHeartbeatConfig } from './mesh/heartbeat-protocol.js';
 import { defaultNodeName, newIncarnation } from './mesh/identity.js';
-import type { OutboxOptions } from './mesh/lanes.js';
+import { Outbox, type OutboxOptions } from './mesh/lanes.js';
 import { Mesh, type MeshTlsOptions } from './mesh/mesh.js';
 import { resolveSecret } from './mesh/secret.js';
 import type { LaneName, Member } from './mesh/types.js';
@@ -107,6 +107,21 @@ export interface FoundationOptions {
   logger?: Logger;
 }
 
+/** The message of a ConfigError without its "Invalid configuration at" prefix, to re-key it. */
+function bareMessage(err: ConfigError): string {
+  return err.message.replace(/^Invalid configuration at "[^"]*": /, '');
+}
+
+/** Maps the heartbeat worker's config keys back to the `failureDetector` option names users write. */
+function failureDetectorKey(key: string): string {
+  const names: Record<string, string> = {
+    'heartbeat.intervalMs': 'failureDetector.heartbeatIntervalMs',
+    'heartbeat.detector.acceptablePauseMs': 'failureDetector.acceptablePauseMs',
+    'heartbeat.detector.minStdDevMs': 'failureDetector.minStdDevMs',
+  };
+  return names[key] ?? key.replace(/^heartbeat\.(detector\.)?/, 'failureDetector.');
+}
+
 class Cluster extends EventEmitter implements ClusterView {
   readyAt?: number;
   constructor(
@@ -116,10 +131,11 @@ class Cluster extends EventEmitter implements ClusterView {
   ) {
     super();
     const m = mesh.membership;
-    m.on('up', (member) => this.emit('up', member));
-    m.on('down', (member, reason) => this.emit('down', member, reason));
-    m.on('suspect', (member) => this.emit('suspect', member));
-    m.on('alive', (member) => this.emit('alive', member));
+    // Hidden nodes (CLIs, tools) are connected but are not members: no member events for them.
+    m.on('up', (member) => member.hidden || this.emit('up', member));
+    m.on('down', (member, reason) => member.hidden || this.emit('down', member, reason));
+    m.on('suspect', (member) => member.hidden || this.emit('suspect', member));
+    m.on('alive', (member) => member.hidden || this.emit('alive', member));
   }
   get self() {
     return this.mesh.self;
@@ -163,22 +179,46 @@ class Node implements FoundationNode {
   }
   stop(): Promise<void> {
     this.stopped ??= (async () => {
-      this.log.info({}, 'stopping: leaving the cluster');
-      await Promise.allSettled(this.topologies.map((t) => t.stop()));
-      await this.mesh.raw.stop();
-      await this.admin?.close();
+      // The worker and the close timers are unref'd; hold the loop open until the leave is done,
+      // or a process with nothing else to do would exit halfway through `await node.stop()`.
+      const hold = setInterval(() => {}, 60_000);
+      try {
+        this.log.info({}, 'stopping: leaving the cluster');
+        await Promise.allSettled(this.topologies.map((t) => t.stop()));
+        await this.mesh.raw.stop();
+        await this.admin?.close();
+      } finally {
+        clearInterval(hold);
+      }
     })();
     return this.stopped;
   }
 }
 
+function assertUserTopic(topic: string): void {
+  if (typeof topic !== 'string' || topic.length === 0) throw new ConfigError('topic', 'expected a non-empty string');
+  if (topic.startsWith('$')) throw new ConfigError('topic', `topics starting with "$" are reserved for Foundation (got "${topic}")`);
+}
+
 function messaging(mesh: Mesh): MeshMessaging & { raw: Mesh } {
   return {
     raw: mesh,
-    send: (node, topic, payload, opts) => mesh.send(node, topic, payload, opts?.lane ?? 'events'),
-    request: (node, topic, payload, opts) => mesh.request(node, topic, payload, opts?.lane ?? 'events', opts?.timeoutMs ?? 5000),
+    send: (node, topic, payload, opts) => {
+      assertUserTopic(topic);
+      return mesh.send(node, topic, payload, opts?.lane ?? 'events');
+    },
+    request: (node, topic, payload, opts) => {
+      try {
+        assertUserTopic(topic);
+        const timeoutMs = opts?.timeoutMs ?? 5000;
+        if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError('timeoutMs', `must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+        return mesh.request(node, topic, payload, opts?.lane ?? 'events', timeoutMs);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+    },
     handle: (topic: string, handler: MessageHandler) => {
-      if (topic.startsWith('$')) throw new ConfigError('topic', `topics starting with "$" are reserved for Foundation (got "${topic}")`);
+      assertUserTopic(topic);
       return mesh.handle(topic, (payload, from, t, lane) => handler(payload, { from, topic: t, lane: LANES[lane] ?? 'events' }));
     },
     drained: (node, lane) => mesh.drained(node, lane ?? 'events'),
@@ -215,7 +255,7 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   try {
     resolveHeartbeatConfig(heartbeat);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(err.key.replace(/^heartbeat\./, 'failureDetector.'), err.message.replace(/^Invalid configuration at "[^"]*": /, ''));
+    if (err instanceof ConfigError) throw new ConfigError(failureDetectorKey(err.key), bareMessage(err));
     throw err;
   }
   const resolved = resolveTopologies(o.cluster as ClusterOption | undefined, o.topologies as Record<string, TopologySpec> | undefined, {
@@ -228,6 +268,13 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   const strategies = Object.entries(specs).map(([tname, spec]) => [tname, createStrategy(tname, spec)] as const);
   const { mode: laneMode, ...lanePolicies } = o.lanes ?? {};
   const lanes: Partial<OutboxOptions> = { fragmentBytes, mode: laneMode ?? 'priority', lanes: lanePolicies };
+  try {
+    // Links build their outboxes later, on a socket callback: check the lane policies now.
+    new Outbox(lanes);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ConfigError(err.key === 'fragmentBytes' ? err.key : `lanes.${err.key}`, bareMessage(err));
+    throw err;
+  }
   const mesh = await Mesh.start({
     name,
     host: o.host ?? '127.0.0.1',

@@ -78,7 +78,7 @@ serve({
   },
 
   /** Sequential requests to the peer's echo handler; RTT samples after the warm-up. */
-  latency: async ({ peer, size, warmup, n, lane = 'events' }) => {
+  latency: async ({ peer, size, warmup, n, lane = 'events', raw = false }) => {
     const buf = payload(size);
     const mesh = node.mesh;
     for (let i = 0; i < warmup; i++) await mesh.request(peer, 'bench.echo', buf, { lane, timeoutMs: 5000 });
@@ -89,7 +89,8 @@ serve({
       samples[i] = now() - t;
       if (r.length !== size) throw new Error(`echo returned ${r.length} bytes`);
     }
-    return summarizeUs(samples);
+    // raw: the samples themselves (ms), for the coordinator to merge rounds.
+    return raw ? Array.from(samples) : summarizeUs(samples);
   },
 
   /**

@@ -73,7 +73,7 @@ serve({
     return { sent, waits, maxRss: Math.max(maxRss, process.memoryUsage().rss) };
   },
 
-  latency: async ({ size, warmup, n }) => {
+  latency: async ({ size, warmup, n, raw = false }) => {
     const buf = payload(size);
     for (let i = 0; i < warmup; i++) await nc.request('bench.echo', buf, { timeout: 5000 });
     const samples = new Float64Array(n);
@@ -83,7 +83,8 @@ serve({
       samples[i] = now() - t;
       if (r.data.length !== size) throw new Error(`echo returned ${r.data.length} bytes`);
     }
-    return summarizeUs(samples);
+    // raw: the samples themselves (ms), for the coordinator to merge rounds.
+    return raw ? Array.from(samples) : summarizeUs(samples);
   },
 });
 

@@ -99,7 +99,7 @@ serve({
   },
 
   /** One record out, wait for the whole echo, repeat. */
-  latency: async ({ port, size, warmup, n }) => {
+  latency: async ({ port, size, warmup, n, raw = false }) => {
     const sock = await dial(port);
     sock.setNoDelay(true);
     const rec = record(size);
@@ -125,7 +125,8 @@ serve({
       samples[i] = now() - t;
     }
     sock.destroy();
-    return summarizeUs(samples);
+    // raw: the samples themselves (ms), for the coordinator to merge rounds.
+    return raw ? Array.from(samples) : summarizeUs(samples);
   },
 });
 

@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../errors.js';
 import type { FoundationOptions } from '../foundation.js';
-import { didYouMean } from './options.js';
+import { didYouMean, levenshtein } from './options.js';
 
 /** Apprentice strategies accepted by FOUNDATION_CLUSTER. */
 export const ENV_CLUSTER_VALUES = ['true', 'false', 'kubernetes', 'dns', 'dns-srv', 'gossip', 'mdns', 'static', 'fly', 'local'] as const;
@@ -33,6 +33,15 @@ export const ENV_VARIABLES: Record<string, string> = {
   FOUNDATION_LOCAL_DIR: 'local dir',
   FOUNDATION_TOPOLOGIES: 'Wizard topologies as JSON: {"name": {"strategy": "...", "config": {...}}}',
 };
+
+/** A known variable within one or two typos of `key` (compared without the shared prefix). */
+function nearMiss(key: string, known: string[]): string | undefined {
+  const suffix = key.slice('FOUNDATION_'.length);
+  const hint = didYouMean(suffix, known.map((k) => k.slice('FOUNDATION_'.length)));
+  if (!hint) return undefined;
+  const limit = Math.max(1, Math.floor(Math.min(suffix.length, hint.length) / 4));
+  return levenshtein(suffix, hint) <= limit ? `FOUNDATION_${hint}` : undefined;
+}
 
 function bool(env: NodeJS.ProcessEnv, key: string): boolean | undefined {
   const v = env[key];
@@ -67,7 +76,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): FoundationOptions {
   const o: FoundationOptions = {};
   for (const key of Object.keys(env)) {
     if (!key.startsWith('FOUNDATION_') || key in ENV_VARIABLES || IGNORED.has(key)) continue;
-    const hint = didYouMean(key, Object.keys(ENV_VARIABLES));
+    const hint = nearMiss(key, Object.keys(ENV_VARIABLES));
     // Only a near-miss is an error: unrelated FOUNDATION_* variables may belong to the application.
     if (hint) throw new ConfigError(key, `unknown variable; did you mean ${hint}?`);
   }

@@ -96,7 +96,8 @@ export const optionsSchema = z.strictObject({
 
 export type ParsedOptions = z.infer<typeof optionsSchema>;
 
-function levenshtein(a: string, b: string): number {
+/** Edit distance, case-insensitive: the basis of did-you-mean suggestions. */
+export function levenshtein(a: string, b: string): number {
   const d: number[] = Array.from({ length: b.length + 1 }, (_, i) => i);
   for (let i = 1; i <= a.length; i++) {
     let prev = d[0] as number;

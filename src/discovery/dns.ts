@@ -9,8 +9,9 @@
  * "no nodes". NXDOMAIN is included on purpose: a resolver restart, a split-horizon answer or
  * a Kubernetes service whose pods are all briefly unready all answer NXDOMAIN, and acting on it
  * would disconnect a healthy cluster. Nodes that really left are noticed by the failure
- * detector; the name keeps listing this node while it runs, so a shrunken cluster still
- * answers with records (an answer holding only this node is a legitimate empty peer set).
+ * detector. Where the name lists this node too (Fly's `<app>.internal`, a headless service once
+ * this pod is ready), a shrunken cluster still answers with records: an answer that holds only
+ * this node is a legitimate empty peer set.
  *
  * With `family: 'both'`, one family answering is enough: a family that has no records
  * (NODATA) contributes nothing, and a family whose lookup failed (timeout, SERVFAIL...)

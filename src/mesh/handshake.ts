@@ -73,12 +73,10 @@ interface Reject {
   message: string;
 }
 
+/** Everything both sides claim is bound into the proofs, so a man in the middle cannot alter any of it. */
 function transcript(cluster: string, ini: HelloInfo, nI: Uint8Array, acc: HelloInfo, nA: Uint8Array): Buffer {
-  return Buffer.concat([
-    Buffer.from(`${cluster}\0${ini.name}\0${ini.incarnation}\0${acc.name}\0${acc.incarnation}\0`),
-    nI,
-    nA,
-  ]);
+  const side = (h: HelloInfo) => `${h.name}\0${h.incarnation}\0${h.address}\0${h.hidden ? 1 : 0}\0${h.heartbeatPort}\0`;
+  return Buffer.concat([Buffer.from(`${cluster}\0${side(ini)}${side(acc)}`), nI, nA]);
 }
 
 function mac(secret: Buffer, label: string, data: Buffer): Buffer {

@@ -119,6 +119,14 @@ export class Link {
 
   /** Queues one message. Returns false when the lane is over its high-water mark. */
   send(lane: number, flags: number, corrId: number, topic: string, payload: Uint8Array): boolean {
+    // The peer would close the link on an oversized message; refuse it here, at the call site.
+    // (Every node of a cluster is expected to share maxMessageBytes.)
+    if (payload.length + 262 > this.opts.maxMessageBytes) {
+      throw new FrameError(
+        'FOUNDATION_MESSAGE_TOO_LARGE',
+        `message of ${payload.length} bytes on topic "${topic}" exceeds maxMessageBytes (${this.opts.maxMessageBytes}); split it or raise maxMessageBytes on every node`,
+      );
+    }
     const below = this.outbox.enqueue(lane, flags, corrId, topic, payload);
     this.scheduleFlush();
     return below;

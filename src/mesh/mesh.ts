@@ -133,12 +133,17 @@ export class Mesh {
       opts.reconnect,
       (attempt) => this.dialListeners.forEach((l) => l(attempt)),
     );
-    server.on('connection', (socket: Socket) => this.onInbound(socket));
-    server.on('secureConnection', (socket: TLSSocket) => this.onInbound(socket));
-    server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
-      this.counters.handshakeFailures.tls = (this.counters.handshakeFailures.tls ?? 0) + 1;
-      this.warnOnce.warn(`tls:${socket.remoteAddress}:${err.message}`, { remote: `${socket.remoteAddress}:${socket.remotePort}` }, `TLS handshake from ${socket.remoteAddress} failed: ${err.message}`);
-    });
+    if (opts.tls) {
+      // A TLS server also emits 'connection' for the raw socket: only the decrypted one is a link.
+      server.on('secureConnection', (socket: TLSSocket) => this.onInbound(socket));
+      server.on('tlsClientError', (err: Error, socket: TLSSocket) => {
+        this.counters.handshakeFailures.tls = (this.counters.handshakeFailures.tls ?? 0) + 1;
+        const remote = socket.remoteAddress ?? (socket as { _parent?: Socket })._parent?.remoteAddress ?? 'unknown address';
+        this.warnOnce.warn(`tls:${remote}:${err.message}`, { remote }, `TLS handshake from ${remote} failed: ${err.message}`);
+      });
+    } else {
+      server.on('connection', (socket: Socket) => this.onInbound(socket));
+    }
     heartbeat.on('suspect', (e: { peer: string; phi: number }) => this.membership.markSuspect(e.peer, e.phi));
     heartbeat.on('alive', (e: { peer: string }) => this.membership.markAlive(e.peer));
     heartbeat.on('down', (e: { peer: string; phi: number; silentMs: number }) => {
@@ -461,6 +466,7 @@ export class Mesh {
   }
 
   private retireLink(state: LinkState): void {
+    this.failDrainWaiters(state.link, `link to ${state.hs.peer.name} closed`);
     const counters = state.link.outbox.counters();
     for (let i = 0; i < LANES.length; i++) {
       const c = counters[i];
@@ -536,23 +542,30 @@ export class Mesh {
     });
   }
 
+  /** Resolves when the lane to `node` is under its high-water mark; rejects if the link closes first. */
   drained(node: string, lane: LaneName = 'events'): Promise<void> {
-    const link = this.linkTo(node);
-    const idx = laneIndex(lane);
+    let link: Link;
+    let idx: number;
+    try {
+      link = this.linkTo(node);
+      idx = laneIndex(lane);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     if (!link.outbox.isOverHighWaterMark(idx)) return Promise.resolve();
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
       let waiters = this.drainWaiters.get(link);
       if (!waiters) {
         waiters = new Map();
         this.drainWaiters.set(link, waiters);
       }
       const list = waiters.get(idx) ?? [];
-      list.push(resolve);
+      list.push({ resolve, reject });
       waiters.set(idx, list);
     });
   }
 
-  private readonly drainWaiters = new WeakMap<Link, Map<number, Array<() => void>>>();
+  private readonly drainWaiters = new WeakMap<Link, Map<number, Array<{ resolve: () => void; reject: (e: Error) => void }>>>();
 
   private onLaneDrain(name: string, lane: number): void {
     const st = this.links.get(name);
@@ -560,7 +573,15 @@ export class Mesh {
     const waiters = this.drainWaiters.get(st.link)?.get(lane);
     if (!waiters) return;
     this.drainWaiters.get(st.link)?.delete(lane);
-    for (const w of waiters) w();
+    for (const w of waiters) w.resolve();
+  }
+
+  /** Waiters on a link that is gone will never see it drain. */
+  private failDrainWaiters(link: Link, why: string): void {
+    const waiters = this.drainWaiters.get(link);
+    if (!waiters) return;
+    this.drainWaiters.delete(link);
+    for (const list of waiters.values()) for (const w of list) w.reject(new MessagingError(ErrorCodes.LINK_CLOSED, why));
   }
 
   private onMessage(from: string, msg: InboundMessage): void {
@@ -706,6 +727,9 @@ export class Mesh {
       closing.push(new Promise((resolve) => st.link.socket.once('close', () => resolve())));
       st.link.close('left', true);
       this.failPending(name, 'node is stopping');
+      this.failDrainWaiters(st.link, 'node is stopping');
+      this.counters.linksClosed++;
+      publish(TelemetryChannels.linkClosed, { node: this.self.name, peer: name, remote: st.link.remote, reason: 'left' });
       this.membership.markDown(name, 'left');
     }
     await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 1000).unref())]);

@@ -1,8 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { SecretRequiredError } from '../errors.js';
+import { ConfigError, SecretRequiredError } from '../errors.js';
 
 /** Where the development cookie lives, like Erlang's ~/.erlang.cookie. */
 export function defaultCookiePath(): string {
@@ -31,7 +31,10 @@ export function resolveSecret(opts: {
   env?: string;
 }): ResolvedSecret {
   if (opts.secret !== undefined && opts.secret.length > 0) {
-    return { secret: Buffer.from(opts.secret as string), source: 'option' };
+    const secret = Buffer.from(opts.secret as string);
+    // The handshake lets a peer test guesses offline, as Erlang's cookie does: only entropy protects it.
+    const warning = secret.length < 16 ? `the secret is only ${secret.length} bytes: use at least 16 random bytes (a short secret can be guessed offline)` : undefined;
+    return warning ? { secret, source: 'option', warning } : { secret, source: 'option' };
   }
   if (opts.insecure) {
     return {
@@ -44,13 +47,14 @@ export function resolveSecret(opts: {
   const file = opts.cookieFile ?? defaultCookiePath();
   try {
     const existing = readFileSync(file, 'utf8').trim();
-    if (existing.length > 0) {
-      return {
-        secret: Buffer.from(existing),
-        source: 'cookie-file',
-        warning: `no secret configured: using the development cookie in ${file} (set \`secret\` or FOUNDATION_SECRET in production)`,
-      };
-    }
+    if (existing.length === 0) throw new ConfigError('cookieFile', `${file} is empty: delete it to have a new cookie generated, or write a secret into it`);
+    const mode = statSync(file).mode & 0o077;
+    const loose = mode !== 0 ? ` (warning: ${file} is readable by other users; chmod 600 it)` : '';
+    return {
+      secret: Buffer.from(existing),
+      source: 'cookie-file',
+      warning: `no secret configured: using the development cookie in ${file} (set \`secret\` or FOUNDATION_SECRET in production)${loose}`,
+    };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
   }

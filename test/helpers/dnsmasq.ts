@@ -20,7 +20,8 @@
  * ESERVFAIL) before the call returns.
  *
  * Needs the `dnsmasq` binary (Debian: `apt-get install -y dnsmasq-base`). Processes are killed
- * by `stop()` and, failing that, synchronously on process 'exit'.
+ * by `stop()`, failing that synchronously on process 'exit', and, when the test process dies
+ * without running either, by their parent-death signal (set with util-linux `setpriv`).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
@@ -52,16 +53,7 @@ export interface DnsmasqOptions extends Partial<DnsRecords> {
 
 /** The dnsmasq binary, or undefined when it is not installed. */
 export function findDnsmasq(): string | undefined {
-  const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/local/sbin', '/sbin'];
-  for (const d of dirs) {
-    if (!d) continue;
-    const p = join(d, 'dnsmasq');
-    try {
-      accessSync(p, constants.X_OK);
-      return p;
-    } catch {}
-  }
-  return undefined;
+  return findTool('dnsmasq');
 }
 
 /**
@@ -74,6 +66,19 @@ export function skipWithoutDnsmasq(): boolean {
   console.warn('dnsmasq is not installed: skipping the DNS strategy tests (apt-get install -y dnsmasq-base)');
   return true;
 }
+
+function findTool(name: string): string | undefined {
+  for (const d of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
+    if (!d) continue;
+    try {
+      accessSync(join(d, name), constants.X_OK);
+      return join(d, name);
+    } catch {}
+  }
+  return undefined;
+}
+
+const SETPRIV = process.platform === 'linux' ? findTool('setpriv') : undefined;
 
 // Root zone KSK-2017 DS: any trust anchor works, as nothing upstream is signed.
 const ROOT_TRUST_ANCHOR = '.,20326,8,2,E06D44B80B8F1D39A95C0B0D7C65D08458E880409BBC683457104237C7F8EC8D';
@@ -352,7 +357,11 @@ export class Dnsmasq {
     let lastTry: Error | undefined;
     // The port of a server just killed may take a moment to be free again.
     for (let attempt = 0; attempt < 20; attempt++) {
-      const child = spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+      // setpriv (util-linux) execs dnsmasq with a parent-death signal: even a test process killed
+      // outright takes its dnsmasq along. The pid stays dnsmasq's, for SIGSTOP/SIGHUP.
+      const child = SETPRIV
+        ? spawn(SETPRIV, ['--pdeathsig', 'KILL', this.bin, ...args], { stdio: ['ignore', 'pipe', 'pipe'] })
+        : spawn(this.bin, args, { stdio: ['ignore', 'pipe', 'pipe'] });
       track(child);
       child.stdout?.on('data', (b: Buffer) => log.push(b.toString()));
       child.stderr?.on('data', (b: Buffer) => log.push(b.toString()));

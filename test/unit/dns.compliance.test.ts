@@ -114,7 +114,8 @@ describe.skipIf(skip)('dns strategies against dnsmasq', () => {
         await env.dnsmasq.servfail();
         await until(() => ctx.failures.length >= 3, 5000, 'three failed lookups');
         expect(ctx.peerSets.length).toBe(before);
-        expect(ctx.failures[0]?.message).toContain('ESERVFAIL');
+        // (Restarting dnsmasq into SERVFAIL mode may add a brief ECONNREFUSED first.)
+        expect(ctx.failures.some((f) => f.message.includes('ESERVFAIL'))).toBe(true);
         await env.dnsmasq.restore();
         await until(() => ctx.peerSets.length > before, 5000, 'peers after SERVFAIL ends');
         expect(ctx.latest()).toEqual(expected);
