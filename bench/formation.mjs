@@ -5,6 +5,7 @@
 //
 //   node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3]
 //                            [--timeout 20] [--budget 330] [--out file.json] [--dist DIR] [--verbose] [--events]
+//                            [--cpu-prof]
 //
 // Needs root (ip netns, iptables) and a build (dist/): `npm run bench:formation` builds first.
 // The lab is test/helpers/netns.ts itself, loaded through tsx: every node runs inside a lab
@@ -15,6 +16,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
 
@@ -57,6 +59,7 @@ function parseArgs(argv) {
     dist: undefined,
     verbose: false,
     events: false,
+    cpuProf: false,
   };
   const list = (s) =>
     s
@@ -80,9 +83,10 @@ function parseArgs(argv) {
     else if (k === '--dist') a.dist = v();
     else if (k === '--verbose' || k === '-v') a.verbose = true;
     else if (k === '--events') a.events = true;
+    else if (k === '--cpu-prof') a.cpuProf = true;
     else if (k === '-h' || k === '--help') {
       console.log(
-        'usage: node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3] [--timeout 20] [--budget 330] [--out file] [--dist DIR] [--verbose] [--events]',
+        'usage: node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3] [--timeout 20] [--budget 330] [--out file] [--dist DIR] [--verbose] [--events] [--cpu-prof]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
@@ -131,7 +135,7 @@ async function until(pred, ms) {
 
 /** A Foundation node (bench/lib/formation-node.mjs) on a lab host, with its event lines parsed. */
 class BenchNode {
-  constructor(host, n, strategy, keepEvents = false) {
+  constructor(host, n, strategy, keepEvents = false, profDir = undefined) {
     this.host = host;
     this.name = host.name;
     this.expected = n - 1;
@@ -148,12 +152,15 @@ class BenchNode {
       strategy === 'gossip' ? { lan: { strategy: 'gossip', config: { secret: SECRET } } } : { lan: { strategy: 'mdns' } };
     const opts = { name: host.name, host: '0.0.0.0', advertiseHost: host.ip, port: MESH_PORT, secret: SECRET, topologies };
     const env = { BENCH_EXPECT_PEERS: String(n - 1), ...(DIST === join(ROOT, 'dist') ? {} : { BENCH_FOUNDATION_DIST: DIST }) };
-    this.proc = host.spawn([process.execPath, NODE_SCRIPT, JSON.stringify(opts)], { stdin: 'pipe', env, bufferBytes: 64 * 1024, label: `node ${host.name}` });
+    const execArgv = profDir ? ['--cpu-prof', '--cpu-prof-dir', join(profDir, host.name)] : [];
+    this.proc = host.spawn([process.execPath, ...execArgv, NODE_SCRIPT, JSON.stringify(opts)], { stdin: 'pipe', env, bufferBytes: 64 * 1024, label: `node ${host.name}` });
     this.proc.on('error', () => {});
     this.proc.stdin?.on('error', () => {});
+    // Buffers, not setEncoding(): the harness's own output buffer listens to the same stream.
+    const decoder = new StringDecoder('utf8');
     let buf = '';
-    this.proc.stdout?.setEncoding('utf8').on('data', (d) => {
-      buf += d;
+    this.proc.stdout?.on('data', (d) => {
+      buf += decoder.write(d);
       for (let i = buf.indexOf('\n'); i >= 0; i = buf.indexOf('\n')) {
         const line = buf.slice(0, i);
         buf = buf.slice(i + 1);
@@ -242,33 +249,64 @@ class BenchNode {
 
 // ---- one run --------------------------------------------------------------------------------
 
-// TCP connection attempts to the mesh port, counted in each lab host by an iptables rule with no
-// target (INPUT, SYN only) inserted once per lab and zeroed before each run.
-const synRule = ['-p', 'tcp', '--dport', String(MESH_PORT), '--syn'];
-async function installSynCounters(hosts) {
-  for (const h of hosts) await h.exec(['iptables', '-w', '-I', 'INPUT', ...synRule], { timeoutMs: 10_000 });
-}
-async function zeroSynCounters(hosts) {
-  await Promise.all(hosts.map((h) => h.exec(['iptables', '-w', '-Z', 'INPUT'], { timeoutMs: 10_000 })));
-}
-async function readSynCounters(hosts) {
-  const counts = await Promise.all(
+// Kernel counters of each lab host (/proc/net/{snmp,netstat} read inside its namespace), as
+// deltas over one run summed over the hosts: TCP connect attempts, SYN retransmissions, accept
+// queue overflows, UDP receive-buffer drops. The lab is reused between runs, hence the deltas.
+const NET_COUNTERS = [
+  'Tcp.ActiveOpens',
+  'Tcp.PassiveOpens',
+  'Tcp.AttemptFails',
+  'Tcp.EstabResets',
+  'Tcp.RetransSegs',
+  'Tcp.OutRsts',
+  'TcpExt.ListenOverflows',
+  'TcpExt.ListenDrops',
+  'TcpExt.TCPSynRetrans',
+  'TcpExt.TCPTimeouts',
+  'TcpExt.TCPBacklogDrop',
+  'Udp.InDatagrams',
+  'Udp.OutDatagrams',
+  'Udp.RcvbufErrors',
+  'Udp.InErrors',
+  'Udp.NoPorts',
+];
+async function readNetCounters(hosts) {
+  return Promise.all(
     hosts.map(async (h) => {
-      const r = await h.exec(['iptables', '-w', '-L', 'INPUT', '-v', '-n', '-x'], { timeoutMs: 10_000 });
-      const line = r.stdout.split('\n').find((l) => l.includes(`dpt:${MESH_PORT}`) && l.includes('flags:'));
-      return line ? Number(line.trim().split(/\s+/)[0]) : Number.NaN;
+      const r = await h.exec(['cat', '/proc/net/snmp', '/proc/net/netstat'], { timeoutMs: 10_000 });
+      const m = {};
+      const lines = r.stdout.split('\n');
+      for (let i = 0; i + 1 < lines.length; i++) {
+        const head = lines[i].split(/\s+/);
+        const vals = lines[i + 1].split(/\s+/);
+        if (head[0] !== vals[0] || !head[0]?.endsWith(':') || Number.isNaN(Number(vals[1]))) continue;
+        const prefix = head[0].slice(0, -1);
+        for (let j = 1; j < head.length; j++) m[`${prefix}.${head[j]}`] = Number(vals[j]);
+        i++;
+      }
+      return m;
     }),
   );
-  return counts.every(Number.isFinite) ? counts : undefined;
+}
+function netDelta(before, after) {
+  const out = {};
+  for (const k of NET_COUNTERS) {
+    let total = 0;
+    for (let i = 0; i < after.length; i++) total += (after[i]?.[k] ?? 0) - (before?.[i]?.[k] ?? 0);
+    out[k] = total;
+  }
+  return out;
 }
 
 async function runOnce(lab, strategy, n, a, log) {
   const hosts = lab.hosts.slice(0, n);
-  await zeroSynCounters(hosts);
+  const netBefore = await readNetCounters(hosts);
   const spawnAt = Date.now();
   const t0 = performance.now();
   // All at once: the nodes start concurrently, as a deploy would start them.
-  const nodes = hosts.map((h) => new BenchNode(h, n, strategy, a.events));
+  const profDir = a.cpuProf ? join(HERE, 'results', 'prof', `formation-${strategy}-n${n}-${Date.now()}`) : undefined;
+  const nodes = hosts.map((h) => new BenchNode(h, n, strategy, a.events, profDir));
+  if (profDir) log(`    cpu profiles: ${relative(process.cwd(), profDir)}/h*/`);
   const out = { strategy, n, ok: false };
   try {
     const startTimeoutMs = 15_000 + 500 * n;
@@ -316,12 +354,18 @@ async function runOnce(lab, strategy, n, a, log) {
         .map((x) => x.proc.output().slice(-3000));
     }
     out.diagnostics = diagnostics(nodes, spawnAt);
-    const syns = await readSynCounters(hosts);
-    out.diagnostics.tcpConnects = syns ? { syns: sum(syns), pairs: (n * (n - 1)) / 2, perPair: round2(sum(syns) / ((n * (n - 1)) / 2)), maxIntoOneNode: max(syns) } : undefined;
+    const net = netDelta(netBefore, await readNetCounters(hosts));
+    out.diagnostics.kernel = net;
+    out.diagnostics.tcpConnectsPerPair = round2(net['Tcp.ActiveOpens'] / ((n * (n - 1)) / 2));
     if (a.events) out.events = Object.fromEntries(nodes.map((x) => [x.name, x.events(spawnAt)]));
     out.elapsedSec = round1((performance.now() - t0) / 1000);
     return out;
   } finally {
+    if (profDir) {
+      // A clean exit writes the .cpuprofile files; SIGKILL after 5 s regardless.
+      for (const x of nodes) x.send({ cmd: 'exit' });
+      await Promise.race([Promise.all(nodes.map((x) => x.proc.exited)), sleep(5000)]);
+    }
     for (const x of nodes) x.kill();
     await Promise.race([Promise.all(nodes.map((x) => x.proc.exited)), sleep(5000)]);
     // Next run starts from cold neighbour caches, as a fresh deploy would.
@@ -581,7 +625,6 @@ async function main() {
   log(`creating a lab of ${maxN} hosts (+ the bridge namespace)`);
   const lab = await netns.createHosts(maxN, { prefix: 'fdnb-' });
   try {
-    await installSynCounters(lab.hosts);
     result.lab = { subnet: lab.subnet, hosts: maxN, createdInSec: round1((performance.now() - t0) / 1000) };
     log(`lab ${lab.runid} ready: ${lab.subnet}`);
     // Run order: by size; within a size, the strategies alternate run by run, so a burst of

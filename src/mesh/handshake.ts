@@ -160,7 +160,13 @@ function checkPeer(self: HelloInfo, peer: HelloInfo & { v: number }, ch: Handsha
 }
 
 /** Runs the initiator's side. Throws `HandshakeError` on any failure. */
-export async function initiateHandshake(ch: HandshakeChannel, self: HelloInfo, secret: Buffer): Promise<HandshakeResult> {
+export async function initiateHandshake(
+  ch: HandshakeChannel,
+  self: HelloInfo,
+  secret: Buffer,
+  /** Told who the peer is as soon as it has proved the secret, before the acceptor decides. */
+  onPeer?: (peer: HelloInfo) => void,
+): Promise<HandshakeResult> {
   const nI = randomBytes(NONCE_BYTES);
   ch.send(FrameType.HELLO, encode({ step: 1, v: PROTOCOL_VERSION, ...pickInfo(self), nonce: nI } satisfies Hello1));
   const h2 = await expectHello(ch, 2);
@@ -171,6 +177,7 @@ export async function initiateHandshake(ch: HandshakeChannel, self: HelloInfo, s
   if (!proofMatches(mac(secret, 'A', t), (h2 as unknown as Hello2).proof)) {
     refuse(ch, 'bad-secret', `node "${peer.name}" at ${peer.address} proved a different secret`);
   }
+  onPeer?.(peer);
   ch.send(FrameType.HELLO, encode({ step: 3, proof: mac(secret, 'I', t) } satisfies Hello3));
   await expectHello(ch, 4);
   return { peer, ...derive(secret, nI, h2.nonce), initiator: self.name };

@@ -80,6 +80,10 @@ interface LinkState {
 
 const LANE_INDEX: Record<LaneName, number> = { control: 0, events: 1, telemetry: 2, bulk: 3 };
 const TOPIC_PEERS = '$mesh.peers';
+/** Dialer owner for members redialed after they dropped (see `rejoin`). */
+const REJOIN_OWNER = '$rejoin';
+/** How long a dropped member is redialed when no topology asks for it. */
+const REJOIN_WINDOW_MS = 60_000;
 
 type Handler = (payload: unknown, from: string, topic: string, lane: number) => unknown;
 
@@ -101,6 +105,7 @@ export class Mesh {
   private readonly dialer: Dialer;
   private nextCorr = 1;
   private readonly dialListeners = new Set<(a: DialAttempt) => void>();
+  private readonly sockets = new Set<Socket>();
   private stopping = false;
   private readonly closedLanes = LANES.map(() => emptyLaneCounters());
   private readonly received = LANES.map(() => ({ messages: 0, bytes: 0 }));
@@ -169,6 +174,11 @@ export class Mesh {
           rejectUnauthorized: opts.tls.rejectUnauthorized ?? true,
         })
       : createTcpServer();
+    // Peers may connect the moment the port is bound, before the mesh below exists (the heartbeat
+    // worker takes a while to start): hold those sockets and hand them over, never drop them.
+    const early: Socket[] = [];
+    const hold = (socket: Socket) => early.push(socket);
+    server.on(opts.tls ? 'secureConnection' : 'connection', hold);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen({ host: opts.host, port: opts.port }, () => {
@@ -184,7 +194,10 @@ export class Mesh {
       server.close();
       throw err;
     }
-    return new Mesh(opts, server, heartbeat, port);
+    const mesh = new Mesh(opts, server, heartbeat, port);
+    server.off(opts.tls ? 'secureConnection' : 'connection', hold);
+    for (const socket of early) mesh.onInbound(socket);
+    return mesh;
   }
 
   private helloInfo(): HelloInfo {
@@ -247,8 +260,9 @@ export class Mesh {
     const entry: { address: string; name?: string } = { address };
     this.outbound.set(link, entry);
     try {
-      const hs = await initiateHandshake(link.handshakeChannel(), this.helloInfo(), this.opts.secret);
-      entry.name = hs.peer.name;
+      const hs = await initiateHandshake(link.handshakeChannel(), this.helloInfo(), this.opts.secret, (peer) => {
+        entry.name = peer.name;
+      });
       if (this.stopping) throw new HandshakeError('shutting-down', 'node is stopping');
       this.promote(link, hs, address);
       return { ok: true, peer: hs.peer.name, already: false };
@@ -292,6 +306,10 @@ export class Mesh {
   }
 
   private newLink(socket: Socket, direction: 'inbound' | 'outbound'): Link {
+    // Every socket is tracked, links or not (handshakes in flight, tie-break losers), so stop()
+    // can close them all instead of waiting on server.close() for sockets it does not know.
+    this.sockets.add(socket);
+    socket.once('close', () => this.sockets.delete(socket));
     return new Link(socket, direction, {
       maxFrameBytes: this.opts.maxFrameBytes,
       maxMessageBytes: this.opts.maxMessageBytes,
@@ -347,6 +365,17 @@ export class Mesh {
     return { ok: true };
   }
 
+  /**
+   * Of two links between the same incarnations, which one both ends keep: a peer that opened a
+   * second link itself saw the first one die, so the newer wins; otherwise the link opened by the
+   * node with the smaller name wins. Both ends compute the same answer.
+   */
+  private newLinkWins(prev: HandshakeResult, next: HandshakeResult): boolean {
+    if (prev.initiator === next.initiator) return true;
+    const smaller = this.self.name < next.peer.name ? this.self.name : next.peer.name;
+    return next.initiator === smaller;
+  }
+
   private handshakeFailed(link: Link, error: Error, address: string | undefined): void {
     link.close('handshake-failed');
     const reason = error instanceof HandshakeError ? error.reason : 'protocol';
@@ -367,6 +396,12 @@ export class Mesh {
     const addresses = new Set<string>([hs.peer.address]);
     if (dialedAddress) addresses.add(dialedAddress);
     const state: LinkState = { link, hs, addresses };
+    if (prev && prev.hs.peer.incarnation === hs.peer.incarnation && !this.newLinkWins(prev.hs, hs)) {
+      // Two links raced to completion; both ends keep the same one and drop the other.
+      link.close('duplicate-link');
+      for (const a of addresses) prev.addresses.add(a);
+      return;
+    }
     if (prev) {
       for (const a of prev.addresses) addresses.add(a);
       this.links.delete(name);
@@ -392,7 +427,9 @@ export class Mesh {
       onClose: (cause) => this.onLinkClosed(name, state, cause),
     });
     if (link.isClosed) return;
-    const remoteHost = link.socket.remoteAddress ?? parseAddress(hs.peer.address)?.host ?? '127.0.0.1';
+    // Heartbeats go where the peer listens (its advertised host), not to the source address of
+    // its connection, which differs on multi-homed hosts and with address aliases.
+    const remoteHost = parseAddress(hs.peer.address)?.host ?? link.socket.remoteAddress ?? '127.0.0.1';
     this.heartbeat.addPeer({ peer: name, linkId: hs.linkId, sessionKey: hs.sessionKey, host: remoteHost, port: hs.peer.heartbeatPort });
     for (const a of addresses) this.dialer.connected(a);
     if (!prev || prev.hs.peer.incarnation !== hs.peer.incarnation || this.membership.get(name)?.status === 'down') {
@@ -461,8 +498,21 @@ export class Mesh {
       this.membership.markDown(name, reason);
       this.log.info({ peer: name, reason }, 'member down');
       publish(TelemetryChannels.linkClosed, { node: this.self.name, peer: name, remote: state.link.remote, reason });
-      if (!this.stopping) for (const a of state.addresses) this.dialer.disconnected(a);
+      if (!this.stopping) {
+        for (const a of state.addresses) this.dialer.disconnected(a);
+        if (reason === 'heartbeat-timeout' || reason === 'connection-closed') this.rejoin(state.hs.peer);
+      }
     }
+  }
+
+  /**
+   * A member learnt through another member (not from a topology) has nobody to redial it after a
+   * partition heals if that other member is gone too: keep trying it for a while ourselves.
+   */
+  private rejoin(peer: HelloInfo): void {
+    if (peer.hidden || this.opts.hidden || this.dialer.isWanted(peer.address)) return;
+    this.dialer.want(peer.address, REJOIN_OWNER);
+    setTimeout(() => this.dialer.release(peer.address, REJOIN_OWNER), REJOIN_WINDOW_MS).unref();
   }
 
   private retireLink(state: LinkState): void {
@@ -733,6 +783,7 @@ export class Mesh {
       this.membership.markDown(name, 'left');
     }
     await Promise.race([Promise.all(closing), new Promise((r) => setTimeout(r, 1000).unref())]);
+    for (const socket of this.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.heartbeat.stop();
   }

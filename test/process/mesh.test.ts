@@ -9,6 +9,7 @@ import { TestCluster, isDown, isUp } from '../helpers/cluster.js';
 
 const SECRET = 'mesh-test-secret';
 const base = { secret: SECRET, host: '127.0.0.1' };
+const base_opts = () => ({ ...base });
 
 describe('mesh (multi-process)', () => {
   const cluster = new TestCluster();
@@ -30,6 +31,26 @@ describe('mesh (multi-process)', () => {
     const formedAt = Math.max(...ups.map((e) => e.at));
     expect(formedAt - lastStart).toBeLessThan(1000);
     for (const n of [a, b, c]) expect((await n.proc.members()).filter((m) => m.status === 'up')).toHaveLength(2);
+  });
+
+  it('leaves one link per pair when every node dials every other at the same moment', async () => {
+    const base = 30_000 + Math.floor(Math.random() * 20_000);
+    const names = ['n1', 'n2', 'n3', 'n4', 'n5'];
+    const hosts = names.map((_, i) => `127.0.0.1:${base + i}`);
+    const started = await Promise.all(
+      names.map((name, i) => cluster.start(name, { ...base_opts(), name, port: base + i, cluster: { strategy: 'static', hosts } })),
+    );
+    const lastStart = Math.max(...started.map((n) => n.proc.events.find((e) => e.event === 'started')?.at as number));
+    const ups = await Promise.all(started.flatMap((n) => names.filter((x) => x !== n.id.name).map((x) => n.proc.waitFor(isUp(x), 5000, `${x} up`))));
+    expect(Math.max(...ups.map((e) => e.at)) - lastStart).toBeLessThan(1500);
+    await new Promise((r) => setTimeout(r, 500));
+    for (const n of started) {
+      const members = await n.proc.members();
+      expect(members.map((m) => m.name).sort()).toEqual(names.filter((x) => x !== n.id.name));
+      expect(members.every((m) => m.status === 'up')).toBe(true);
+      // The race never cost a member a down/up flap.
+      expect(n.proc.events.some((e) => e.event === 'down')).toBe(false);
+    }
   });
 
   it('joins transitively: a node that knows one member reaches all of them', async () => {
