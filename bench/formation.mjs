@@ -153,6 +153,7 @@ class BenchNode {
     const opts = { name: host.name, host: '0.0.0.0', advertiseHost: host.ip, port: MESH_PORT, secret: SECRET, topologies };
     const env = { BENCH_EXPECT_PEERS: String(n - 1), ...(DIST === join(ROOT, 'dist') ? {} : { BENCH_FOUNDATION_DIST: DIST }) };
     const execArgv = profDir ? ['--cpu-prof', '--cpu-prof-dir', join(profDir, host.name)] : [];
+    this.profiled = execArgv.length > 0;
     this.proc = host.spawn([process.execPath, ...execArgv, NODE_SCRIPT, JSON.stringify(opts)], { stdin: 'pipe', env, bufferBytes: 64 * 1024, label: `node ${host.name}` });
     this.proc.on('error', () => {});
     this.proc.stdin?.on('error', () => {});
@@ -305,8 +306,9 @@ async function runOnce(lab, strategy, n, a, log) {
   const t0 = performance.now();
   // All at once: the nodes start concurrently, as a deploy would start them.
   const profDir = a.cpuProf ? join(HERE, 'results', 'prof', `formation-${strategy}-n${n}-${Date.now()}`) : undefined;
-  const nodes = hosts.map((h) => new BenchNode(h, n, strategy, a.events, profDir));
-  if (profDir) log(`    cpu profiles: ${relative(process.cwd(), profDir)}/h*/`);
+  // Profiling slows a process down: only the first and the last node are profiled.
+  const nodes = hosts.map((h, i) => new BenchNode(h, n, strategy, a.events, i === 0 || i === n - 1 ? profDir : undefined));
+  if (profDir) log(`    cpu profiles of h0 and h${n - 1}: ${relative(process.cwd(), profDir)}/`);
   const out = { strategy, n, ok: false };
   try {
     const startTimeoutMs = 15_000 + 500 * n;
@@ -363,8 +365,9 @@ async function runOnce(lab, strategy, n, a, log) {
   } finally {
     if (profDir) {
       // A clean exit writes the .cpuprofile files; SIGKILL after 5 s regardless.
-      for (const x of nodes) x.send({ cmd: 'exit' });
-      await Promise.race([Promise.all(nodes.map((x) => x.proc.exited)), sleep(5000)]);
+      const profiled = nodes.filter((x) => x.profiled);
+      for (const x of profiled) x.send({ cmd: 'exit' });
+      await Promise.race([Promise.all(profiled.map((x) => x.proc.exited)), sleep(5000)]);
     }
     for (const x of nodes) x.kill();
     await Promise.race([Promise.all(nodes.map((x) => x.proc.exited)), sleep(5000)]);

@@ -146,7 +146,7 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): FoundationOptions {
         break;
       default: {
         const hint = didYouMean(kind, ENV_CLUSTER_VALUES);
-        throw new ConfigError('FOUNDATION_CLUSTER', `"${kind}" is not allowed${hint ? `; did you mean "${hint}"?` : ''} Allowed values: ${ENV_CLUSTER_VALUES.join(', ')}`);
+        throw new ConfigError('FOUNDATION_CLUSTER', `"${kind}" is not allowed${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${ENV_CLUSTER_VALUES.join(', ')}`);
       }
     }
   }

@@ -2,7 +2,8 @@
  * `foundation config explain`: the topologies a set of options and environment resolves to,
  * exactly as `Foundation.start` would run them. Secrets are redacted.
  */
-import type { TopologySpec } from '../discovery/registry.js';
+import { type TopologySpec, createStrategy } from '../discovery/registry.js';
+import { SecretRequiredError } from '../errors.js';
 import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
 import { mdnsAvailable } from '../discovery/mdns.js';
 import type { FoundationOptions } from '../foundation.js';
@@ -40,6 +41,9 @@ export async function explainConfig(options: FoundationOptions, env: NodeJS.Proc
     secret: secret === 'insecure' ? undefined : '<node secret>',
     mdnsAvailable: o.cluster === true ? await mdnsAvailable() : false,
   });
+  // Build every strategy as start would, so a bad topology fails here too (constructors only validate).
+  for (const [name, spec] of Object.entries(resolved.topologies)) createStrategy(name, spec);
+  if (secret === 'cookie-file' && (env.NODE_ENV ?? process.env.NODE_ENV) === 'production') throw new SecretRequiredError();
   const topologies: Explanation['topologies'] = {};
   for (const [name, spec] of Object.entries(resolved.topologies)) {
     topologies[name] = { strategy: strategyName(spec), config: redact(spec.config ?? {}) as Record<string, unknown> };

@@ -161,7 +161,7 @@ export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSche
     const allowed = shape instanceof z.ZodObject ? Object.keys(shape.shape) : [];
     const key = issue.keys[0] as string;
     const hint = didYouMean(key, allowed);
-    return new ConfigError(formatPath([...path, key]), `unknown key${hint ? `; did you mean "${hint}"?` : ''} Allowed keys: ${allowed.join(', ')}`);
+    return new ConfigError(formatPath([...path, key]), `unknown key${hint ? `; did you mean "${hint}"?` : '.'} Allowed keys: ${allowed.join(', ')}`);
   }
   if (issue.code === 'invalid_value') {
     const allowed = issue.values.map((v) => JSON.stringify(v));
@@ -175,7 +175,7 @@ export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSche
       const hint = typeof given === 'string' ? didYouMean(given, allowed.map((a) => JSON.parse(a) as string)) : undefined;
       return new ConfigError(
         formatPath([...path, 'strategy']),
-        `unknown strategy ${JSON.stringify(given)}${hint ? `; did you mean "${hint}"?` : ''} Allowed values: ${allowed.join(', ')}`,
+        `unknown strategy ${JSON.stringify(given)}${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${allowed.join(', ')}`,
       );
     }
     // Report the most specific branch's problem rather than a bare "Invalid input".

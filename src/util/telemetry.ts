@@ -5,7 +5,7 @@
 import { channel, type Channel } from 'node:diagnostics_channel';
 
 export const TelemetryChannels = {
-  /** `{ node, member, reason? }` — a member came up. */
+  /** `{ node, member }` — a member came up. */
   memberUp: 'foundation:member:up',
   /** `{ node, member, reason }` — a member went down. */
   memberDown: 'foundation:member:down',
@@ -13,11 +13,11 @@ export const TelemetryChannels = {
   memberSuspect: 'foundation:member:suspect',
   /** `{ node, member }` — a suspected member answered again. */
   memberAlive: 'foundation:member:alive',
-  /** `{ node, peer?, remote, reason, message }` — a handshake failed. */
+  /** `{ node, remote, address?, reason, message }` — a handshake failed (`address`: the dialed address, for outbound links). */
   handshakeFailed: 'foundation:link:handshake-failed',
-  /** `{ node, peer, remote, reason, error? }` — a link closed. */
+  /** `{ node, peer, remote, reason }` — a member's link closed (`reason` is the member's DownReason). */
   linkClosed: 'foundation:link:closed',
-  /** `{ node, topology, strategy, peer, durationMs, result }` — a discovery connect attempt ended. */
+  /** `{ node, topology, strategy, peer, durationMs, result: 'ok' | 'error', error? }` — a discovery connect attempt ended. */
   discoveryConnect: 'foundation:discovery:connect',
   /** `{ node, topology, strategy, peer, result }` — a discovery strategy disconnected a node. */
   discoveryDisconnect: 'foundation:discovery:disconnect',
