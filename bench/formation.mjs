@@ -5,7 +5,7 @@
 //
 //   node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3]
 //                            [--timeout 20] [--budget 330] [--out file.json] [--dist DIR] [--verbose] [--events]
-//                            [--cpu-prof]
+//                            [--cpu-prof] [--settle 500]
 //
 // Needs root (ip netns, iptables) and a build (dist/): `npm run bench:formation` builds first.
 // The lab is test/helpers/netns.ts itself, loaded through tsx: every node runs inside a lab
@@ -28,8 +28,6 @@ const MESH_PORT = 7400;
 const SECRET = 'bench';
 /** Sizes from this one up use --runs-large. */
 const LARGE = 30;
-/** After the mesh is complete, how long the run keeps watching for 'down' events (flapping). */
-const SETTLE_MS = 500;
 /**
  * libcluster's Gossip strategy (bitwalker/libcluster, lib/strategy/gossip.ex): one heartbeat at
  * init, then `Process.send_after(self(), :heartbeat, :rand.uniform(5_000))`, i.e. every 1-5000 ms
@@ -60,6 +58,7 @@ function parseArgs(argv) {
     verbose: false,
     events: false,
     cpuProf: false,
+    settle: 500,
   };
   const list = (s) =>
     s
@@ -84,9 +83,10 @@ function parseArgs(argv) {
     else if (k === '--verbose' || k === '-v') a.verbose = true;
     else if (k === '--events') a.events = true;
     else if (k === '--cpu-prof') a.cpuProf = true;
+    else if (k === '--settle') a.settle = Number(v());
     else if (k === '-h' || k === '--help') {
       console.log(
-        'usage: node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3] [--timeout 20] [--budget 330] [--out file] [--dist DIR] [--verbose] [--events] [--cpu-prof]',
+        'usage: node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3] [--timeout 20] [--budget 330] [--out file] [--dist DIR] [--verbose] [--events] [--cpu-prof] [--settle ms]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
@@ -100,6 +100,7 @@ function parseArgs(argv) {
     if (!(Number.isInteger(x) && x >= 1 && x <= max)) throw new Error(`${k} must be an integer in 1..${max}`);
   if (!(a.timeout >= 1 && a.timeout <= 120)) throw new Error('--timeout must be in [1, 120] seconds');
   if (!(a.budget >= 10 && a.budget <= 3600)) throw new Error('--budget must be in [10, 3600] seconds');
+  if (!(Number.isInteger(a.settle) && a.settle >= 0 && a.settle <= 10_000)) throw new Error('--settle must be an integer in [0, 10000] ms');
   a.sizes = [...new Set(a.sizes)].sort((x, y) => x - y);
   return a;
 }
@@ -115,6 +116,12 @@ function median(xs) {
   const s = xs.filter((x) => x !== undefined && x !== null && Number.isFinite(x)).sort((x, y) => x - y);
   return s.length ? s[Math.floor((s.length - 1) / 2)] : undefined;
 }
+/** Nearest-rank percentile (0..1) of the finite values. */
+function pct(xs, q) {
+  const s = xs.filter((x) => Number.isFinite(x)).sort((x, y) => x - y);
+  return s.length ? s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))] : undefined;
+}
+const spread = (xs) => ({ p50: pct(xs, 0.5), p90: pct(xs, 0.9), max: pct(xs, 1) });
 function max(xs) {
   const s = xs.filter((x) => x !== undefined && x !== null && Number.isFinite(x));
   return s.length ? Math.max(...s) : undefined;
@@ -302,6 +309,7 @@ function netDelta(before, after) {
 async function runOnce(lab, strategy, n, a, log) {
   const hosts = lab.hosts.slice(0, n);
   const netBefore = await readNetCounters(hosts);
+  const loadAvg1 = round1(os.loadavg()[0]);
   const spawnAt = Date.now();
   const t0 = performance.now();
   // All at once: the nodes start concurrently, as a deploy would start them.
@@ -309,7 +317,7 @@ async function runOnce(lab, strategy, n, a, log) {
   // Profiling slows a process down: only the first and the last node are profiled.
   const nodes = hosts.map((h, i) => new BenchNode(h, n, strategy, a.events, i === 0 || i === n - 1 ? profDir : undefined));
   if (profDir) log(`    cpu profiles of h0 and h${n - 1}: ${relative(process.cwd(), profDir)}/`);
-  const out = { strategy, n, ok: false };
+  const out = { strategy, n, ok: false, loadAvg1 };
   try {
     const startTimeoutMs = 15_000 + 500 * n;
     const allStarted = await until(() => nodes.every((x) => x.startedAt !== undefined) || nodes.some((x) => x.failed), startTimeoutMs);
@@ -326,7 +334,9 @@ async function runOnce(lab, strategy, n, a, log) {
       Math.max(0, lastStartedAt + a.timeout * 1000 - Date.now()),
     );
     const formedAt = formed && !nodes.some((x) => x.failed) ? max(nodes.map((x) => x.completeAt)) : undefined;
-    if (formedAt !== undefined) await sleep(SETTLE_MS);
+    // After the full mesh: keep watching for 'down' events (a flap fails the run), and let the
+    // steady-state CPU (heartbeats, periodic discovery) show over a known window.
+    if (formedAt !== undefined) await sleep(a.settle);
     // Diagnostics from every node, then the verdict (a flap during the settle window counts).
     for (const x of nodes) x.send({ cmd: 'stats' });
     await until(() => nodes.every((x) => x.stats || x.exited), 3000);
@@ -355,7 +365,7 @@ async function runOnce(lab, strategy, n, a, log) {
         .slice(0, 1)
         .map((x) => x.proc.output().slice(-3000));
     }
-    out.diagnostics = diagnostics(nodes, spawnAt);
+    out.diagnostics = diagnostics(nodes, spawnAt, formedAt);
     const net = netDelta(netBefore, await readNetCounters(hosts));
     out.diagnostics.kernel = net;
     out.diagnostics.tcpConnectsPerPair = round2(net['Tcp.ActiveOpens'] / ((n * (n - 1)) / 2));
@@ -378,9 +388,37 @@ async function runOnce(lab, strategy, n, a, log) {
 }
 
 /** Where the time and the work went, aggregated over the nodes of one run. */
-function diagnostics(nodes, spawnAt) {
+function diagnostics(nodes, spawnAt, formedAt) {
   const d = {};
   const startedAt = new Map(nodes.map((x) => [x.name, x.startedAt]));
+  // Discovery vs connection, per ordered pair (a dials b because its strategy reported b):
+  //   discovery lag = a's first dial to b started - the later of a's and b's 'started'
+  //   connect       = duration of that first dial (TCP connect + handshake; a lost tie-break included)
+  //   dial -> up    = a sees b up - a's first dial to b started (whichever link made it)
+  const nameOf = new Map(nodes.map((x) => [`${x.host.ip}:${MESH_PORT}`, x.name]));
+  const lag = [];
+  const connect = [];
+  const toUp = [];
+  for (const x of nodes) {
+    const first = new Map();
+    for (const e of x.dials) {
+      const peer = nameOf.get(e.peer);
+      if (!peer || first.has(peer)) continue;
+      first.set(peer, e.at - e.ms);
+      lag.push(e.at - e.ms - Math.max(x.startedAt, startedAt.get(peer)));
+      connect.push(e.ms);
+    }
+    for (const [peer, at] of first) if (x.ups.has(peer)) toUp.push(x.ups.get(peer) - at);
+  }
+  d.discoveryLagMs = spread(lag);
+  d.firstDialMs = spread(connect);
+  d.dialToUpMs = spread(toUp);
+  // Share of the machine the nodes used between the first spawn and the full mesh (each node's
+  // CPU counted up to its own completion): near 1 means the run was CPU-bound.
+  if (formedAt !== undefined) {
+    const cpuMs = sum(nodes.map((x) => x.cpuAtCompleteMs ?? 0));
+    d.cpuShareOfMachine = round2(cpuMs / ((formedAt - spawnAt) * os.cpus().length));
+  }
   // Per ordered pair (a sees b up): time after the later of the two had started.
   const pairs = [];
   for (const x of nodes) for (const [peer, at] of x.ups) if (startedAt.has(peer)) pairs.push(at - Math.max(x.startedAt, startedAt.get(peer)));
@@ -467,9 +505,17 @@ function summarize(runs, strategy, n) {
     startSpreadMsMedian: median(rs.map((r) => r.startSpreadMs)),
     lastStartedAfterSpawnMsMedian: median(rs.map((r) => r.lastStartedAfterSpawnMs)),
     pairUpMsMedian: median(ok.map((r) => r.diagnostics?.pairUpAfterBothStartedMs?.median)),
-    dialMsMax: max(rs.map((r) => r.diagnostics?.discoveryDials?.maxMs)),
+    discoveryLagMs: { p50Median: median(rs.map((r) => r.diagnostics?.discoveryLagMs?.p50)), max: max(rs.map((r) => r.diagnostics?.discoveryLagMs?.max)) },
+    firstDialMs: { p50Median: median(rs.map((r) => r.diagnostics?.firstDialMs?.p50)), max: max(rs.map((r) => r.diagnostics?.firstDialMs?.max)) },
+    dialToUpMsMax: max(rs.map((r) => r.diagnostics?.dialToUpMs?.max)),
+    tcpConnectsPerPairMedian: median(rs.map((r) => r.diagnostics?.tcpConnectsPerPair)),
     tieBreakLossesMedian: median(rs.map((r) => r.diagnostics?.links?.tieBreakLosses)),
+    handshakeTimeouts: sum(rs.map((r) => r.diagnostics?.handshakeFailures?.timeout ?? 0)),
+    cpuShareMedian: median(ok.map((r) => r.diagnostics?.cpuShareOfMachine)),
+    cpuMsPerNodeAtStartedMedian: median(rs.map((r) => r.diagnostics?.cpuMsAtStarted?.median)),
+    cpuMsPerNodeFormingMedian: median(rs.map((r) => r.diagnostics?.cpuMsStartedToComplete?.median)),
     downs: sum(rs.map((r) => r.diagnostics?.downs ?? 0)),
+    loadAvg1: rs.map((r) => r.loadAvg1),
   };
   const m = s.fromLastStartedMs.median;
   s.vsLibcluster =
@@ -513,10 +559,40 @@ function report(r) {
   );
   parts.push(
     table(
-      'Where the time went (medians over runs unless marked)',
-      ['strategy', 'N', 'spawn -> last started', 'pair up after both started', 'dial max (all runs)', 'tie-break losses', 'downs (all runs)'],
-      r.summary.map((s) => [s.strategy, s.n, fmt(s.lastStartedAfterSpawnMsMedian), fmt(s.pairUpMsMedian), fmt(s.dialMsMax), fmt(s.tieBreakLossesMedian), s.downs]),
+      'Where the time went: ms (p50 = median over runs of the per-run p50; max = over all runs)',
+      [
+        'strategy',
+        'N',
+        'spawn -> last started',
+        'discovery lag p50/max',
+        'first dial p50/max',
+        'dial -> up max',
+        'TCP connects per pair',
+        'tie-break losses',
+        'hs timeouts',
+        'CPU ms/node start / forming',
+        'CPU share',
+        'downs',
+        'load avg (1 min) per run',
+      ],
+      r.summary.map((s) => [
+        s.strategy,
+        s.n,
+        fmt(s.lastStartedAfterSpawnMsMedian),
+        `${fmt(s.discoveryLagMs.p50Median)} / ${fmt(s.discoveryLagMs.max)}`,
+        `${fmt(s.firstDialMs.p50Median)} / ${fmt(s.firstDialMs.max)}`,
+        fmt(s.dialToUpMsMax),
+        fmt(s.tcpConnectsPerPairMedian, 2),
+        fmt(s.tieBreakLossesMedian),
+        s.handshakeTimeouts,
+        `${fmt(s.cpuMsPerNodeAtStartedMedian)} / ${fmt(s.cpuMsPerNodeFormingMedian)}`,
+        fmt(s.cpuShareMedian, 2),
+        s.downs,
+        s.loadAvg1.map((x) => fmt(x, 1)).join(' '),
+      ]),
     ),
+    '  discovery lag: strategy report -> first dial, after both nodes started; first dial: TCP connect + handshake of that dial;\n' +
+      '  CPU share: CPU of all nodes / (cores x wall) from first spawn to full mesh (near 1 = CPU-bound); details per run in the JSON.',
   );
   parts.push(
     `\nReference (documented, NOT measured in this run): libcluster Gossip heartbeats every :rand.uniform(5_000) ms,` +
@@ -605,7 +681,7 @@ async function main() {
       largeFrom: LARGE,
       timeoutSec: a.timeout,
       budgetSec: a.budget,
-      settleMs: SETTLE_MS,
+      settleMs: a.settle,
       meshPort: MESH_PORT,
       nodeOptions: {
         name: 'h<i>',

@@ -5,7 +5,7 @@
 import type { EventEmitter } from 'node:events';
 import type { Registry } from 'prom-client';
 import type { TopologyStats } from './discovery/topology.js';
-import type { LaneName, Member, NodeIdentity, DownReason } from './mesh/types.js';
+import type { DownReason, LaneName, Member, NodeIdentity } from './mesh/types.js';
 
 /** The discovery topologies this node runs. */
 export interface DiscoveryView {

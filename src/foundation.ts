@@ -10,7 +10,7 @@ import { parseOptions } from './config/options.js';
 import { mdnsAvailable } from './discovery/mdns.js';
 import type { ClusterOption } from './discovery/modes.js';
 import { resolveTopologies } from './discovery/modes.js';
-import { type TopologySpec, createStrategy } from './discovery/registry.js';
+import { createStrategy, type TopologySpec } from './discovery/registry.js';
 import { Topology } from './discovery/topology.js';
 import { ConfigError, ErrorCodes, MessagingError } from './errors.js';
 import { DEFAULT_BACKOFF } from './mesh/dialer.js';
@@ -21,9 +21,9 @@ import { Mesh, type MeshTlsOptions } from './mesh/mesh.js';
 import { resolveSecret } from './mesh/secret.js';
 import type { LaneName, Member } from './mesh/types.js';
 import { LANES } from './mesh/types.js';
-import { createMetrics } from './surfaces/metrics.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
-import { type Logger, defaultLogger } from './util/logger.js';
+import { createMetrics } from './surfaces/metrics.js';
+import { defaultLogger, type Logger } from './util/logger.js';
 
 /** Failure detector tuning. The defaults detect a silent peer in about 2 s. */
 export interface FailureDetectorOptions {
@@ -211,7 +211,8 @@ function messaging(mesh: Mesh): MeshMessaging & { raw: Mesh } {
       try {
         assertUserTopic(topic);
         const timeoutMs = opts?.timeoutMs ?? 5000;
-        if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) throw new ConfigError('timeoutMs', `must be a positive number of milliseconds, got ${String(timeoutMs)}`);
+        if (!Number.isFinite(timeoutMs) || timeoutMs <= 0)
+          throw new ConfigError('timeoutMs', `must be a positive number of milliseconds, got ${String(timeoutMs)}`);
         return mesh.request(node, topic, payload, opts?.lane ?? 'events', timeoutMs);
       } catch (err) {
         return Promise.reject(err);
@@ -318,4 +319,4 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
 /** Foundation's entry point. */
 export const Foundation = { start } as const;
 
-export { MessagingError, ErrorCodes };
+export { ErrorCodes, MessagingError };

@@ -13,18 +13,14 @@ export type {
   RequestOptions,
   SendOptions,
 } from './api.js';
-export type { FailureDetectorOptions, FoundationOptions, LaneOptions } from './foundation.js';
-export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';
-export type { MeshTlsOptions } from './mesh/mesh.js';
-export type { Strategy, StrategyClass, StrategyContext } from './discovery/strategy.js';
-export type { TopologySpec } from './discovery/registry.js';
-export type { ClusterOption, ClusterShorthand } from './discovery/modes.js';
-export type { StaticStrategyConfig } from './discovery/static.js';
 export type { LocalStrategyConfig } from './discovery/local.js';
-export type { Logger } from './util/logger.js';
+export { LocalStrategy } from './discovery/local.js';
+export type { ClusterOption, ClusterShorthand } from './discovery/modes.js';
+export type { TopologySpec } from './discovery/registry.js';
+export type { StaticStrategyConfig } from './discovery/static.js';
+export { StaticStrategy } from './discovery/static.js';
+export type { Strategy, StrategyClass, StrategyContext } from './discovery/strategy.js';
 export type { ErrorCode, HandshakeFailureReason } from './errors.js';
-
-export { Foundation } from './foundation.js';
 export {
   ConfigError,
   ErrorCodes,
@@ -36,6 +32,10 @@ export {
   SecretRequiredError,
   SerializationError,
 } from './errors.js';
-export { StaticStrategy } from './discovery/static.js';
-export { LocalStrategy } from './discovery/local.js';
+export type { FailureDetectorOptions, FoundationOptions, LaneOptions } from './foundation.js';
+
+export { Foundation } from './foundation.js';
+export type { MeshTlsOptions } from './mesh/mesh.js';
+export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';
+export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';

@@ -37,7 +37,10 @@ export const ENV_VARIABLES: Record<string, string> = {
 /** A known variable within one or two typos of `key` (compared without the shared prefix). */
 function nearMiss(key: string, known: string[]): string | undefined {
   const suffix = key.slice('FOUNDATION_'.length);
-  const hint = didYouMean(suffix, known.map((k) => k.slice('FOUNDATION_'.length)));
+  const hint = didYouMean(
+    suffix,
+    known.map((k) => k.slice('FOUNDATION_'.length)),
+  );
   if (!hint) return undefined;
   const limit = Math.max(1, Math.floor(Math.min(suffix.length, hint.length) / 4));
   return levenshtein(suffix, hint) <= limit ? `FOUNDATION_${hint}` : undefined;
@@ -110,7 +113,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): FoundationOptions {
         break;
       case 'kubernetes': {
         const mode = env.FOUNDATION_K8S_MODE;
-        if (mode && mode !== 'endpointslices' && mode !== 'pods') throw new ConfigError('FOUNDATION_K8S_MODE', `"${mode}" is not allowed. Allowed values: endpointslices, pods`);
+        if (mode && mode !== 'endpointslices' && mode !== 'pods')
+          throw new ConfigError('FOUNDATION_K8S_MODE', `"${mode}" is not allowed. Allowed values: endpointslices, pods`);
         o.cluster = {
           strategy: 'kubernetes',
           appName: required(env, 'FOUNDATION_K8S_APP_NAME', 'FOUNDATION_CLUSTER=kubernetes'),
@@ -146,7 +150,10 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): FoundationOptions {
         break;
       default: {
         const hint = didYouMean(kind, ENV_CLUSTER_VALUES);
-        throw new ConfigError('FOUNDATION_CLUSTER', `"${kind}" is not allowed${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${ENV_CLUSTER_VALUES.join(', ')}`);
+        throw new ConfigError(
+          'FOUNDATION_CLUSTER',
+          `"${kind}" is not allowed${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${ENV_CLUSTER_VALUES.join(', ')}`,
+        );
       }
     }
   }

@@ -2,10 +2,11 @@
  * `foundation config explain`: the topologies a set of options and environment resolves to,
  * exactly as `Foundation.start` would run them. Secrets are redacted.
  */
-import { type TopologySpec, createStrategy } from '../discovery/registry.js';
-import { SecretRequiredError } from '../errors.js';
-import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
+
 import { mdnsAvailable } from '../discovery/mdns.js';
+import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
+import { createStrategy, type TopologySpec } from '../discovery/registry.js';
+import { SecretRequiredError } from '../errors.js';
 import type { FoundationOptions } from '../foundation.js';
 import { mergeEnv, optionsFromEnv } from './env.js';
 import { parseOptions } from './options.js';
@@ -65,7 +66,10 @@ export async function explainConfig(options: FoundationOptions, env: NodeJS.Proc
 
 /** The human-readable form. */
 export function formatExplanation(e: Explanation): string {
-  const lines = [`mode: ${e.mode}`, `node: ${e.node.name ?? '(default name)'} on ${e.node.host}:${e.node.port}, cluster "${e.node.clusterName}", secret: ${e.node.secret}`];
+  const lines = [
+    `mode: ${e.mode}`,
+    `node: ${e.node.name ?? '(default name)'} on ${e.node.host}:${e.node.port}, cluster "${e.node.clusterName}", secret: ${e.node.secret}`,
+  ];
   const names = Object.keys(e.topologies);
   if (names.length === 0) lines.push('topologies: none (the node only accepts links; nothing dials out)');
   else lines.push('topologies:');

@@ -77,7 +77,12 @@ export const optionsSchema = z.strictObject({
   http: z.union([z.literal(false), z.strictObject({ host: z.string().optional(), port: port })]).optional(),
   maxFrameBytes: z.number().int().min(70_000).optional(),
   maxMessageBytes: z.number().int().positive().optional(),
-  fragmentBytes: z.number().int().min(1024).max(1 << 20).optional(),
+  fragmentBytes: z
+    .number()
+    .int()
+    .min(1024)
+    .max(1 << 20)
+    .optional(),
   lanes: z
     .strictObject({
       control: laneSchema.optional(),
@@ -172,7 +177,13 @@ export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSche
     if (discriminator) {
       const allowed = discriminators(schema, issue.path as PropertyKey[]);
       const given = discriminator.input;
-      const hint = typeof given === 'string' ? didYouMean(given, allowed.map((a) => JSON.parse(a) as string)) : undefined;
+      const hint =
+        typeof given === 'string'
+          ? didYouMean(
+              given,
+              allowed.map((a) => JSON.parse(a) as string),
+            )
+          : undefined;
       return new ConfigError(
         formatPath([...path, 'strategy']),
         `unknown strategy ${JSON.stringify(given)}${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${allowed.join(', ')}`,
@@ -189,7 +200,10 @@ function findDiscriminatorIssue(issue: z.core.$ZodIssue): { input: unknown } | u
   if (issue.code !== 'invalid_union') return undefined;
   if ('note' in issue && issue.note === 'No matching discriminator') {
     const input = (issue as { input?: unknown }).input;
-    const disc = typeof input === 'object' && input !== null ? (input as Record<string, unknown>)[String((issue as { discriminator?: string }).discriminator ?? 'strategy')] : input;
+    const disc =
+      typeof input === 'object' && input !== null
+        ? (input as Record<string, unknown>)[String((issue as { discriminator?: string }).discriminator ?? 'strategy')]
+        : input;
     return { input: disc };
   }
   for (const e of issue.errors.flat()) {

@@ -40,6 +40,7 @@ import { networkInterfaces } from 'node:os';
 import { ConfigError } from '../errors.js';
 import { NODE_NAME_PATTERN, parseAddress } from '../mesh/identity.js';
 import { RateLimitedLog } from '../util/logger.js';
+import { ipv4ToInt, isLoopbackV4, isMulticastV4, multicastInterfaceFor, unmapV4 } from './multicast.js';
 import type { Strategy, StrategyContext } from './strategy.js';
 
 /** Configuration of the `gossip` strategy. Every key is optional. */
@@ -300,38 +301,8 @@ function parsePayload(p: Buffer): GossipMessage | undefined {
 // ---------------------------------------------------------------------------
 // Addresses
 
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-}
-
-function isLoopbackV4(ip: string): boolean {
-  return isIPv4(ip) && ip.startsWith('127.');
-}
-
-function isMulticastV4(ip: string): boolean {
-  if (!isIPv4(ip)) return false;
-  const first = Number(ip.split('.')[0]);
-  return first >= 224 && first <= 239;
-}
-
-/** `::ffff:1.2.3.4` → `1.2.3.4` (a dual-stack socket reports IPv4 sources this way). */
-function unmapV4(ip: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  return m ? (m[1] as string) : ip;
-}
-
-/**
- * The interface a node with this advertised address gossips on, when the host part settles
- * it without a DNS lookup: loopback (and wildcards) → `127.0.0.1`, an IPv4 literal → itself.
- * `undefined` for a host name (resolve it) or a non-loopback IPv6 address (fall back to loopback).
- */
-export function gossipInterfaceFor(address: string): string | undefined {
-  const host = parseAddress(address)?.host ?? address;
-  const h = unmapV4(host);
-  if (h === 'localhost' || h === '0.0.0.0' || h === '::' || h === '::1' || isLoopbackV4(h)) return '127.0.0.1';
-  if (isIPv4(h)) return h;
-  return undefined;
-}
+/** The interface this strategy multicasts on for a node's advertised address (see `multicastInterfaceFor`). */
+export const gossipInterfaceFor = multicastInterfaceFor;
 
 function isLocalV4(ip: string): boolean {
   return Object.values(networkInterfaces()).some((list) => (list ?? []).some((a) => a.family === 'IPv4' && a.address === ip));

@@ -4,7 +4,7 @@
  * network namespace and per cluster name, so nodes that cannot reach each other's addresses
  * (another namespace) never see each other.
  */
-import { type FSWatcher, mkdirSync, readFileSync, readdirSync, readlinkSync, renameSync, unlinkSync, watch, writeFileSync } from 'node:fs';
+import { type FSWatcher, mkdirSync, readdirSync, readFileSync, readlinkSync, renameSync, unlinkSync, watch, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';

@@ -49,6 +49,7 @@ import { isIPv4, isIPv6 } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { ConfigError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
+import { findInterface, ipv4ToInt, isLoopbackV4, isMulticastV4, multicastInterfaceFor, unmapV4 } from './multicast.js';
 import type { Strategy, StrategyContext } from './strategy.js';
 
 /** Configuration of the `mdns` strategy. Every key is optional. */
@@ -210,25 +211,6 @@ const CONFIG_KEYS = ['serviceType', 'domain', 'interface', 'ttlSeconds', 'queryI
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 const lower = (s: string) => s.toLowerCase();
 
-function ipv4ToInt(ip: string): number {
-  return ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0) >>> 0;
-}
-
-function isLoopbackV4(ip: string): boolean {
-  return isIPv4(ip) && ip.startsWith('127.');
-}
-
-function isMulticastV4(ip: string): boolean {
-  if (!isIPv4(ip)) return false;
-  const first = Number(ip.split('.')[0]);
-  return first >= 224 && first <= 239;
-}
-
-function unmapV4(ip: string): string {
-  const m = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
-  return m ? (m[1] as string) : ip;
-}
-
 function shortHash(text: string): string {
   return createHash('sha256').update(text).digest('hex').slice(0, 8);
 }
@@ -256,24 +238,8 @@ function instanceLabel(name: string): string {
   return `${plain.slice(0, 54)}-${shortHash(name)}`;
 }
 
-/** The interface a node with this advertised address uses when its host settles it without a lookup. */
-export function mdnsInterfaceFor(address: string): string | undefined {
-  const host = parseAddress(address)?.host ?? address;
-  const h = unmapV4(host);
-  if (h === 'localhost' || h === '0.0.0.0' || h === '::' || h === '::1' || isLoopbackV4(h)) return '127.0.0.1';
-  if (isIPv4(h)) return h;
-  return undefined;
-}
-
-/** The local IPv4 interface owning `ip`, with its netmask. */
-function findInterface(ip: string): { address: string; netmask: string } | undefined {
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) {
-      if (a.family === 'IPv4' && a.address === ip) return { address: a.address, netmask: a.netmask };
-    }
-  }
-  return undefined;
-}
+/** The interface this strategy multicasts on for a node's advertised address (see `multicastInterfaceFor`). */
+export const mdnsInterfaceFor = multicastInterfaceFor;
 
 function localIPv4s(): string[] {
   return Object.values(networkInterfaces())

@@ -62,7 +62,11 @@ export interface ResolvedTopologies {
 
 function fixedPort(ctx: ModeContext, given: number | undefined, key: string, strategy: string): number {
   const port = given ?? ctx.port;
-  if (!port) throw new ConfigError(key, `the ${strategy} strategy needs the peers' mesh port: set \`port\` here or a fixed node \`port\` (all nodes listen on the same port)`);
+  if (!port)
+    throw new ConfigError(
+      key,
+      `the ${strategy} strategy needs the peers' mesh port: set \`port\` here or a fixed node \`port\` (all nodes listen on the same port)`,
+    );
   return port;
 }
 
@@ -96,7 +100,11 @@ export function translateShorthand(s: ClusterShorthand, ctx: ModeContext): [stri
 }
 
 /** Resolves `cluster` (Mortal/Apprentice) and `topologies` (Wizard) into the topologies to run. */
-export function resolveTopologies(cluster: ClusterOption | undefined, topologies: Record<string, TopologySpec> | undefined, ctx: ModeContext): ResolvedTopologies {
+export function resolveTopologies(
+  cluster: ClusterOption | undefined,
+  topologies: Record<string, TopologySpec> | undefined,
+  ctx: ModeContext,
+): ResolvedTopologies {
   const out: Record<string, TopologySpec> = {};
   const notes: string[] = [];
   let mode: ModeName = 'none';

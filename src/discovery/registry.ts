@@ -1,7 +1,7 @@
 /** Built-in strategies by name, and resolution of a topology's `strategy` (a name or a class). */
 import { ConfigError } from '../errors.js';
-import { DnsSrvStrategy } from './dns-srv.js';
 import { DnsStrategy } from './dns.js';
+import { DnsSrvStrategy } from './dns-srv.js';
 import { GossipStrategy } from './gossip.js';
 import { KubernetesStrategy } from './kubernetes.js';
 import { LocalStrategy } from './local.js';
@@ -30,12 +30,16 @@ export interface TopologySpec {
 export function createStrategy(topology: string, spec: TopologySpec): Strategy {
   const Cls = typeof spec.strategy === 'string' ? BUILTIN_STRATEGIES[spec.strategy] : spec.strategy;
   if (!Cls) {
-    throw new ConfigError(`topologies.${topology}.strategy`, `unknown strategy "${String(spec.strategy)}"; allowed: ${Object.keys(BUILTIN_STRATEGIES).join(', ')}, or a class implementing Strategy`);
+    throw new ConfigError(
+      `topologies.${topology}.strategy`,
+      `unknown strategy "${String(spec.strategy)}"; allowed: ${Object.keys(BUILTIN_STRATEGIES).join(', ')}, or a class implementing Strategy`,
+    );
   }
   try {
     return new Cls((spec.config ?? {}) as never);
   } catch (err) {
-    if (err instanceof ConfigError) throw new ConfigError(`topologies.${topology}.config.${err.key}`, err.message.replace(/^Invalid configuration at "[^"]*": /, ''));
+    if (err instanceof ConfigError)
+      throw new ConfigError(`topologies.${topology}.config.${err.key}`, err.message.replace(/^Invalid configuration at "[^"]*": /, ''));
     throw err;
   }
 }

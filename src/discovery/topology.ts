@@ -5,7 +5,7 @@
  */
 import type { Mesh } from '../mesh/mesh.js';
 import type { Logger } from '../util/logger.js';
-import { TelemetryChannels, publish } from '../util/telemetry.js';
+import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { Strategy, StrategyContext } from './strategy.js';
 
 /** Counters of one topology, for metrics. */
@@ -103,7 +103,13 @@ export class Topology {
     if (!this.owned.delete(address)) return;
     this.stats_.disconnects++;
     this.mesh.release(address, this.name, true);
-    publish(TelemetryChannels.discoveryDisconnect, { node: this.mesh.self.name, topology: this.name, strategy: this.strategy.name, peer: address, result: 'ok' });
+    publish(TelemetryChannels.discoveryDisconnect, {
+      node: this.mesh.self.name,
+      topology: this.name,
+      strategy: this.strategy.name,
+      peer: address,
+      result: 'ok',
+    });
   }
 
   private lookupFailed(error: Error): void {

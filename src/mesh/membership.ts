@@ -3,7 +3,7 @@
  * detector facts into the node-up/node-down events the rest of Foundation builds on.
  */
 import { EventEmitter } from 'node:events';
-import { TelemetryChannels, publish } from '../util/telemetry.js';
+import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { DownReason, Member, NodeIdentity } from './types.js';
 
 export interface MembershipEvents {
@@ -69,7 +69,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   markSuspect(name: string, phi: number): void {
     const m = this.table.get(name);
-    if (!m || m.status !== 'up') return;
+    if (m?.status !== 'up') return;
     m.status = 'suspect';
     m.since = Date.now();
     publish(TelemetryChannels.memberSuspect, { node: this.self.name, member: { ...m }, phi });
@@ -78,7 +78,7 @@ export class Membership extends EventEmitter<MembershipEvents> {
 
   markAlive(name: string): void {
     const m = this.table.get(name);
-    if (!m || m.status !== 'suspect') return;
+    if (m?.status !== 'suspect') return;
     m.status = 'up';
     m.since = Date.now();
     publish(TelemetryChannels.memberAlive, { node: this.self.name, member: { ...m } });

@@ -3,25 +3,25 @@
  * per pair, transitive joins, the heartbeat worker's verdicts, and node-to-node messaging.
  * It is to Foundation what Distributed Erlang is to the BEAM.
  */
-import { createServer as createTcpServer, connect as tcpConnect, type Server, type Socket } from 'node:net';
+import { createServer as createTcpServer, type Server, type Socket, connect as tcpConnect } from 'node:net';
 import { networkInterfaces } from 'node:os';
-import { connect as tlsConnect, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { createServer as createTlsServer, type TLSSocket, connect as tlsConnect } from 'node:tls';
 import type { LaneCounters, MeshStats } from '../api.js';
 import { ErrorCodes, FoundationError, HandshakeError, MessagingError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
-import { TelemetryChannels, publish } from '../util/telemetry.js';
+import { publish, TelemetryChannels } from '../util/telemetry.js';
 import { decode, encode } from './codec.js';
 import { type BackoffOptions, type DialAttempt, Dialer } from './dialer.js';
-import { type AdmitDecision, type HandshakeResult, type HelloInfo, acceptHandshake, initiateHandshake } from './handshake.js';
+import { type AdmitDecision, acceptHandshake, type HandshakeResult, type HelloInfo, initiateHandshake } from './handshake.js';
 import { HeartbeatService } from './heartbeat.js';
 import type { HeartbeatConfig } from './heartbeat-protocol.js';
 import { formatAddress, parseAddress } from './identity.js';
+import type { OutboxOptions } from './lanes.js';
 import { Link, type LinkCloseCause } from './link.js';
 import { Membership } from './membership.js';
-import { MessageFlags, type InboundMessage } from './message.js';
-import type { OutboxOptions } from './lanes.js';
-import { LANES, type DownReason, type LaneName, type NodeIdentity } from './types.js';
+import { type InboundMessage, MessageFlags } from './message.js';
+import { type DownReason, LANES, type LaneName, type NodeIdentity } from './types.js';
 
 /** TLS for mesh links. With `requestCert`, both sides present certificates (mTLS). */
 export interface MeshTlsOptions {
@@ -136,7 +136,9 @@ export class Mesh {
     this.dialer = new Dialer(
       (address) => this.connect(address).then((r) => (r.ok ? { ok: true } : { ok: false, error: r.error })),
       opts.reconnect,
-      (attempt) => this.dialListeners.forEach((l) => l(attempt)),
+      (attempt) => {
+        for (const l of this.dialListeners) l(attempt);
+      },
     );
     if (opts.tls) {
       // A TLS server also emits 'connection' for the raw socket: only the decrypted one is a link.
@@ -372,6 +374,7 @@ export class Mesh {
    */
   private newLinkWins(prev: HandshakeResult, next: HandshakeResult): boolean {
     if (prev.initiator === next.initiator) return true;
+    // Names are strings: compare them as strings (Math.min would coerce them to NaN).
     const smaller = this.self.name < next.peer.name ? this.self.name : next.peer.name;
     return next.initiator === smaller;
   }
@@ -387,7 +390,11 @@ export class Mesh {
     this.counters.handshakeFailures[reason] = (this.counters.handshakeFailures[reason] ?? 0) + 1;
     publish(TelemetryChannels.handshakeFailed, { node: this.self.name, remote: link.remote, address, reason, message: error.message });
     const dir = link.direction === 'outbound' ? `to ${address ?? link.remote}` : `from ${link.remote}`;
-    this.warnOnce.warn(`hs:${reason}:${address ?? link.remote}`, { remote: link.remote, reason, direction: link.direction }, `handshake ${dir} failed: ${error.message}`);
+    this.warnOnce.warn(
+      `hs:${reason}:${address ?? link.remote}`,
+      { remote: link.remote, reason, direction: link.direction },
+      `handshake ${dir} failed: ${error.message}`,
+    );
   }
 
   private promote(link: Link, hs: HandshakeResult, dialedAddress: string | undefined): void {
@@ -477,7 +484,10 @@ export class Mesh {
     if (this.links.get(name) !== state) return;
     if (cause.kind === 'protocol-error') {
       this.counters.framesRejected++;
-      this.log.warn({ peer: name, remote: state.link.remote, error: cause.error.message, code: (cause.error as FoundationError).code }, 'closing link: peer broke the protocol');
+      this.log.warn(
+        { peer: name, remote: state.link.remote, error: cause.error.message, code: (cause.error as FoundationError).code },
+        'closing link: peer broke the protocol',
+      );
     }
     const reason: DownReason = cause.kind === 'protocol-error' ? 'protocol-error' : cause.kind === 'left' ? 'left' : 'connection-closed';
     this.retire(name, state, reason);

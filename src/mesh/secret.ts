@@ -24,16 +24,12 @@ export interface ResolvedSecret {
  * - In development a per-user cookie file is created once (mode 0600) and reused,
  *   so every node a user starts on this machine shares it, and a warning says so.
  */
-export function resolveSecret(opts: {
-  secret?: string | Uint8Array;
-  insecure?: boolean;
-  cookieFile?: string;
-  env?: string;
-}): ResolvedSecret {
+export function resolveSecret(opts: { secret?: string | Uint8Array; insecure?: boolean; cookieFile?: string; env?: string }): ResolvedSecret {
   if (opts.secret !== undefined && opts.secret.length > 0) {
     const secret = Buffer.from(opts.secret as string);
     // The handshake lets a peer test guesses offline, as Erlang's cookie does: only entropy protects it.
-    const warning = secret.length < 16 ? `the secret is only ${secret.length} bytes: use at least 16 random bytes (a short secret can be guessed offline)` : undefined;
+    const warning =
+      secret.length < 16 ? `the secret is only ${secret.length} bytes: use at least 16 random bytes (a short secret can be guessed offline)` : undefined;
     return warning ? { secret, source: 'option', warning } : { secret, source: 'option' };
   }
   if (opts.insecure) {

@@ -23,8 +23,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import type { FoundationNode } from '../api.js';
-import { ErrorCodes, FoundationError } from '../errors.js';
 import { ENV_CLUSTER_VALUES, optionsFromEnv } from '../config/env.js';
+import { ErrorCodes, FoundationError } from '../errors.js';
 import type { FoundationOptions } from '../foundation.js';
 import type { Member } from '../mesh/types.js';
 import type { ClusterJson, HealthJson } from './http.js';
@@ -353,10 +353,7 @@ function getJson<T>(address: string, path: string, timeoutMs: number): Promise<{
 }
 
 async function fetchClusterStatus(address: string, timeoutMs: number): Promise<{ cluster: ClusterJson; health: HealthJson }> {
-  const [cluster, health] = await Promise.all([
-    getJson<ClusterJson>(address, '/cluster', timeoutMs),
-    getJson<HealthJson>(address, '/health', timeoutMs),
-  ]);
+  const [cluster, health] = await Promise.all([getJson<ClusterJson>(address, '/cluster', timeoutMs), getJson<HealthJson>(address, '/health', timeoutMs)]);
   if (cluster.status !== 200) throw new UnreachableError(`/cluster answered ${cluster.status}`);
   if (health.status !== 200) throw new UnreachableError(`/health answered ${health.status}`);
   return { cluster: cluster.body, health: health.body };
@@ -705,9 +702,7 @@ export function buildProgram(): Command {
     )
     .addOption(new Option('--host <host>', 'interface the mesh listens on').env('FOUNDATION_HOST').default('127.0.0.1').argParser(parseNonEmpty))
     .addOption(new Option('--cookie <secret>', 'shared cluster secret (prefer FOUNDATION_SECRET: flags show in ps)').env('FOUNDATION_SECRET'))
-    .addOption(
-      new Option('--static <host:port,...>', 'mesh addresses of nodes to join').env('FOUNDATION_STATIC').argParser(parseStaticList),
-    )
+    .addOption(new Option('--static <host:port,...>', 'mesh addresses of nodes to join').env('FOUNDATION_STATIC').argParser(parseStaticList))
     .addOption(new Option('--cluster-name <name>', 'cluster name; nodes of other clusters are refused').env('FOUNDATION_CLUSTER_NAME').argParser(parseNonEmpty))
     .option('--hidden', 'join as a hidden node (tooling): connected but not a member')
     .option('--insecure', 'allow running without a secret when NODE_ENV=production')

@@ -13,7 +13,7 @@
  *
  * A handler never throws out: a failure answers 500 `{ error }` and logs one line.
  */
-import { type IncomingMessage, type Server, type ServerResponse, createServer } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
 import type { FoundationNode } from '../api.js';
 
@@ -182,10 +182,9 @@ export async function startAdminServer(node: AdminNode, opts: AdminServerOptions
 
   await new Promise<void>((resolve, reject) => {
     const onError = (err: NodeJS.ErrnoException) => {
-      const wrapped = Object.assign(
-        new Error(`Admin HTTP server cannot listen on ${opts.host}:${opts.port}: ${err.message}`, { cause: err }),
-        { code: err.code },
-      );
+      const wrapped = Object.assign(new Error(`Admin HTTP server cannot listen on ${opts.host}:${opts.port}: ${err.message}`, { cause: err }), {
+        code: err.code,
+      });
       reject(wrapped);
     };
     server.once('error', onError);

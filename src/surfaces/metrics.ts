@@ -11,10 +11,10 @@
  * absolute value read from the mesh, so the exposition says `# TYPE ... counter` and the
  * value is exactly what the mesh counted (no delta bookkeeping that could drift).
  */
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { FoundationNode, LocalHealth, MeshStats } from '../api.js';
 import type { HandshakeFailureReason } from '../errors.js';
-import { LANES, type DownReason, type LaneName, type Member, type MemberStatus } from '../mesh/types.js';
+import { type DownReason, LANES, type LaneName, type Member, type MemberStatus } from '../mesh/types.js';
 
 /** The part of a node that metrics are computed from. */
 export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery'>>;
@@ -46,14 +46,7 @@ const HANDSHAKE_REASONS = [
 ] as const satisfies readonly HandshakeFailureReason[];
 
 const MEMBER_STATUSES: readonly MemberStatus[] = ['up', 'suspect', 'down'];
-const DOWN_REASONS: readonly DownReason[] = [
-  'connection-closed',
-  'heartbeat-timeout',
-  'left',
-  'superseded',
-  'disconnected',
-  'protocol-error',
-];
+const DOWN_REASONS: readonly DownReason[] = ['connection-closed', 'heartbeat-timeout', 'left', 'superseded', 'disconnected', 'protocol-error'];
 
 /** What one scrape reads from the node. A part is `undefined` when reading it threw. */
 interface Snapshot {
@@ -334,7 +327,10 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
     labelNames: ['topology', 'strategy'],
     registers,
     collect() {
-      setCounterValues(this, topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.disconnects]));
+      setCounterValues(
+        this,
+        topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.disconnects]),
+      );
     },
   });
   new Counter({
@@ -343,7 +339,10 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
     labelNames: ['topology', 'strategy'],
     registers,
     collect() {
-      setCounterValues(this, topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.lookupErrors]));
+      setCounterValues(
+        this,
+        topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.lookupErrors]),
+      );
     },
   });
   new Gauge({

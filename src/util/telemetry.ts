@@ -2,7 +2,7 @@
  * Telemetry events go through `node:diagnostics_channel`. Channel names are stable and
  * documented in docs/telemetry.md; subscribe with `diagnostics_channel.subscribe(name, fn)`.
  */
-import { channel, type Channel } from 'node:diagnostics_channel';
+import { type Channel, channel } from 'node:diagnostics_channel';
 
 export const TelemetryChannels = {
   /** `{ node, member }` — a member came up. */

@@ -9,9 +9,9 @@
  * real component.
  */
 import { describe, expect, it } from 'vitest';
-import type { ConnectResult } from '../../src/mesh/mesh.js';
 import type { Strategy, StrategyContext } from '../../src/discovery/strategy.js';
 import { ConfigError } from '../../src/errors.js';
+import type { ConnectResult } from '../../src/mesh/mesh.js';
 
 export interface ComplianceEnvironment {
   /** A strategy configured to discover `expectedPeers`, as `self`. */

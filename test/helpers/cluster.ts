@@ -55,7 +55,11 @@ export class NodeProc {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.waiters = this.waiters.filter((w) => w.resolve !== done);
-        reject(new Error(`${this.label}: timed out after ${timeoutMs} ms waiting for ${what}\nevents: ${JSON.stringify(this.events.slice(-10))}\nstderr: ${this.stderr.slice(-2000)}`));
+        reject(
+          new Error(
+            `${this.label}: timed out after ${timeoutMs} ms waiting for ${what}\nevents: ${JSON.stringify(this.events.slice(-10))}\nstderr: ${this.stderr.slice(-2000)}`,
+          ),
+        );
       }, timeoutMs);
       const done = (e: NodeEvent) => {
         clearTimeout(timer);
@@ -89,7 +93,11 @@ export class NodeProc {
 export class TestCluster {
   readonly nodes: NodeProc[] = [];
 
-  async start(label: string, opts: Record<string, unknown>, env: Record<string, string> = {}): Promise<{ proc: NodeProc; id: { name: string; address: string; incarnation: number } }> {
+  async start(
+    label: string,
+    opts: Record<string, unknown>,
+    env: Record<string, string> = {},
+  ): Promise<{ proc: NodeProc; id: { name: string; address: string; incarnation: number } }> {
     const child = spawn(process.execPath, [NODE_PROC, JSON.stringify(opts)], {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: { ...process.env, FOUNDATION_LOG_LEVEL: 'info', ...env },

@@ -4,8 +4,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { NodeProc, isDown, isUp } from '../helpers/cluster.js';
-import { type NetLab, createHosts, netnsGate } from '../helpers/netns.js';
+import { isDown, isUp, NodeProc } from '../helpers/cluster.js';
+import { createHosts, type NetLab, netnsGate } from '../helpers/netns.js';
 
 const NODE_PROC = fileURLToPath(new URL('../helpers/node-proc.mjs', import.meta.url));
 const gate = netnsGate();
@@ -35,7 +35,12 @@ describe.skipIf(gate.skip)('mesh across hosts (network namespaces)', () => {
     const [p0, p1, p2] = procs as [NodeProc, NodeProc, NodeProc];
     const [, h1] = lab.hosts;
     await new Promise((r) => setTimeout(r, 600)); // heartbeat history
-    const downs = [p0.waitForNext(isDown('h1'), 5000), p2.waitForNext(isDown('h1'), 5000), p1.waitForNext(isDown('h0'), 5000), p1.waitForNext(isDown('h2'), 5000)];
+    const downs = [
+      p0.waitForNext(isDown('h1'), 5000),
+      p2.waitForNext(isDown('h1'), 5000),
+      p1.waitForNext(isDown('h0'), 5000),
+      p1.waitForNext(isDown('h2'), 5000),
+    ];
     const cutAt = Date.now();
     await lab.partition(h1 as never);
     const seen = await Promise.all(downs);

@@ -101,9 +101,7 @@ function startDemo(args: string[]): Demo {
   const nodes: DemoNode[] = [];
   const output: string[] = [];
   const started = Date.now();
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) =>
-    proc.on('exit', (code, signal) => r({ code, signal })),
-  );
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => proc.on('exit', (code, signal) => r({ code, signal })));
   const ready = new Promise<number>((resolvePromise, reject) => {
     createInterface({ input: proc.stdout as NodeJS.ReadableStream }).on('line', (line) => {
       output.push(line);
@@ -169,9 +167,7 @@ describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: demo (skipped: dist/foundati
     try {
       const readyMs = await Promise.race([
         demo.ready,
-        new Promise<never>((_, reject) =>
-          setTimeout(() => reject(new Error(`no ready line within 10 s\n${demo.output.join('\n')}`)), 10_000),
-        ),
+        new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no ready line within 10 s\n${demo.output.join('\n')}`)), 10_000)),
       ]);
       expect(readyMs).toBeLessThan(10_000);
       expect(demo.nodes.map((n) => n.name).sort()).toEqual(['node-1', 'node-2', 'node-3']);

@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { connect } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
-import { TestCluster, isDown, isUp } from '../helpers/cluster.js';
+import { isDown, isUp, TestCluster } from '../helpers/cluster.js';
 
 const SECRET = 'mesh-test-secret';
 const base = { secret: SECRET, host: '127.0.0.1' };

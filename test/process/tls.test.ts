@@ -17,7 +17,23 @@ function makeCert(name: string, ca: string): void {
   openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', `${name}.key`, '-out', `${name}.csr`, '-subj', `/CN=${name}`]);
   const ext = join(dir, `${name}.ext`);
   execFileSync('sh', ['-c', `printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\\nextendedKeyUsage=serverAuth,clientAuth\\n' > ${ext}`]);
-  openssl(['x509', '-req', '-in', `${name}.csr`, '-CA', `${ca}.crt`, '-CAkey', `${ca}.key`, '-CAcreateserial', '-out', `${name}.crt`, '-days', '2', '-extfile', ext]);
+  openssl([
+    'x509',
+    '-req',
+    '-in',
+    `${name}.csr`,
+    '-CA',
+    `${ca}.crt`,
+    '-CAkey',
+    `${ca}.key`,
+    '-CAcreateserial',
+    '-out',
+    `${name}.crt`,
+    '-days',
+    '2',
+    '-extfile',
+    ext,
+  ]);
   pem[`${name}.key`] = readFileSync(join(dir, `${name}.key`), 'utf8');
   pem[`${name}.crt`] = readFileSync(join(dir, `${name}.crt`), 'utf8');
 }
@@ -67,12 +83,23 @@ describe('TLS links', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  const tls = (name: string, ca = 'ca') => ({ key: pem[`${name}.key`] as string, cert: pem[`${name}.crt`] as string, ca: pem[`${ca}.crt`] as string, requestCert: true });
+  const tls = (name: string, ca = 'ca') => ({
+    key: pem[`${name}.key`] as string,
+    cert: pem[`${name}.crt`] as string,
+    ca: pem[`${ca}.crt`] as string,
+    requestCert: true,
+  });
 
   it('links two nodes over mutual TLS and carries messages', async () => {
     const a = await Foundation.start({ name: 'tls-a', secret: 's', tls: tls('n1'), logger: silentLogger });
     nodes.push(a);
-    const b = await Foundation.start({ name: 'tls-b', secret: 's', tls: tls('n2'), cluster: { strategy: 'static', hosts: [a.id.address] }, logger: silentLogger });
+    const b = await Foundation.start({
+      name: 'tls-b',
+      secret: 's',
+      tls: tls('n2'),
+      cluster: { strategy: 'static', hosts: [a.id.address] },
+      logger: silentLogger,
+    });
     nodes.push(b);
     expect(await waitUp(a, 'tls-b')).toBe(true);
     expect(await waitUp(b, 'tls-a')).toBe(true);

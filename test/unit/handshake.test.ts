@@ -1,8 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { HandshakeError } from '../../src/errors.js';
-import { FrameType } from '../../src/mesh/framing.js';
-import { type HandshakeChannel, type HelloInfo, PROTOCOL_VERSION, acceptHandshake, initiateHandshake } from '../../src/mesh/handshake.js';
 import { decode, encode } from '../../src/mesh/codec.js';
+import { FrameType } from '../../src/mesh/framing.js';
+import { acceptHandshake, type HandshakeChannel, type HelloInfo, initiateHandshake, PROTOCOL_VERSION } from '../../src/mesh/handshake.js';
 
 type Frame = { type: number; body: Buffer };
 
@@ -62,10 +62,7 @@ describe('handshake', () => {
 
   it('fails on both sides with bad-secret when the secrets differ', async () => {
     const { ini, acc } = pipe();
-    const [r1, r2] = await Promise.allSettled([
-      initiateHandshake(ini, info('a'), Buffer.from('other')),
-      acceptHandshake(acc, info('b'), secret, admitAll),
-    ]);
+    const [r1, r2] = await Promise.allSettled([initiateHandshake(ini, info('a'), Buffer.from('other')), acceptHandshake(acc, info('b'), secret, admitAll)]);
     expect(r1.status).toBe('rejected');
     expect(r2.status).toBe('rejected');
     expect((r1 as PromiseRejectedResult).reason).toMatchObject({ name: 'HandshakeError', reason: 'bad-secret', code: 'FOUNDATION_HANDSHAKE_FAILED' });

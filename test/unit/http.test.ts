@@ -1,10 +1,10 @@
 import { EventEmitter } from 'node:events';
 import { Agent, request } from 'node:http';
+import { Counter, Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ClusterView, LocalHealth } from '../../src/api.js';
 import type { Member, NodeIdentity } from '../../src/mesh/types.js';
 import { type AdminNode, type AdminServer, startAdminServer } from '../../src/surfaces/http.js';
-import { Counter, Registry } from 'prom-client';
 
 const self: NodeIdentity = { name: 'node-a', address: '127.0.0.1:4001', incarnation: 1_723_456_789_012_345 };
 const members: Member[] = [
@@ -189,8 +189,6 @@ describe('admin HTTP server', () => {
   it('rejects with the listen error code when the port is taken', async () => {
     const address = await start({ ready: true, health: okHealth });
     const port = Number(address.split(':')[1]);
-    await expect(
-      startAdminServer(fakeNode({ ready: true, health: okHealth }), { host: '127.0.0.1', port }),
-    ).rejects.toMatchObject({ code: 'EADDRINUSE' });
+    await expect(startAdminServer(fakeNode({ ready: true, health: okHealth }), { host: '127.0.0.1', port })).rejects.toMatchObject({ code: 'EADDRINUSE' });
   });
 });

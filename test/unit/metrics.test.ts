@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { ClusterView, LaneCounters, LocalHealth, MeshMessaging, MeshStats } from '../../src/api.js';
 import type { Member, NodeIdentity } from '../../src/mesh/types.js';
-import { type MetricsNode, createMetrics } from '../../src/surfaces/metrics.js';
+import { createMetrics, type MetricsNode } from '../../src/surfaces/metrics.js';
 
 const PROMTOOL = '/usr/bin/promtool';
 
@@ -90,9 +90,10 @@ describe('createMetrics', () => {
 
   it('reports node info, membership and loop lag', async () => {
     const r = createMetrics(fakeNode(), { processMetrics: false });
-    expect(
-      await metricValue(r, 'foundation_node_info', { name: 'node-a', address: '127.0.0.1:4001', incarnation: '1723456789012345' }),
-    ).toEqual({ type: 'gauge', value: 1 });
+    expect(await metricValue(r, 'foundation_node_info', { name: 'node-a', address: '127.0.0.1:4001', incarnation: '1723456789012345' })).toEqual({
+      type: 'gauge',
+      value: 1,
+    });
     expect((await metricValue(r, 'foundation_members', { status: 'up' })).value).toBe(1);
     expect((await metricValue(r, 'foundation_members', { status: 'suspect' })).value).toBe(1);
     expect((await metricValue(r, 'foundation_members', { status: 'down' })).value).toBe(1);
@@ -131,7 +132,10 @@ describe('createMetrics', () => {
 
   it('follows the mesh counters as they grow', async () => {
     let opened = 1;
-    const r = createMetrics(fakeNode(() => ({ ...fakeStats(), linksOpened: opened })), { processMetrics: false });
+    const r = createMetrics(
+      fakeNode(() => ({ ...fakeStats(), linksOpened: opened })),
+      { processMetrics: false },
+    );
     expect(await r.metrics()).toMatch(/^foundation_links_opened_total 1$/m);
     opened = 10;
     await new Promise((resolve) => setImmediate(resolve));

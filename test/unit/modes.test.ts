@@ -76,7 +76,9 @@ describe('validation', () => {
     expect(() => parseOptions({ clustr: true })).toThrow(/"clustr": unknown key; did you mean "cluster"\?/);
     expect(() => parseOptions({ cluster: { strategy: 'dns' } })).toThrow(/cluster\.query/);
     expect(() => parseOptions({ cluster: { strategy: 'static', hosts: ['nope'] } })).toThrow(/cluster\.hosts\[0\].*host:port/);
-    expect(() => parseOptions({ cluster: { strategy: 'kubernetes', appName: 'a', mode: 'nodes' } })).toThrow(/cluster\.mode.*Allowed values: "endpointslices", "pods"/);
+    expect(() => parseOptions({ cluster: { strategy: 'kubernetes', appName: 'a', mode: 'nodes' } })).toThrow(
+      /cluster\.mode.*Allowed values: "endpointslices", "pods"/,
+    );
     expect(() => parseOptions({ topologies: { a: { strategy: 'static', confg: {} } } })).toThrow(/topologies\.a\.confg.*did you mean "config"/);
   });
 });
@@ -84,13 +86,20 @@ describe('validation', () => {
 describe('environment (twelve-factor)', () => {
   it('maps every mode from FOUNDATION_* variables', () => {
     expect(optionsFromEnv({ FOUNDATION_CLUSTER: 'true' }).cluster).toBe(true);
-    expect(optionsFromEnv({ FOUNDATION_CLUSTER: 'kubernetes', FOUNDATION_K8S_APP_NAME: 'shop', FOUNDATION_K8S_NAMESPACE: 'prod', FOUNDATION_K8S_MODE: 'pods' }).cluster).toEqual({
+    expect(
+      optionsFromEnv({ FOUNDATION_CLUSTER: 'kubernetes', FOUNDATION_K8S_APP_NAME: 'shop', FOUNDATION_K8S_NAMESPACE: 'prod', FOUNDATION_K8S_MODE: 'pods' })
+        .cluster,
+    ).toEqual({
       strategy: 'kubernetes',
       appName: 'shop',
       namespace: 'prod',
       mode: 'pods',
     });
-    expect(optionsFromEnv({ FOUNDATION_CLUSTER: 'dns', FOUNDATION_DNS_QUERY: 'q', FOUNDATION_CLUSTER_PORT: '7000' }).cluster).toEqual({ strategy: 'dns', query: 'q', port: 7000 });
+    expect(optionsFromEnv({ FOUNDATION_CLUSTER: 'dns', FOUNDATION_DNS_QUERY: 'q', FOUNDATION_CLUSTER_PORT: '7000' }).cluster).toEqual({
+      strategy: 'dns',
+      query: 'q',
+      port: 7000,
+    });
     expect(optionsFromEnv({ FOUNDATION_CLUSTER: 'dns-srv', FOUNDATION_DNS_SERVICE: 's' }).cluster).toEqual({ strategy: 'dns-srv', service: 's' });
     expect(optionsFromEnv({ FOUNDATION_CLUSTER: 'gossip', FOUNDATION_GOSSIP_SECRET: 'g' }).cluster).toEqual({ strategy: 'gossip', secret: 'g' });
     expect(optionsFromEnv({ FOUNDATION_STATIC: 'a:1, b:2' }).cluster).toEqual({ strategy: 'static', hosts: ['a:1', 'b:2'] });
@@ -106,7 +115,9 @@ describe('environment (twelve-factor)', () => {
   });
 
   it('names the variable and the allowed values on bad input', () => {
-    expect(() => optionsFromEnv({ FOUNDATION_CLUSTER: 'kubernets' })).toThrow(/FOUNDATION_CLUSTER.*did you mean "kubernetes"\?.*Allowed values: true, false, kubernetes/);
+    expect(() => optionsFromEnv({ FOUNDATION_CLUSTER: 'kubernets' })).toThrow(
+      /FOUNDATION_CLUSTER.*did you mean "kubernetes"\?.*Allowed values: true, false, kubernetes/,
+    );
     expect(() => optionsFromEnv({ FOUNDATION_CLUSTER: 'dns' })).toThrow(/FOUNDATION_DNS_QUERY.*required/);
     expect(() => optionsFromEnv({ FOUNDATION_PORT: 'abc' })).toThrow(/FOUNDATION_PORT/);
     expect(() => optionsFromEnv({ FOUNDATION_INSECURE: 'maybe' })).toThrow(/FOUNDATION_INSECURE.*Allowed values/);
@@ -117,7 +128,10 @@ describe('environment (twelve-factor)', () => {
   });
 
   it('lets explicit options win over the environment', () => {
-    const merged = mergeEnv({ port: 1, cluster: { strategy: 'local' } }, optionsFromEnv({ FOUNDATION_PORT: '2', FOUNDATION_CLUSTER: 'true', FOUNDATION_NAME: 'n' }));
+    const merged = mergeEnv(
+      { port: 1, cluster: { strategy: 'local' } },
+      optionsFromEnv({ FOUNDATION_PORT: '2', FOUNDATION_CLUSTER: 'true', FOUNDATION_NAME: 'n' }),
+    );
     expect(merged).toMatchObject({ port: 1, cluster: { strategy: 'local' }, name: 'n' });
   });
 });
