@@ -155,13 +155,17 @@ class BenchNode {
     this.failed = undefined;
     this.keepEvents = keepEvents;
     this.timeline = [];
-    const topologies =
-      strategy === 'gossip' ? { lan: { strategy: 'gossip', config: { secret: SECRET } } } : { lan: { strategy: 'mdns' } };
+    const topologies = strategy === 'gossip' ? { lan: { strategy: 'gossip', config: { secret: SECRET } } } : { lan: { strategy: 'mdns' } };
     const opts = { name: host.name, host: '0.0.0.0', advertiseHost: host.ip, port: MESH_PORT, secret: SECRET, topologies };
     const env = { BENCH_EXPECT_PEERS: String(n - 1), ...(DIST === join(ROOT, 'dist') ? {} : { BENCH_FOUNDATION_DIST: DIST }) };
     const execArgv = profDir ? ['--cpu-prof', '--cpu-prof-dir', join(profDir, host.name)] : [];
     this.profiled = execArgv.length > 0;
-    this.proc = host.spawn([process.execPath, ...execArgv, NODE_SCRIPT, JSON.stringify(opts)], { stdin: 'pipe', env, bufferBytes: 64 * 1024, label: `node ${host.name}` });
+    this.proc = host.spawn([process.execPath, ...execArgv, NODE_SCRIPT, JSON.stringify(opts)], {
+      stdin: 'pipe',
+      env,
+      bufferBytes: 64 * 1024,
+      label: `node ${host.name}`,
+    });
     this.proc.on('error', () => {});
     this.proc.stdin?.on('error', () => {});
     // Buffers, not setEncoding(): the harness's own output buffer listens to the same stream.
@@ -306,9 +310,28 @@ function netDelta(before, after) {
   return out;
 }
 
+/** Share (0..1) of the machine's CPU time that was busy during `ms`, from /proc/stat: the outside load just before a run. */
+async function machineBusy(ms = 500) {
+  const read = () => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const idle = (f[3] ?? 0) + (f[4] ?? 0);
+    return { idle, total: f.reduce((x, y) => x + y, 0) };
+  };
+  try {
+    const a = read();
+    await sleep(ms);
+    const b = read();
+    return b.total > a.total ? round2(1 - (b.idle - a.idle) / (b.total - a.total)) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 async function runOnce(lab, strategy, n, a, log) {
   const hosts = lab.hosts.slice(0, n);
   const netBefore = await readNetCounters(hosts);
+  // Nothing of this bench runs now: what is busy is someone else.
+  const busyBefore = await machineBusy();
   const loadAvg1 = round1(os.loadavg()[0]);
   const spawnAt = Date.now();
   const t0 = performance.now();
@@ -317,7 +340,7 @@ async function runOnce(lab, strategy, n, a, log) {
   // Profiling slows a process down: only the first and the last node are profiled.
   const nodes = hosts.map((h, i) => new BenchNode(h, n, strategy, a.events, i === 0 || i === n - 1 ? profDir : undefined));
   if (profDir) log(`    cpu profiles of h0 and h${n - 1}: ${relative(process.cwd(), profDir)}/`);
-  const out = { strategy, n, ok: false, loadAvg1 };
+  const out = { strategy, n, ok: false, busyBefore, loadAvg1 };
   try {
     const startTimeoutMs = 15_000 + 500 * n;
     const allStarted = await until(() => nodes.every((x) => x.startedAt !== undefined) || nodes.some((x) => x.failed), startTimeoutMs);
@@ -334,10 +357,11 @@ async function runOnce(lab, strategy, n, a, log) {
       Math.max(0, lastStartedAt + a.timeout * 1000 - Date.now()),
     );
     const formedAt = formed && !nodes.some((x) => x.failed) ? max(nodes.map((x) => x.completeAt)) : undefined;
-    // After the full mesh: keep watching for 'down' events (a flap fails the run), and let the
-    // steady-state CPU (heartbeats, periodic discovery) show over a known window.
+    // After the full mesh: keep watching for 'down' events (a node still missing a member at the
+    // end fails the run; every down is counted), and let the steady-state CPU (heartbeats,
+    // periodic discovery) show over a known window.
     if (formedAt !== undefined) await sleep(a.settle);
-    // Diagnostics from every node, then the verdict (a flap during the settle window counts).
+    // Diagnostics from every node, then the verdict.
     for (const x of nodes) x.send({ cmd: 'stats' });
     await until(() => nodes.every((x) => x.stats || x.exited), 3000);
 
@@ -352,7 +376,14 @@ async function runOnce(lab, strategy, n, a, log) {
     if (!out.ok) {
       const missing = nodes
         .filter((x) => x.completeAt === undefined)
-        .map((x) => ({ node: x.name, up: x.current.size, missing: hosts.map((h) => h.name).filter((m) => m !== x.name && !x.current.has(m)).slice(0, 8) }));
+        .map((x) => ({
+          node: x.name,
+          up: x.current.size,
+          missing: hosts
+            .map((h) => h.name)
+            .filter((m) => m !== x.name && !x.current.has(m))
+            .slice(0, 8),
+        }));
       out.error = nodes.some((x) => x.failed)
         ? `a node failed: ${nodes
             .filter((x) => x.failed)
@@ -422,7 +453,11 @@ function diagnostics(nodes, spawnAt, formedAt) {
   // Per ordered pair (a sees b up): time after the later of the two had started.
   const pairs = [];
   for (const x of nodes) for (const [peer, at] of x.ups) if (startedAt.has(peer)) pairs.push(at - Math.max(x.startedAt, startedAt.get(peer)));
-  d.pairUpAfterBothStartedMs = { median: median(pairs), max: max(pairs), upBeforeOwnStarted: nodes.reduce((s, x) => s + [...x.ups.values()].filter((at) => at < x.startedAt).length, 0) };
+  d.pairUpAfterBothStartedMs = {
+    median: median(pairs),
+    max: max(pairs),
+    upBeforeOwnStarted: nodes.reduce((s, x) => s + [...x.ups.values()].filter((at) => at < x.startedAt).length, 0),
+  };
   d.processStartAfterSpawnMs = { median: median(nodes.map((x) => x.processStart - spawnAt)), max: max(nodes.map((x) => x.processStart - spawnAt)) };
   d.moduleLoadMs = { median: median(nodes.map((x) => x.loadedAt - x.processStart)), max: max(nodes.map((x) => x.loadedAt - x.processStart)) };
   d.foundationStartMs = { median: median(nodes.map((x) => x.startedAt - x.loadedAt)), max: max(nodes.map((x) => x.startedAt - x.loadedAt)) };
@@ -468,7 +503,8 @@ function diagnostics(nodes, spawnAt, formedAt) {
     for (const t of s.strategy ?? []) {
       for (const [k, v] of Object.entries(t.stats ?? {})) {
         if (typeof v === 'number') strat[k] = (strat[k] ?? 0) + v;
-        else if (v && typeof v === 'object') for (const [k2, v2] of Object.entries(v)) if (typeof v2 === 'number' && v2) strat[`${k}.${k2}`] = (strat[`${k}.${k2}`] ?? 0) + v2;
+        else if (v && typeof v === 'object')
+          for (const [k2, v2] of Object.entries(v)) if (typeof v2 === 'number' && v2) strat[`${k}.${k2}`] = (strat[`${k}.${k2}`] ?? 0) + v2;
       }
     }
   }
@@ -500,7 +536,11 @@ function summarize(runs, strategy, n) {
     n,
     runs: rs.length,
     formed: ok.length,
-    fromLastStartedMs: { samples: pick((r) => r.fromLastStartedMs), median: median(pick((r) => r.fromLastStartedMs)), max: max(pick((r) => r.fromLastStartedMs)) },
+    fromLastStartedMs: {
+      samples: pick((r) => r.fromLastStartedMs),
+      median: median(pick((r) => r.fromLastStartedMs)),
+      max: max(pick((r) => r.fromLastStartedMs)),
+    },
     fromFirstSpawnMs: { samples: pick((r) => r.fromFirstSpawnMs), median: median(pick((r) => r.fromFirstSpawnMs)), max: max(pick((r) => r.fromFirstSpawnMs)) },
     startSpreadMsMedian: median(rs.map((r) => r.startSpreadMs)),
     lastStartedAfterSpawnMsMedian: median(rs.map((r) => r.lastStartedAfterSpawnMs)),
@@ -515,7 +555,7 @@ function summarize(runs, strategy, n) {
     cpuMsPerNodeAtStartedMedian: median(rs.map((r) => r.diagnostics?.cpuMsAtStarted?.median)),
     cpuMsPerNodeFormingMedian: median(rs.map((r) => r.diagnostics?.cpuMsStartedToComplete?.median)),
     downs: sum(rs.map((r) => r.diagnostics?.downs ?? 0)),
-    loadAvg1: rs.map((r) => r.loadAvg1),
+    busyBefore: rs.map((r) => r.busyBefore),
   };
   const m = s.fromLastStartedMs.median;
   s.vsLibcluster =
@@ -541,7 +581,19 @@ function report(r) {
   parts.push(
     table(
       'Formation: time to a full mesh (every node has seen all N-1 others up), ms; median / max over the formed runs',
-      ['strategy', 'N', 'formed', 'from last start med', 'max', 'from first spawn med', 'max', 'start spread med', 'x libcluster mean (2.5 s)', 'x bound (5 s)', 'samples (from last start)'],
+      [
+        'strategy',
+        'N',
+        'formed',
+        'from last start med',
+        'max',
+        'from first spawn med',
+        'max',
+        'start spread med',
+        'x libcluster mean (2.5 s)',
+        'x bound (5 s)',
+        'samples (from last start)',
+      ],
       r.summary.map((s) => [
         s.strategy,
         s.n,
@@ -573,7 +625,7 @@ function report(r) {
         'CPU ms/node start / forming',
         'CPU share',
         'downs',
-        'load avg (1 min) per run',
+        'machine busy before each run',
       ],
       r.summary.map((s) => [
         s.strategy,
@@ -588,21 +640,30 @@ function report(r) {
         `${fmt(s.cpuMsPerNodeAtStartedMedian)} / ${fmt(s.cpuMsPerNodeFormingMedian)}`,
         fmt(s.cpuShareMedian, 2),
         s.downs,
-        s.loadAvg1.map((x) => fmt(x, 1)).join(' '),
+        s.busyBefore.map((x) => (x === undefined ? '-' : `${Math.round(x * 100)}%`)).join(' '),
       ]),
     ),
     '  discovery lag: strategy report -> first dial, after both nodes started; first dial: TCP connect + handshake of that dial;\n' +
-      '  CPU share: CPU of all nodes / (cores x wall) from first spawn to full mesh (near 1 = CPU-bound); details per run in the JSON.',
+      '  CPU share: CPU of all nodes / (cores x wall) from first spawn to full mesh (near 1 = CPU-bound); machine busy: CPU used by\n' +
+      '  others in the 0.5 s before the run (/proc/stat); details per run in the JSON.',
   );
   parts.push(
     `\nReference (documented, NOT measured in this run): libcluster Gossip heartbeats every :rand.uniform(5_000) ms,` +
       `\nso a node learns a peer whose first heartbeat it missed within 5 s (2.5 s on average). Source: ${LIBCLUSTER.source}.` +
       '\n"x libcluster" = our median from the last start / that figure (below 1 = faster).',
   );
-  if (r.targets.length) parts.push(table('Targets', ['target', 'measured', 'result'], r.targets.map((t) => [t.name, t.measured, t.pass ? 'PASS' : 'MISS'])));
+  if (r.targets.length)
+    parts.push(
+      table(
+        'Targets',
+        ['target', 'measured', 'result'],
+        r.targets.map((t) => [t.name, t.measured, t.pass ? 'PASS' : 'MISS']),
+      ),
+    );
   const failed = r.runs.filter((x) => !x.ok);
   if (failed.length) parts.push(`\nFailed runs:\n${failed.map((x) => `  ${x.strategy} N=${x.n} run ${x.run}: ${x.error}`).join('\n')}`);
-  if (r.skipped.length) parts.push(`\nSkipped (time budget ${r.config.budgetSec} s): ${r.skipped.map((x) => `${x.strategy} N=${x.n} run ${x.run}`).join(', ')}`);
+  if (r.skipped.length)
+    parts.push(`\nSkipped (time budget ${r.config.budgetSec} s): ${r.skipped.map((x) => `${x.strategy} N=${x.n} run ${x.run}`).join(', ')}`);
   return parts.join('\n');
 }
 
