@@ -3,6 +3,7 @@
  * has: new addresses are kept connected, vanished ones are dropped — only if this topology
  * brought them in. A failed lookup changes nothing.
  */
+import { HandshakeError } from '../errors.js';
 import type { Mesh } from '../mesh/mesh.js';
 import type { Logger } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
@@ -38,7 +39,9 @@ export class Topology {
     this.stats_ = { topology: name, strategy: strategy.name, peers: 0, connects: { ok: 0, failed: 0 }, disconnects: 0, lookupErrors: 0 };
     this.unsubscribe = mesh.onDialAttempt((a) => {
       if (!a.owners.includes(this.name)) return;
-      if (a.ok) {
+      // A lost simultaneous-connect tie-break is the peer's link winning, not a failure.
+      const lostTieBreak = a.error instanceof HandshakeError && a.error.reason === 'duplicate-link';
+      if (a.ok || lostTieBreak) {
         this.stats_.connects.ok++;
         this.failing.delete(a.address);
       } else {

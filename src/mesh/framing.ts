@@ -14,6 +14,12 @@ export const FrameType = {
   LEAVE: 3,
   /** The handshake was refused; msgpack body carrying the reason. */
   REJECT: 4,
+  /**
+   * Flow control (protocol version 2): body `[u32 BE bytes]`, the wire bytes (frame header
+   * included) of non-control DATA frames the sender of the ACK has consumed since its previous
+   * ACK. Returns credit to the peer's send window. See `Outbox.ack`.
+   */
+  ACK: 5,
 } as const;
 /** One of the `FrameType` values. */
 export type FrameType = (typeof FrameType)[keyof typeof FrameType];
@@ -22,15 +28,39 @@ export type FrameType = (typeof FrameType)[keyof typeof FrameType];
 export const FRAME_HEADER_BYTES = 5;
 
 const MIN_TYPE = FrameType.HELLO;
-const MAX_TYPE = FrameType.REJECT;
+const MAX_TYPE = FrameType.ACK;
+
+/** Bytes of an ACK frame body. */
+export const ACK_BODY_BYTES = 4;
 
 /** A decoded frame. */
 export interface Frame {
   /** The frame type. */
   type: FrameType;
-  /** The frame body (without length and type). Often a view into the received chunk: do not write to it. */
+  /**
+   * The frame body (without length and type). Often a view into the received chunk: do not
+   * write to it. Empty when `parts` is set.
+   */
   body: Buffer;
+  /**
+   * Only from a decoder created with `dataParts: true`, for a large DATA frame that straddles
+   * received chunks: the body as views into those chunks, in order (not copied; `body` is then
+   * empty). Lets the Inbox copy a fragment once, into the reassembled message.
+   */
+  parts?: Buffer[];
 }
+
+/** Options of a `FrameDecoder`. */
+export interface FrameDecoderOptions {
+  /**
+   * Return DATA frames of at least `PARTS_MIN_BYTES` that straddle received chunks as `parts`
+   * (views) instead of copying them into one buffer. Default false.
+   */
+  dataParts?: boolean;
+}
+
+/** Smallest straddling DATA frame body returned as `parts` (smaller ones are gathered: cheap). */
+export const PARTS_MIN_BYTES = 4096;
 
 /** Whether `type` is a known frame type. */
 export function isFrameType(type: number): type is FrameType {
@@ -64,12 +94,33 @@ export function encodeFrame(type: number, body: Uint8Array): Buffer {
   return out;
 }
 
+/** Builds an ACK frame returning `bytes` (1..2^32-1) of send window to the peer. */
+export function encodeAck(bytes: number): Buffer {
+  if (!Number.isInteger(bytes) || bytes < 1 || bytes > 0xffffffff) throw new RangeError(`ACK bytes must be in 1..2^32-1, got ${String(bytes)}`);
+  const out = Buffer.allocUnsafe(FRAME_HEADER_BYTES + ACK_BODY_BYTES);
+  writeFrameHeader(out, 0, FrameType.ACK, ACK_BODY_BYTES);
+  out.writeUInt32BE(bytes, FRAME_HEADER_BYTES);
+  return out;
+}
+
+/**
+ * Reads the body of a received ACK frame. A body that is not exactly 4 bytes, or that acks 0
+ * bytes (never sent), throws `FrameError(FOUNDATION_FRAME_INVALID)`.
+ */
+export function decodeAck(body: Buffer): number {
+  if (body.length !== ACK_BODY_BYTES) throw new FrameError(ErrorCodes.FRAME_INVALID, `ACK frame body of ${body.length} bytes; expected ${ACK_BODY_BYTES}`);
+  const bytes = body.readUInt32BE(0);
+  if (bytes === 0) throw new FrameError(ErrorCodes.FRAME_INVALID, 'ACK frame acknowledges 0 bytes');
+  return bytes;
+}
+
 const EMPTY = Buffer.alloc(0);
 
 /**
  * Incremental frame parser for one link. `push` the chunks as they arrive, then call `next`
  * until it returns `undefined`. Frames wholly inside one chunk come out as views (no copy);
- * only a frame straddling chunks is copied, once, when it is complete.
+ * only a frame straddling chunks is copied, once, when it is complete (or, with `dataParts`, a
+ * large DATA frame comes out as a list of views).
  *
  * A bad header (declared length 0 or over `maxFrameBytes`, unknown type) throws
  * `FrameError(FOUNDATION_FRAME_INVALID)` as soon as its 5 bytes are in, without waiting for the
@@ -85,12 +136,14 @@ export class FrameDecoder {
   private offset = 0;
   private buffered = 0;
   private failure: FrameError | undefined;
+  private readonly dataParts: boolean;
 
-  constructor(maxFrameBytes: number) {
+  constructor(maxFrameBytes: number, options: FrameDecoderOptions = {}) {
     if (!Number.isInteger(maxFrameBytes) || maxFrameBytes < 1 || maxFrameBytes > 0xffffffff) {
       throw new RangeError(`maxFrameBytes must be an integer in 1..2^32-1, got ${String(maxFrameBytes)}`);
     }
     this.maxFrameBytes = maxFrameBytes;
+    this.dataParts = options.dataParts === true;
   }
 
   /** Bytes received but not yet returned as frames. */
@@ -137,6 +190,9 @@ export class FrameDecoder {
       else this.offset = o + total;
       return { type: type as FrameType, body };
     }
+    if (this.dataParts && type === FrameType.DATA && total - FRAME_HEADER_BYTES >= PARTS_MIN_BYTES) {
+      return { type: type as FrameType, body: EMPTY, parts: this.collect(total) };
+    }
     return { type: type as FrameType, body: this.gather(total) };
   }
 
@@ -172,6 +228,26 @@ export class FrameDecoder {
       this.chunks.splice(0, this.head);
       this.head = 0;
     }
+  }
+
+  /** Consumes a frame that straddles chunks, returning its body as views into them. */
+  private collect(total: number): Buffer[] {
+    const parts: Buffer[] = [];
+    let skip = FRAME_HEADER_BYTES;
+    let need = total;
+    while (need > 0) {
+      const c = this.chunks[this.head] as Buffer;
+      const o = this.offset;
+      const take = Math.min(c.length - o, need);
+      const from = o + Math.min(skip, take);
+      const to = o + take;
+      if (to > from) parts.push(c.subarray(from, to));
+      skip -= Math.min(skip, take);
+      need -= take;
+      if (o + take === c.length) this.dropHead();
+      else this.offset = o + take;
+    }
+    return parts;
   }
 
   /** Copies a frame that straddles chunks into one new buffer and consumes it. */

@@ -84,6 +84,8 @@ const TOPIC_PEERS = '$mesh.peers';
 const REJOIN_OWNER = '$rejoin';
 /** How long a dropped member is redialed when no topology asks for it. */
 const REJOIN_WINDOW_MS = 60_000;
+/** How long the larger-named node of a pair waits for the smaller one to dial (transitive join). */
+const TRANSITIVE_DIAL_DELAY_MS = 200;
 
 type Handler = (payload: unknown, from: string, topic: string, lane: number) => unknown;
 
@@ -450,11 +452,22 @@ export class Mesh {
   private announce(newPeer: string, info: NodeIdentity): void {
     const all = [this.self, ...this.membersForGossip()];
     this.sendInternal(newPeer, TOPIC_PEERS, all);
-    const entry = [{ name: info.name, address: info.address, incarnation: info.incarnation }];
-    for (const other of this.links.keys()) {
-      if (other !== newPeer && !this.links.get(other)?.hs.peer.hidden) this.sendInternal(other, TOPIC_PEERS, entry);
-    }
+    // Newcomers are told to the other members in one message per member per turn of the loop:
+    // a cluster forming at once would otherwise send a message per (newcomer, member) pair.
+    this.announceQueue.push({ name: info.name, address: info.address, incarnation: info.incarnation });
+    if (this.announceQueue.length > 1) return;
+    setImmediate(() => {
+      const entries = this.announceQueue;
+      this.announceQueue = [];
+      for (const [other, st] of this.links) {
+        if (st.hs.peer.hidden) continue;
+        const forOther = entries.filter((e) => e.name !== other);
+        if (forOther.length > 0) this.sendInternal(other, TOPIC_PEERS, forOther);
+      }
+    });
   }
+
+  private announceQueue: NodeIdentity[] = [];
 
   private membersForGossip(): NodeIdentity[] {
     const out: NodeIdentity[] = [];
@@ -474,9 +487,19 @@ export class Mesh {
       if (name === this.self.name) continue;
       const st = this.links.get(name);
       if (st && st.hs.peer.incarnation >= incarnation) continue;
-      this.connect(address).then((r) => {
-        if (!r.ok) this.log.debug({ address, via: from, error: r.error.message }, 'transitive connect failed');
-      });
+      // A topology already dials it: a second, transitive dial would only race the first.
+      if (this.dialer.isWanted(address) && !st) continue;
+      // Both ends usually hear of each other at once: the smaller name dials now, the larger one
+      // only if no link has appeared after a short wait. One connection per pair, not two.
+      const dial = () => {
+        const now = this.links.get(name);
+        if (this.stopping || (now && now.hs.peer.incarnation >= incarnation)) return;
+        this.connect(address).then((r) => {
+          if (!r.ok) this.log.debug({ address, via: from, error: r.error.message }, 'transitive connect failed');
+        });
+      };
+      if (this.self.name < name) dial();
+      else setTimeout(dial, TRANSITIVE_DIAL_DELAY_MS + Math.random() * TRANSITIVE_DIAL_DELAY_MS).unref();
     }
   }
 
@@ -832,7 +855,7 @@ async function startHeartbeat(opts: MeshOptions, meshPort: number): Promise<Hear
   try {
     return await HeartbeatService.start({ host, port: preferred, config: opts.heartbeat, logger: opts.logger });
   } catch (err) {
-    if (opts.heartbeatPort !== undefined) throw err;
+    if (opts.heartbeatPort !== undefined || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
     // The mesh port number is taken on UDP by someone else: any free port will do, since the
     // handshake tells peers which port to use.
     return HeartbeatService.start({ host, port: 0, config: opts.heartbeat, logger: opts.logger });

@@ -15,6 +15,8 @@ try {
 out({ event: 'started', id: node.id, http: node.httpAddress });
 for (const ev of ['up', 'suspect', 'alive']) node.cluster.on(ev, (m) => out({ event: ev, member: m }));
 node.cluster.on('down', (m, reason) => out({ event: 'down', member: m, reason }));
+// Links can come up while start() is still running, before the listeners above exist.
+for (const m of node.cluster.members()) out({ event: 'up', member: m, before: 'listeners' });
 node.mesh.handle('echo', (p) => p);
 node.mesh.handle('whoami', () => node.id);
 
