@@ -261,7 +261,7 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   }
   const resolved = resolveTopologies(o.cluster as ClusterOption | undefined, o.topologies as Record<string, TopologySpec> | undefined, {
     port: o.port ?? 0,
-    secret: secret.source === 'insecure' ? undefined : secret.secret.toString(),
+    secret: secret.source === 'insecure' ? undefined : secret.secret,
     mdnsAvailable: o.cluster === true ? await mdnsAvailable() : false,
   });
   const specs = resolved.topologies;

@@ -14,7 +14,19 @@ export type {
   SendOptions,
 } from './api.js';
 export type { LocalStrategyConfig } from './discovery/local.js';
+export type { GossipStrategyConfig, GossipStats } from './discovery/gossip.js';
+export type { MdnsStrategyConfig, MdnsStats } from './discovery/mdns.js';
+export type { DnsFamily, DnsResolverOptions, DnsStrategyConfig } from './discovery/dns.js';
+export type { DnsSrvStrategyConfig } from './discovery/dns-srv.js';
+export type { KubernetesStrategyConfig } from './discovery/kubernetes.js';
+export type { TopologyStats } from './discovery/topology.js';
+export type { DiscoveryView } from './api.js';
 export { LocalStrategy } from './discovery/local.js';
+export { GossipStrategy } from './discovery/gossip.js';
+export { MdnsStrategy } from './discovery/mdns.js';
+export { DnsStrategy } from './discovery/dns.js';
+export { DnsSrvStrategy } from './discovery/dns-srv.js';
+export { KubernetesApiError, KubernetesStrategy } from './discovery/kubernetes.js';
 export type { ClusterOption, ClusterShorthand } from './discovery/modes.js';
 export type { TopologySpec } from './discovery/registry.js';
 export type { StaticStrategyConfig } from './discovery/static.js';

@@ -7,7 +7,7 @@ import type { FoundationOptions } from '../foundation.js';
 import { didYouMean, levenshtein } from './options.js';
 
 /** Apprentice strategies accepted by FOUNDATION_CLUSTER. */
-export const ENV_CLUSTER_VALUES = ['true', 'false', 'kubernetes', 'dns', 'dns-srv', 'gossip', 'mdns', 'static', 'fly', 'local'] as const;
+export const ENV_CLUSTER_VALUES = ['true', 'mortal', 'false', 'kubernetes', 'dns', 'dns-srv', 'gossip', 'mdns', 'static', 'fly', 'local'] as const;
 
 /** Every variable read, with what it sets: the table in docs/guides/configuration.md. */
 export const ENV_VARIABLES: Record<string, string> = {

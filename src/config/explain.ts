@@ -7,6 +7,7 @@ import { mdnsAvailable } from '../discovery/mdns.js';
 import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
 import { createStrategy, type TopologySpec } from '../discovery/registry.js';
 import { SecretRequiredError } from '../errors.js';
+import { formatAddress } from '../mesh/identity.js';
 import type { FoundationOptions } from '../foundation.js';
 import { mergeEnv, optionsFromEnv } from './env.js';
 import { parseOptions } from './options.js';
@@ -68,7 +69,7 @@ export async function explainConfig(options: FoundationOptions, env: NodeJS.Proc
 export function formatExplanation(e: Explanation): string {
   const lines = [
     `mode: ${e.mode}`,
-    `node: ${e.node.name ?? '(default name)'} on ${e.node.host}:${e.node.port}, cluster "${e.node.clusterName}", secret: ${e.node.secret}`,
+    `node: ${e.node.name ?? '(default name)'} on ${formatAddress(e.node.host, e.node.port)}, cluster "${e.node.clusterName}", secret: ${e.node.secret}`,
   ];
   const names = Object.keys(e.topologies);
   if (names.length === 0) lines.push('topologies: none (the node only accepts links; nothing dials out)');

@@ -44,8 +44,8 @@ export type ClusterOption = boolean | ClusterShorthand;
 export interface ModeContext {
   /** The node's mesh port (0 when it is chosen at start). */
   port: number;
-  /** The node's shared secret, when it has one (gossip authenticates with it by default). */
-  secret?: string;
+  /** The node's shared secret, when it has one (gossip authenticates with it by default). Bytes are kept as bytes. */
+  secret?: string | Uint8Array;
   /** Whether the optional mDNS package resolves. */
   mdnsAvailable: boolean;
 }
@@ -119,7 +119,7 @@ export function resolveTopologies(
       out.gossip = { strategy: 'gossip', config: ctx.secret ? { secret: ctx.secret } : {} };
       notes.push('mortal: multicast-dns is not installed, so gossip (UDP multicast) finds nodes on the LAN');
     }
-    if (!ctx.secret) notes.push('mortal: no secret, so gossip packets are not authenticated');
+    if (!ctx.secret && !ctx.mdnsAvailable) notes.push('mortal: no secret, so gossip packets are not authenticated');
   } else if (cluster && typeof cluster === 'object') {
     mode = 'apprentice';
     const [name, spec] = translateShorthand(cluster, ctx);

@@ -20,7 +20,7 @@ import { FrameType } from './framing.js';
 import type { NodeIdentity } from './types.js';
 
 /** Wire protocol version. A peer with another version is refused with `version-mismatch`. */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 const NONCE_BYTES = 32;
 

@@ -5,6 +5,11 @@
  * priority; the other three share the link by deficit round-robin with weights 4:2:1, so bulk
  * gets a share however busy events are. Messages are cut into fragments so that a big bulk
  * message holds a control message back by one fragment at most.
+ *
+ * Flow control: DATA frames of the non-control lanes count against a send window
+ * (`windowBytes`) until the peer's Inbox has consumed them and said so with an ACK frame. So the
+ * socket buffers (which Node cannot shrink, and which Linux autotunes to several MB) never hold
+ * more than a window of bulk data ahead of a control frame. Control frames (and ACKs) bypass it.
  */
 import { ConfigError, ErrorCodes, FrameError, LaneOverflowError } from '../errors.js';
 import { FRAME_HEADER_BYTES, FrameType } from './framing.js';
@@ -71,7 +76,24 @@ export interface OutboxOptions {
   mode?: 'priority' | 'fifo';
   /** Called, after `pull` has built its buffer, for each lane that returned `false` and is now under its high-water mark. */
   onDrain?: (lane: number) => void;
+  /**
+   * Send window (default `DEFAULT_WINDOW_BYTES`): wire bytes of non-control DATA frames that may
+   * be pulled and not yet acknowledged by the peer (`ack`). While it is full, `pull` returns
+   * control frames only. A frame is always allowed when nothing is in flight, so a window
+   * smaller than a frame still makes progress. `Infinity` disables the window (the peer still acks).
+   * The receiving side acks every `windowBytes / 4` consumed: keep it the same on every node.
+   */
+  windowBytes?: number;
 }
+
+/**
+ * Default send window. About 1 ms of loopback bulk traffic: the most bulk data a control frame
+ * can find ahead of it in the socket buffers of both ends, and still enough for full speed.
+ */
+export const DEFAULT_WINDOW_BYTES = Number(process.env.FDN_WINDOW) || 512 * 1024; // TEMP tuning
+
+/** Payload slices at least this long are handed to the socket as views instead of being copied. */
+export const ZERO_COPY_MIN_BYTES = 8192;
 
 /** Counters of one lane. `messagesQueued`/`bytesQueued` are current levels; the others only grow. */
 export interface LaneCounters {
@@ -211,6 +233,8 @@ export class Outbox {
   readonly fragmentBytes: number;
   /** Scheduling mode. */
   readonly mode: 'priority' | 'fifo';
+  /** Send window for the non-control lanes, in wire bytes (see `OutboxOptions.windowBytes`). */
+  readonly windowBytes: number;
   private readonly laneCounters: readonly LaneCounters[];
 
   private readonly queues: LaneQueue[];
@@ -229,8 +253,13 @@ export class Outbox {
   private pending = 0;
   private planLane = new Uint8Array(256);
   private planLen = new Int32Array(256);
-  /** Total bytes of the frames decided by the last `plan`. */
-  private planBytes = 0;
+  /** Bytes of the output buffer of the last `plan`: frame headers and the payload bytes copied (not passed as views). */
+  private planCopyBytes = 0;
+  /** Wire bytes of non-control DATA frames pulled and not yet acknowledged. */
+  private inFlight = 0;
+  /** Segments built by the current `emit`, and where the next copied segment starts in its buffer. */
+  private segs: Buffer[] = [];
+  private segStart = 0;
   private readonly headerScratch = Buffer.allocUnsafe(MESSAGE_HEADER_BYTES + 255);
 
   constructor(options: OutboxOptions = {}) {
@@ -240,6 +269,11 @@ export class Outbox {
     }
     const mode = options.mode ?? 'priority';
     if (mode !== 'priority' && mode !== 'fifo') throw new ConfigError('mode', `must be "priority" or "fifo", got ${String(mode)}`);
+    const windowBytes = options.windowBytes ?? DEFAULT_WINDOW_BYTES;
+    if (windowBytes !== Number.POSITIVE_INFINITY && (!Number.isInteger(windowBytes) || windowBytes < 1)) {
+      throw new ConfigError('windowBytes', `must be a positive integer or Infinity, got ${String(windowBytes)}`);
+    }
+    this.windowBytes = windowBytes;
     this.fragmentBytes = fragmentBytes;
     this.mode = mode;
     this.fifo = mode === 'fifo';
@@ -276,11 +310,29 @@ export class Outbox {
     return this.pending;
   }
 
+  /** Wire bytes of non-control DATA frames pulled and not yet acknowledged by the peer. */
+  get inFlightBytes(): number {
+    return this.inFlight;
+  }
+
+  /**
+   * The peer consumed `bytes` more wire bytes of non-control DATA frames (an ACK frame):
+   * returns them to the send window. Pull again afterwards: frames may have become sendable.
+   * @throws FrameError FOUNDATION_FRAME_INVALID if `bytes` is not positive or is more than is in
+   *   flight (the peer is broken or lying; close the link).
+   */
+  ack(bytes: number): void {
+    if (!Number.isInteger(bytes) || bytes < 1) invalid(`ACK of ${String(bytes)} bytes`);
+    if (bytes > this.inFlight) invalid(`ACK of ${bytes} bytes, but only ${this.inFlight} are unacknowledged`);
+    this.inFlight -= bytes;
+  }
+
   /**
    * Queues a message. Returns `false` when the lane is at or over its high-water mark after
    * queueing (the message is queued all the same; wait for `onDrain(lane)` before sending
    * more), or when a `drop-oldest` lane had to drop the message itself.
-   * `payload` is kept by reference until its last byte is pulled: do not modify it meanwhile.
+   * Takes ownership of `payload`: it is kept by reference, and large payloads are handed to the
+   * socket as views (see `pullSegments`), so it must not be modified after the call.
    * @throws LaneOverflowError on a `backpressure` lane that would pass its hard limit (not queued).
    * @throws SerializationError if the topic is over 255 UTF-8 bytes.
    */
@@ -336,11 +388,27 @@ export class Outbox {
 
   /**
    * Returns one buffer holding as many whole DATA frames as fit in `budgetBytes` (always at
-   * least one frame if anything is queued), in scheduling order; `undefined` if nothing is queued.
+   * least one frame if any is sendable), in scheduling order; `undefined` if nothing is sendable
+   * (nothing queued, or only non-control frames while the send window is full). A copy of
+   * `pullSegments`, for tests and cold paths.
    */
-  pull(budgetBytes: number): Buffer | undefined {
+  pull(budgetBytes: number, ignoreWindow = false): Buffer | undefined {
+    const segs = this.pullSegments(budgetBytes, ignoreWindow);
+    if (segs === undefined) return undefined;
+    return segs.length === 1 ? (segs[0] as Buffer) : Buffer.concat(segs);
+  }
+
+  /**
+   * Like `pull`, but as a list of buffers to write in order (`socket.cork()`, `write` each,
+   * `uncork()`): frame headers and small payloads are batched into one new buffer, while payload
+   * slices of at least `ZERO_COPY_MIN_BYTES` are views into the payloads given to `enqueue`
+   * (no copy). `ignoreWindow` sends past a full window (a graceful close flushing everything);
+   * those frames still count as in flight.
+   */
+  pullSegments(budgetBytes: number, ignoreWindow = false): Buffer[] | undefined {
     if (this.pending === 0) return undefined;
-    const n = this.plan(budgetBytes);
+    const n = this.plan(budgetBytes, ignoreWindow);
+    if (n === 0) return undefined;
     return this.emit(n);
   }
 
@@ -355,11 +423,12 @@ export class Outbox {
       this.deficit[lane] = 0;
     }
     this.pending = 0;
+    this.inFlight = 0;
   }
 
   // Phase 1: decide the frames (lane + chunk length) without touching the queues, so the total
   // size is known before the single allocation.
-  private plan(budget: number): number {
+  private plan(budget: number, ignoreWindow: boolean): number {
     const queues = this.queues;
     const frag = this.fragmentBytes;
     for (let lane = 0; lane < LANE_COUNT; lane++) {
@@ -369,15 +438,27 @@ export class Outbox {
     }
     let n = 0;
     let total = 0;
+    let copy = 0;
+    const window = ignoreWindow ? Number.POSITIVE_INFINITY : this.windowBytes;
+    let flight = this.inFlight;
     for (;;) {
       const lane = this.fifo ? this.pickFifo() : this.pickPriority();
       if (lane < 0) break;
       const q = queues[lane] as LaneQueue;
-      const remaining = q.bodyLength((q.head + q.pIdx) & q.mask) - q.pOff;
+      const slot = (q.head + q.pIdx) & q.mask;
+      const remaining = q.bodyLength(slot) - q.pOff;
       const chunk = Math.min(remaining, frag);
       const frameBytes = DATA_FRAME_OVERHEAD + chunk;
       if (n > 0 && total + frameBytes > budget) break;
-      if (lane !== 0) this.deficit[lane] = (this.deficit[lane] as number) - chunk;
+      if (lane !== 0) {
+        // Window full: stop. Control always comes first in priority mode, so none is left; in
+        // fifo mode a control frame queued behind stays behind (one queue, as in that mode).
+        if (flight > 0 && flight + frameBytes > window) break;
+        flight += frameBytes;
+        this.deficit[lane] = (this.deficit[lane] as number) - chunk;
+      }
+      const viewed = payloadSlice(MESSAGE_HEADER_BYTES + (q.topic[slot] as Buffer).length, q.pOff, chunk);
+      copy += viewed >= ZERO_COPY_MIN_BYTES ? frameBytes - viewed : frameBytes;
       if (chunk === remaining) {
         q.pIdx++;
         q.pOff = 0;
@@ -390,7 +471,7 @@ export class Outbox {
       n++;
       total += frameBytes;
     }
-    this.planBytes = total;
+    this.planCopyBytes = copy;
     return n;
   }
 
@@ -456,9 +537,12 @@ export class Outbox {
     return best;
   }
 
-  // Phase 2: one allocation, then each frame is written in place and its message dequeued.
-  private emit(n: number): Buffer {
-    const out = Buffer.allocUnsafe(this.planBytes);
+  // Phase 2: one allocation, then each frame is written in place (large payload slices are
+  // passed as views) and its message dequeued.
+  private emit(n: number): Buffer[] {
+    const out = Buffer.allocUnsafe(this.planCopyBytes);
+    this.segs = [];
+    this.segStart = 0;
     const queues = this.queues;
     const counters = this.laneCounters;
     let drainMask = 0;
@@ -486,16 +570,20 @@ export class Outbox {
         const len = payload.length;
         if (len < SMALL_COPY) {
           for (let j = 0; j < len; j++) out[p + j] = payload[j] as number;
-        } else {
+          p += len;
+        } else if (len < ZERO_COPY_MIN_BYTES) {
           out.set(payload, p);
+          p += len;
+        } else {
+          this.pushView(out, p, payload, 0, len);
         }
-        p += len;
       } else {
         p = this.writeSlice(out, p, q, slot, q.sent, chunk);
       }
       const c = counters[lane] as LaneCounters;
       c.bytesQueued -= chunk;
       c.bytesSent += DATA_FRAME_OVERHEAD + chunk;
+      if (lane !== 0) this.inFlight += DATA_FRAME_OVERHEAD + chunk;
       if (fin) {
         q.shift();
         this.pending--;
@@ -509,11 +597,24 @@ export class Outbox {
         drainMask |= 1 << lane;
       }
     }
+    const segs = this.segs;
+    if (this.segStart === 0) segs.push(out);
+    else if (this.segStart < p) segs.push(out.subarray(this.segStart, p));
+    this.segs = EMPTY_SEGMENTS;
     // Callbacks run last: a drain handler that enqueues must not see a half-built pull.
     if (drainMask !== 0 && this.onDrain !== undefined) {
       for (let lane = 0; lane < LANE_COUNT; lane++) if (drainMask & (1 << lane)) this.onDrain(lane);
     }
-    return out;
+    return segs;
+  }
+
+  /** Ends the copied segment at `p` and adds payload bytes [from, to) as a view. */
+  private pushView(out: Buffer, p: number, payload: Uint8Array, from: number, to: number): void {
+    if (p > this.segStart) this.segs.push(out.subarray(this.segStart, p));
+    this.segs.push(
+      Buffer.isBuffer(payload) ? payload.subarray(from, to) : Buffer.from(payload.buffer, payload.byteOffset + from, to - from),
+    );
+    this.segStart = p;
   }
 
   /** Writes bytes [from, from+length) of the head message's serialized body (fragments only). */
@@ -531,12 +632,27 @@ export class Outbox {
       from = hEnd;
     }
     if (from < end) {
-      out.set(payload.subarray(from - headerLength, end - headerLength), p);
-      p += end - from;
+      const a = from - headerLength;
+      const b = end - headerLength;
+      if (b - a >= ZERO_COPY_MIN_BYTES) {
+        this.pushView(out, p, payload, a, b);
+      } else {
+        out.set(payload.subarray(a, b), p);
+        p += b - a;
+      }
     }
     return p;
   }
 }
+
+/** Bytes of the payload inside body bytes [from, from+chunk) of a message whose header (with topic) is `headerLength` long. */
+function payloadSlice(headerLength: number, from: number, chunk: number): number {
+  const start = from > headerLength ? from : headerLength;
+  const end = from + chunk;
+  return end > start ? end - start : 0;
+}
+
+const EMPTY_SEGMENTS: Buffer[] = [];
 
 /** Options of an `Inbox`. */
 export interface InboxOptions {
@@ -549,7 +665,9 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB;
 
 /**
  * The receiving side of a link: turns DATA frame bodies back into messages. Fragments are
- * held per lane until the lane's fin fragment; a single-fragment message is parsed in place.
+ * held per lane (as views, not copies) until the lane's fin fragment, then copied once into the
+ * message; a single-fragment message is parsed in place. It also counts the wire bytes of
+ * non-control DATA frames consumed, for the link to return as ACK frames (`takeUnacked`).
  * After it throws, the link must be closed: the stream is out of sync.
  */
 export class Inbox {
@@ -557,6 +675,7 @@ export class Inbox {
   readonly maxMessageBytes: number;
   private readonly parts: Buffer[][] = LANES.map(() => []);
   private readonly partBytes: number[] = LANES.map(() => 0);
+  private unacked = 0;
 
   constructor(options: InboxOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -573,6 +692,18 @@ export class Inbox {
     return sum;
   }
 
+  /** Wire bytes (frame header included) of non-control DATA frames consumed since the last `takeUnacked`. */
+  get unackedBytes(): number {
+    return this.unacked;
+  }
+
+  /** Returns `unackedBytes` and resets it: the amount for the next ACK frame. */
+  takeUnacked(): number {
+    const n = this.unacked;
+    this.unacked = 0;
+    return n;
+  }
+
   /**
    * Takes the body of one DATA frame; returns the message it completes, if any.
    * @throws FrameError FOUNDATION_FRAME_INVALID (bad lane/fin byte, truncated header, empty
@@ -582,11 +713,55 @@ export class Inbox {
     if (frameBody.length < DATA_HEADER_BYTES) invalid(`DATA frame of ${frameBody.length} bytes has no lane/fin header`);
     const lane = frameBody[0] as number;
     const fin = frameBody[1] as number;
+    const chunkLength = frameBody.length - DATA_HEADER_BYTES;
+    const total = this.check(lane, fin, chunkLength);
+    if (lane !== 0) this.unacked += FRAME_HEADER_BYTES + frameBody.length;
+    if (fin === 1 && total === chunkLength) return parseMessageBody(lane, frameBody, DATA_HEADER_BYTES);
+    const parts = this.parts[lane] as Buffer[];
+    parts.push(frameBody.subarray(DATA_HEADER_BYTES));
+    if (fin === 0) {
+      this.partBytes[lane] = total;
+      return undefined;
+    }
+    return this.assemble(lane, total);
+  }
+
+  /**
+   * Like `push`, for a DATA frame body given as pieces (`Frame.parts` of a decoder with
+   * `dataParts`). The pieces are kept as views until the message is complete.
+   */
+  pushParts(pieces: readonly Buffer[]): InboundMessage | undefined {
+    let length = 0;
+    for (const b of pieces) length += b.length;
+    if (length < DATA_HEADER_BYTES) invalid(`DATA frame of ${length} bytes has no lane/fin header`);
+    const first = pieces[0] as Buffer;
+    const lane = first[0] as number;
+    const fin = (first.length > 1 ? first[1] : (pieces[1] as Buffer)[0]) as number;
+    const chunkLength = length - DATA_HEADER_BYTES;
+    const total = this.check(lane, fin, chunkLength);
+    if (lane !== 0) this.unacked += FRAME_HEADER_BYTES + length;
+    const parts = this.parts[lane] as Buffer[];
+    let skip = DATA_HEADER_BYTES;
+    for (const b of pieces) {
+      if (skip >= b.length) {
+        skip -= b.length;
+        continue;
+      }
+      parts.push(skip === 0 ? b : b.subarray(skip));
+      skip = 0;
+    }
+    if (fin === 0) {
+      this.partBytes[lane] = total;
+      return undefined;
+    }
+    return this.assemble(lane, total);
+  }
+
+  /** Validates a fragment's lane, fin byte and size; returns the message bytes with it. */
+  private check(lane: number, fin: number, chunkLength: number): number {
     if (lane >= LANE_COUNT) invalid(`DATA frame names lane ${lane}; lanes are 0..${LANE_COUNT - 1}`);
     if (fin > 1) invalid(`DATA frame has fin byte ${fin}; expected 0 or 1`);
-    const chunkLength = frameBody.length - DATA_HEADER_BYTES;
-    const held = this.partBytes[lane] as number;
-    const total = held + chunkLength;
+    const total = (this.partBytes[lane] as number) + chunkLength;
     if (total > this.maxMessageBytes) {
       this.parts[lane] = [];
       this.partBytes[lane] = 0;
@@ -595,20 +770,24 @@ export class Inbox {
         `Message on lane "${LANES[lane] as string}" reached ${total} bytes; maxMessageBytes is ${this.maxMessageBytes}`,
       );
     }
-    if (fin === 1 && held === 0) return parseMessageBody(lane, frameBody, DATA_HEADER_BYTES);
     // Empty middle fragments are never sent and would let a peer grow the list for free.
     if (chunkLength === 0 && fin === 0) invalid('Empty non-final DATA fragment');
+    return total;
+  }
+
+  /** Copies the held fragments of `lane` (the fin one included) into one body and parses it. */
+  private assemble(lane: number, total: number): InboundMessage {
     const parts = this.parts[lane] as Buffer[];
-    parts.push(frameBody.subarray(DATA_HEADER_BYTES));
-    if (fin === 0) {
-      this.partBytes[lane] = total;
-      return undefined;
-    }
-    const body = Buffer.allocUnsafe(total);
-    let p = 0;
-    for (const part of parts) {
-      part.copy(body, p);
-      p += part.length;
+    let body: Buffer;
+    if (parts.length === 1) {
+      body = parts[0] as Buffer;
+    } else {
+      body = Buffer.allocUnsafe(total);
+      let p = 0;
+      for (const part of parts) {
+        part.copy(body, p);
+        p += part.length;
+      }
     }
     this.parts[lane] = [];
     this.partBytes[lane] = 0;

@@ -1,12 +1,16 @@
 /**
  * One authenticated connection to one peer: socket, frame decoder, outbox (lanes) and inbox
  * (reassembly). The link knows nothing about membership; the mesh decides what a close means.
+ *
+ * Flow control: the outbox keeps at most a window of non-control DATA frames unacknowledged;
+ * this end returns ACK frames for what its inbox consumed, every quarter window and whenever a
+ * burst of socket reads is over (a `setImmediate` after a read), so the peer never stalls.
  */
 import type { Socket } from 'node:net';
 import { FrameError, HandshakeError } from '../errors.js';
 import type { HandshakeChannel, HandshakeResult } from './handshake.js';
-import { FrameDecoder, FrameType, encodeFrame } from './framing.js';
-import { Inbox, Outbox, type OutboxOptions } from './lanes.js';
+import { decodeAck, encodeAck, type Frame, FrameDecoder, FrameType, encodeFrame } from './framing.js';
+import { DEFAULT_WINDOW_BYTES, Inbox, Outbox, type OutboxOptions } from './lanes.js';
 import type { InboundMessage } from './message.js';
 
 export interface LinkOptions {
@@ -32,6 +36,10 @@ export interface LinkEvents {
 
 /** Bytes the link hands the socket per write; small enough that control waits ~one fragment. */
 const WRITE_BUDGET = 64 * 1024;
+/** Bytes written per writev by a flush (several pulls corked together). */
+const FLUSH_BYTES = Number(process.env.FDN_FLUSH) || 256 * 1024; // TEMP
+/** Largest ACK body. */
+const MAX_ACK = 0xffffffff;
 
 export class Link {
   readonly remote: string;
@@ -41,8 +49,12 @@ export class Link {
   private readonly inbox: Inbox;
   private events?: LinkEvents;
   private handshakeWaiter?: { resolve: (f: { type: number; body: Buffer }) => void; reject: (e: Error) => void };
-  private handshakeQueue: { type: number; body: Buffer }[] = [];
+  private handshakeQueue: Frame[] = [];
+  /** Consumed bytes at which an ACK goes out at once (a quarter of the window). */
+  private readonly ackEvery: number;
+  private ackScheduled = false;
   private flushScheduled = false;
+  private flushSoonScheduled = false;
   private waitingDrain = false;
   private closed = false;
   private closeCause?: LinkCloseCause;
@@ -53,9 +65,11 @@ export class Link {
     private readonly opts: LinkOptions,
   ) {
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.decoder = new FrameDecoder(opts.maxFrameBytes);
+    this.decoder = new FrameDecoder(opts.maxFrameBytes, { dataParts: true });
     this.inbox = new Inbox({ maxMessageBytes: opts.maxMessageBytes });
     this.outbox = new Outbox({ ...opts.outbox, onDrain: (lane: number) => this.events?.onDrain(lane) });
+    const window = opts.outbox.windowBytes ?? DEFAULT_WINDOW_BYTES;
+    this.ackEvery = Math.max(1, Math.min(Math.floor(window / (Number(process.env.FDN_ACKDIV) || 4)), MAX_ACK)); // TEMP
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('drain', () => {
@@ -113,11 +127,21 @@ export class Link {
     // Data frames that raced in right behind the last handshake frame.
     const early = this.handshakeQueue;
     this.handshakeQueue = [];
-    for (const f of early) this.onFrame(f.type, f.body);
+    try {
+      for (const f of early) this.onFrame(f);
+      this.ackSoon();
+    } catch (error) {
+      this.terminate({ kind: 'protocol-error', error: error as Error });
+      return;
+    }
     if (this.closed && this.closeCause) events.onClose(this.closeCause);
   }
 
-  /** Queues one message. Returns false when the lane is over its high-water mark. */
+  /**
+   * Queues one message. Returns false when the lane is over its high-water mark. Takes
+   * ownership of `payload`: large payloads are written to the socket as views, so the caller
+   * must not modify it afterwards.
+   */
   send(lane: number, flags: number, corrId: number, topic: string, payload: Uint8Array): boolean {
     // The peer would close the link on an oversized message; refuse it here, at the call site.
     // (Every node of a cluster is expected to share maxMessageBytes.)
@@ -128,7 +152,8 @@ export class Link {
       );
     }
     const below = this.outbox.enqueue(lane, flags, corrId, topic, payload);
-    this.scheduleFlush();
+    if (lane === 0) this.flushSoon();
+    else this.scheduleFlush();
     return below;
   }
 
@@ -149,26 +174,69 @@ export class Link {
     });
   }
 
+  /**
+   * Control messages do not wait for the end of the poll phase (which may still hold many
+   * socket reads to process): they go out once the current callback is over, still batched
+   * with whatever that callback sent.
+   */
+  private flushSoon(): void {
+    if (this.flushSoonScheduled || this.waitingDrain || this.closed) return;
+    this.flushSoonScheduled = true;
+    queueMicrotask(() => {
+      this.flushSoonScheduled = false;
+      this.flush();
+    });
+  }
+
   private flush(): void {
     if (this.waitingDrain || this.closed) return;
+    const socket = this.socket;
     for (;;) {
-      const buf = this.outbox.pull(WRITE_BUDGET);
-      if (!buf) return;
-      if (!this.socket.write(buf)) {
-        // Leave the rest in the lanes, so a control message queued meanwhile still
-        // overtakes bulk data: only what the socket already holds is ahead of it.
+      // Stops when nothing is sendable: lanes empty, or the send window full (an ACK flushes again).
+      let segs = this.outbox.pullSegments(WRITE_BUDGET);
+      if (segs === undefined) return;
+      // Several pulls go out in one writev: fewer system calls for the same bytes.
+      socket.cork();
+      let ok = true;
+      let bytes = 0;
+      do {
+        for (const seg of segs) {
+          ok = socket.write(seg);
+          bytes += seg.length;
+        }
+        if (bytes >= FLUSH_BYTES) break;
+        segs = this.outbox.pullSegments(WRITE_BUDGET);
+      } while (segs !== undefined);
+      socket.uncork();
+      if (!ok && socket.writableLength > 0) {
+        // The kernel did not take it all: leave the rest in the lanes, so a control message
+        // queued meanwhile still overtakes bulk data (only what the socket holds is ahead of it).
+        // A batch the kernel took whole reports false too (it passed the high-water mark while
+        // corked) but holds nothing back: go on; its 'drain' just flushes again.
         this.waitingDrain = true;
         return;
       }
+      if (segs === undefined) return;
     }
   }
 
-  /** Writes everything queued now, ignoring back-pressure (used before a graceful close). */
+  /** Writes one pull's segments; several are corked into one writev. */
+  private write(segs: Buffer[]): boolean {
+    if (segs.length === 1) return this.socket.write(segs[0] as Buffer);
+    this.socket.cork();
+    let ok = true;
+    for (const seg of segs) ok = this.socket.write(seg);
+    this.socket.uncork();
+    return ok;
+  }
+
+  /** Writes everything queued now, ignoring back-pressure and the send window (used before a graceful close). */
   flushNow(): void {
+    if (this.closed) return;
     for (;;) {
-      const buf = this.outbox.pull(WRITE_BUDGET);
-      if (!buf) return;
-      this.socket.write(buf);
+      const segs = this.outbox.pullSegments(WRITE_BUDGET, true);
+      if (!segs) return;
+      this.write(segs);
     }
   }
 
@@ -190,22 +258,49 @@ export class Link {
           }
           continue;
         }
-        this.onFrame(f.type, f.body);
+        this.onFrame(f);
       }
+      if (this.events) this.ackSoon();
     } catch (error) {
       this.terminate({ kind: 'protocol-error', error: error as Error });
     }
   }
 
-  private onFrame(type: number, body: Buffer): void {
+  private onFrame(f: Frame): void {
     const events = this.events as LinkEvents;
+    const type = f.type;
     if (type === FrameType.DATA) {
-      const msg = this.inbox.push(body);
+      const msg = f.parts === undefined ? this.inbox.push(f.body) : this.inbox.pushParts(f.parts);
+      if (this.inbox.unackedBytes >= this.ackEvery) this.sendAck();
       if (msg) events.onMessage(msg);
+    } else if (type === FrameType.ACK) {
+      // Throws FrameError (a protocol error, closing the link) on a bad body or an over-ack.
+      this.outbox.ack(decodeAck(f.body));
+      this.flush();
     } else if (type === FrameType.LEAVE) {
       events.onLeave();
     } else {
       throw new FrameError('FOUNDATION_FRAME_INVALID', `unexpected frame type ${type} after the handshake`);
+    }
+  }
+
+  /** Acks what the inbox consumed once this burst of reads is over (the peer may be waiting on it). */
+  private ackSoon(): void {
+    if (this.ackScheduled || this.inbox.unackedBytes === 0) return;
+    this.ackScheduled = true;
+    setImmediate(() => {
+      this.ackScheduled = false;
+      this.sendAck();
+    });
+  }
+
+  private sendAck(): void {
+    if (this.closed) return;
+    let n = this.inbox.takeUnacked();
+    while (n > 0) {
+      const part = Math.min(n, MAX_ACK);
+      this.socket.write(encodeAck(part));
+      n -= part;
     }
   }
 

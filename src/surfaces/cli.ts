@@ -691,9 +691,10 @@ export function buildProgram(): Command {
     .addOption(new Option('--name <name>', 'cluster-unique node name (default <hostname>-<pid>)').env('FOUNDATION_NAME').argParser(parseNonEmpty))
     .addOption(new Option('--port <port>', 'mesh TCP port (0 = pick a free one)').env('FOUNDATION_PORT').argParser(parsePort).default(0))
     .addOption(
-      new Option('--cluster <mode>', 'discovery: true (Mortal) or an Apprentice strategy; its keys come from FOUNDATION_* variables')
+      new Option('--cluster <mode>', `discovery: ${ENV_CLUSTER_VALUES.join(' | ')} (true = Mortal mode); a strategy's keys come from FOUNDATION_* variables`)
         .env('FOUNDATION_CLUSTER')
-        .choices([...ENV_CLUSTER_VALUES]),
+        // Checked (case-insensitively, with a did-you-mean) by the same code as FOUNDATION_CLUSTER.
+        .argParser(parseNonEmpty),
     )
     .addOption(
       new Option('--http <port|host:port>', 'admin HTTP server (/health /ready /metrics /cluster); a bare port uses --host')
@@ -733,7 +734,7 @@ export function buildProgram(): Command {
     .description('Print the topologies the current flags and FOUNDATION_* environment resolve to, as start would run them')
     .addOption(new Option('--port <port>', 'mesh TCP port').env('FOUNDATION_PORT').argParser(parsePort))
     .addOption(new Option('--host <host>', 'interface the mesh listens on').env('FOUNDATION_HOST').argParser(parseNonEmpty))
-    .addOption(new Option('--cluster <mode>', 'true (Mortal) or an Apprentice strategy').env('FOUNDATION_CLUSTER').choices([...ENV_CLUSTER_VALUES]))
+    .addOption(new Option('--cluster <mode>', `${ENV_CLUSTER_VALUES.join(' | ')} (true = Mortal mode)`).env('FOUNDATION_CLUSTER').argParser(parseNonEmpty))
     .addOption(new Option('--static <host:port,...>', 'mesh addresses of nodes to join').env('FOUNDATION_STATIC').argParser(parseStaticList))
     .addOption(new Option('--cluster-name <name>', 'cluster name').env('FOUNDATION_CLUSTER_NAME').argParser(parseNonEmpty))
     .option('--json', 'print JSON')

@@ -116,7 +116,7 @@ describe('environment (twelve-factor)', () => {
 
   it('names the variable and the allowed values on bad input', () => {
     expect(() => optionsFromEnv({ FOUNDATION_CLUSTER: 'kubernets' })).toThrow(
-      /FOUNDATION_CLUSTER.*did you mean "kubernetes"\?.*Allowed values: true, false, kubernetes/,
+      /FOUNDATION_CLUSTER.*did you mean "kubernetes"\?.*Allowed values: true, mortal, false, kubernetes/,
     );
     expect(() => optionsFromEnv({ FOUNDATION_CLUSTER: 'dns' })).toThrow(/FOUNDATION_DNS_QUERY.*required/);
     expect(() => optionsFromEnv({ FOUNDATION_PORT: 'abc' })).toThrow(/FOUNDATION_PORT/);
