@@ -81,7 +81,8 @@ export interface OutboxOptions {
    * be pulled and not yet acknowledged by the peer (`ack`). While it is full, `pull` returns
    * control frames only. A frame is always allowed when nothing is in flight, so a window
    * smaller than a frame still makes progress. `Infinity` disables the window (the peer still acks).
-   * The receiving side acks every `windowBytes / 4` consumed: keep it the same on every node.
+   * The receiving side acks every `windowBytes / 2` consumed (and at the end of each burst of
+   * socket reads): keep it the same on every node.
    */
   windowBytes?: number;
 }
@@ -90,7 +91,7 @@ export interface OutboxOptions {
  * Default send window. About 1 ms of loopback bulk traffic: the most bulk data a control frame
  * can find ahead of it in the socket buffers of both ends, and still enough for full speed.
  */
-export const DEFAULT_WINDOW_BYTES = Number(process.env.FDN_WINDOW) || 512 * 1024; // TEMP tuning
+export const DEFAULT_WINDOW_BYTES = 512 * 1024;
 
 /** Payload slices at least this long are handed to the socket as views instead of being copied. */
 export const ZERO_COPY_MIN_BYTES = 8192;
@@ -611,9 +612,7 @@ export class Outbox {
   /** Ends the copied segment at `p` and adds payload bytes [from, to) as a view. */
   private pushView(out: Buffer, p: number, payload: Uint8Array, from: number, to: number): void {
     if (p > this.segStart) this.segs.push(out.subarray(this.segStart, p));
-    this.segs.push(
-      Buffer.isBuffer(payload) ? payload.subarray(from, to) : Buffer.from(payload.buffer, payload.byteOffset + from, to - from),
-    );
+    this.segs.push(Buffer.isBuffer(payload) ? payload.subarray(from, to) : Buffer.from(payload.buffer, payload.byteOffset + from, to - from));
     this.segStart = p;
   }
 

@@ -2,7 +2,17 @@ import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, FrameError } from '../../src/errors.js';
-import { encodeFrame, type Frame, FrameDecoder, FrameType, isFrameType, writeFrameHeader } from '../../src/mesh/framing.js';
+import {
+  decodeAck,
+  encodeAck,
+  encodeFrame,
+  type Frame,
+  FrameDecoder,
+  FrameType,
+  isFrameType,
+  PARTS_MIN_BYTES,
+  writeFrameHeader,
+} from '../../src/mesh/framing.js';
 
 function drain(decoder: FrameDecoder): Frame[] {
   const out: Frame[] = [];
@@ -42,8 +52,9 @@ describe('encodeFrame', () => {
   });
 
   it('has the documented type numbers and refuses unknown types', () => {
-    expect(FrameType).toEqual({ HELLO: 1, DATA: 2, LEAVE: 3, REJECT: 4 });
-    for (const t of [0, 5, 255, 1.5, -1]) {
+    expect(FrameType).toEqual({ HELLO: 1, DATA: 2, LEAVE: 3, REJECT: 4, ACK: 5 });
+    expect(isFrameType(FrameType.ACK)).toBe(true);
+    for (const t of [0, 6, 255, 1.5, -1]) {
       expect(isFrameType(t)).toBe(false);
       expectFrameInvalid(() => encodeFrame(t, Buffer.alloc(1)));
     }
@@ -107,7 +118,7 @@ describe('FrameDecoder', () => {
 
   it('decodes any stream cut into random chunks (property)', () => {
     const arbFrame = fc.record({
-      type: fc.constantFrom(FrameType.HELLO, FrameType.DATA, FrameType.LEAVE, FrameType.REJECT),
+      type: fc.constantFrom(FrameType.HELLO, FrameType.DATA, FrameType.LEAVE, FrameType.REJECT, FrameType.ACK),
       body: fc.uint8Array({ maxLength: 200 }),
     });
     fc.assert(
@@ -155,7 +166,7 @@ describe('FrameDecoder', () => {
     const zero = new FrameDecoder(100);
     zero.push(Buffer.from([0, 0, 0, 0, 2]));
     expectFrameInvalid(() => zero.next());
-    for (const type of [0, 5, 200]) {
+    for (const type of [0, 6, 200]) {
       const d = new FrameDecoder(100);
       d.push(Buffer.from([0, 0, 0, 2, type, 0]));
       expectFrameInvalid(() => d.next());
@@ -219,5 +230,108 @@ describe('FrameDecoder', () => {
     expect(f?.type).toBe(FrameType.LEAVE);
     expect(Buffer.isBuffer(f?.body)).toBe(true);
     expect([...f!.body]).toEqual([0xaa, 0xbb]);
+  });
+});
+
+describe('ACK frames', () => {
+  it('encode [u32 BE bytes] and decode back', () => {
+    const f = encodeAck(0x01020304);
+    expect([...f]).toEqual([0, 0, 0, 5, 5, 1, 2, 3, 4]);
+    const d = new FrameDecoder(100);
+    d.push(f);
+    const got = d.next()!;
+    expect(got.type).toBe(FrameType.ACK);
+    expect(decodeAck(got.body)).toBe(0x01020304);
+    expect(decodeAck(encodeAck(0xffffffff).subarray(5))).toBe(0xffffffff);
+    for (const bad of [0, -1, 1.5, 2 ** 32]) expect(() => encodeAck(bad)).toThrow(RangeError);
+  });
+
+  it('refuse a body of the wrong size, or an ack of 0 bytes, with FRAME_INVALID', () => {
+    expectFrameInvalid(() => decodeAck(Buffer.alloc(0)));
+    expectFrameInvalid(() => decodeAck(Buffer.alloc(3)));
+    expectFrameInvalid(() => decodeAck(Buffer.alloc(5, 1)));
+    expectFrameInvalid(() => decodeAck(Buffer.alloc(4)));
+  });
+});
+
+describe('FrameDecoder with dataParts', () => {
+  const big = (n: number): Buffer => randomBytes(n);
+
+  it('returns a large DATA frame straddling chunks as views into them, without copying', () => {
+    const body = big(100_000);
+    const wire = Buffer.concat([
+      encodeFrame(FrameType.HELLO, Buffer.from('x')),
+      encodeFrame(FrameType.DATA, body),
+      encodeFrame(FrameType.LEAVE, Buffer.from('y')),
+    ]);
+    const chunks = [wire.subarray(0, 30_000), wire.subarray(30_000, 70_000), wire.subarray(70_000)].map((c) => Buffer.from(c));
+    const d = new FrameDecoder(1 << 20, { dataParts: true });
+    const out: Frame[] = [];
+    for (const c of chunks) {
+      d.push(c);
+      out.push(...drain(d));
+    }
+    expect(out.map((f) => f.type)).toEqual([FrameType.HELLO, FrameType.DATA, FrameType.LEAVE]);
+    const data = out[1]!;
+    expect(data.body.length).toBe(0);
+    expect(data.parts).toHaveLength(3);
+    expect(data.parts!.map((p, i) => p.buffer === chunks[i]!.buffer)).toEqual([true, true, true]);
+    expect(Buffer.concat(data.parts!).equals(body)).toBe(true);
+    expect(out[0]!.parts).toBeUndefined();
+    expect(out[2]!.body.toString()).toBe('y');
+    expect(d.bufferedBytes).toBe(0);
+  });
+
+  it('still gathers small DATA frames and other types, and leaves frames inside one chunk as plain views', () => {
+    const small = encodeFrame(FrameType.DATA, big(PARTS_MIN_BYTES - 1));
+    const hello = encodeFrame(FrameType.HELLO, big(PARTS_MIN_BYTES * 2));
+    const whole = encodeFrame(FrameType.DATA, big(PARTS_MIN_BYTES * 2));
+    for (const frame of [small, hello]) {
+      const d = new FrameDecoder(1 << 20, { dataParts: true });
+      d.push(frame.subarray(0, 100));
+      expect(d.next()).toBeUndefined();
+      d.push(frame.subarray(100));
+      const f = d.next()!;
+      expect(f.parts).toBeUndefined();
+      expect(f.body.equals(frame.subarray(5))).toBe(true);
+    }
+    const d = new FrameDecoder(1 << 20, { dataParts: true });
+    d.push(whole);
+    const f = d.next()!;
+    expect(f.parts).toBeUndefined();
+    expect(f.body.buffer).toBe(whole.buffer);
+  });
+
+  it('decodes any stream cut into random chunks, large frames included (property)', () => {
+    const arbFrame = fc.record({
+      type: fc.constantFrom(FrameType.HELLO, FrameType.DATA, FrameType.DATA, FrameType.ACK),
+      size: fc.oneof(fc.integer({ min: 0, max: 100 }), fc.integer({ min: 0, max: 20_000 })),
+    });
+    fc.assert(
+      fc.property(fc.array(arbFrame, { maxLength: 12 }), fc.array(fc.nat(), { maxLength: 30 }), (specs, cutSeeds) => {
+        const frames = specs.map((f) => ({ type: f.type, body: big(f.size) }));
+        const wire = Buffer.concat(frames.map((f) => encodeFrame(f.type, f.body)));
+        const cuts = [...new Set(cutSeeds.map((c) => (wire.length === 0 ? 0 : c % wire.length)))].sort((a, b) => a - b);
+        const d = new FrameDecoder(1 << 20, { dataParts: true });
+        const out: Frame[] = [];
+        let prev = 0;
+        for (const c of [...cuts, wire.length]) {
+          d.push(Buffer.from(wire.subarray(prev, c)));
+          prev = c;
+          out.push(...drain(d));
+        }
+        expect(out.length).toBe(frames.length);
+        out.forEach((f, i) => {
+          expect(f.type).toBe(frames[i]!.type);
+          const body = f.parts === undefined ? f.body : Buffer.concat(f.parts);
+          if (f.parts !== undefined) {
+            expect(f.type).toBe(FrameType.DATA);
+            expect(f.parts.every((p) => p.length > 0)).toBe(true);
+          }
+          expect(body.equals(frames[i]!.body)).toBe(true);
+        });
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, FrameError, LaneOverflowError, SerializationError } from '../../src/errors.js';
-import { FrameDecoder, FrameType } from '../../src/mesh/framing.js';
-import { DEFAULT_LANE_OPTIONS, Inbox, Lane, Outbox, type OutboxOptions } from '../../src/mesh/lanes.js';
+import { ConfigError, ErrorCodes, FrameError, LaneOverflowError, SerializationError } from '../../src/errors.js';
+import { FRAME_HEADER_BYTES, FrameDecoder, FrameType } from '../../src/mesh/framing.js';
+import { DEFAULT_LANE_OPTIONS, DEFAULT_WINDOW_BYTES, Inbox, Lane, Outbox, type OutboxOptions, ZERO_COPY_MIN_BYTES } from '../../src/mesh/lanes.js';
 import { encodeMessageBody, fragmentMessage, type InboundMessage, MessageFlags, parseMessageBody, topicBytes } from '../../src/mesh/message.js';
 
 interface WireFrame {
@@ -35,12 +35,19 @@ class Receiver {
     expect(this.decoder.bufferedBytes).toBe(0); // pull() only returns whole frames
     this.pulls++;
   }
+  /** Returns everything consumed so far to `out`'s send window, as an ACK frame would. */
+  ack(out: Outbox): void {
+    const n = this.inbox.takeUnacked();
+    if (n > 0) out.ack(n);
+  }
 }
 
+/** Pulls until nothing is sendable, acking each pull at once (a receiver that keeps up). */
 function pullAll(out: Outbox, rx: Receiver, budget: number): number {
   let n = 0;
   for (let buf = out.pull(budget); buf !== undefined; buf = out.pull(budget)) {
     rx.feed(buf);
+    rx.ack(out);
     n++;
   }
   return n;
@@ -234,6 +241,7 @@ describe('scheduling', () => {
       out.enqueue(Lane.CONTROL, 0, 100 + i, 'hb', Buffer.from([i]));
       const before = rx.frames.length;
       rx.feed(out.pull(200_000)!);
+      rx.ack(out);
       expect(rx.frames[before]).toMatchObject({ lane: Lane.CONTROL });
     }
     pullAll(out, rx, 1 << 20);
@@ -441,6 +449,293 @@ describe('queue bounds', () => {
   });
 });
 
+describe('flow control (send window)', () => {
+  /** Wire bytes of one DATA frame carrying `bodyBytes` of message body. */
+  const wire = (bodyBytes: number): number => FRAME_HEADER_BYTES + 2 + bodyBytes;
+
+  it('holds non-control frames once the window is full, lets control through, and reopens on ack', () => {
+    const out = new Outbox({ windowBytes: 200_000 });
+    const rx = new Receiver();
+    expect(out.windowBytes).toBe(200_000);
+    expect(new Outbox().windowBytes).toBe(DEFAULT_WINDOW_BYTES);
+    out.enqueue(Lane.EVENTS, 0, 2, 'e', Buffer.alloc(100));
+    out.enqueue(Lane.BULK, 0, 1, 'b', Buffer.alloc(1 << 20));
+    // Whatever the budget, no more than the window goes out: the small message and two 64 KiB
+    // fragments fit, a third does not.
+    for (let buf = out.pull(1 << 20); buf !== undefined; buf = out.pull(1 << 20)) rx.feed(buf);
+    const sent = rx.frames.reduce((sum, f) => sum + wire(f.chunk), 0);
+    expect(sent).toBeLessThanOrEqual(200_000);
+    expect(sent).toBeGreaterThan(200_000 - wire(65536));
+    expect(out.inFlightBytes).toBe(sent);
+    expect(out.pull(1 << 20)).toBeUndefined();
+    // Nor does anything queued now on a non-control lane.
+    out.enqueue(Lane.EVENTS, 0, 4, 'e', Buffer.alloc(100));
+    expect(out.pull(1 << 20)).toBeUndefined();
+    expect(out.pendingMessages).toBe(2);
+    expect(rx.messages.map((m) => m.corrId)).toEqual([2]);
+
+    // Control still flows, alone.
+    out.enqueue(Lane.CONTROL, 0, 3, 'c', Buffer.from('ping'));
+    const before = rx.frames.length;
+    rx.feed(out.pull(1 << 20)!);
+    expect(rx.frames.slice(before).map((f) => f.lane)).toEqual([Lane.CONTROL]);
+    expect(rx.messages.map((m) => m.corrId)).toEqual([2, 3]);
+    expect(out.inFlightBytes).toBe(sent); // control does not count
+    expect(out.pull(1 << 20)).toBeUndefined();
+
+    // The receiver counted exactly what the sender has in flight; acking part of it lets as much through.
+    const inbox = (rx as unknown as { inbox: Inbox }).inbox;
+    expect(inbox.unackedBytes).toBe(sent);
+    const consumed = inbox.takeUnacked();
+    out.ack(wire(65536));
+    expect(out.inFlightBytes).toBe(sent - wire(65536));
+    const framesBefore = rx.frames.length;
+    rx.feed(out.pull(1 << 20)!);
+    expect(rx.frames.slice(framesBefore).some((f) => f.lane === Lane.BULK && f.chunk === 65536)).toBe(true);
+    expect(out.inFlightBytes).toBeLessThanOrEqual(200_000);
+    expect(out.inFlightBytes).toBeGreaterThan(200_000 - wire(65536));
+    expect(out.pull(1 << 20)).toBeUndefined();
+
+    // Acking everything as it arrives delivers the rest, in order.
+    out.ack(consumed - wire(65536));
+    rx.ack(out);
+    pullAll(out, rx, 1 << 20);
+    expect(rx.messages.map((m) => m.corrId)).toEqual([2, 3, 4, 1]);
+    expect(rx.messages[3]!.payload.length).toBe(1 << 20);
+    expect(out.inFlightBytes).toBe(0);
+    expect(out.pendingMessages).toBe(0);
+  });
+
+  it('lets one frame through when nothing is in flight, whatever the window', () => {
+    const out = new Outbox({ windowBytes: 1 });
+    const rx = new Receiver();
+    for (let i = 0; i < 3; i++) out.enqueue(Lane.EVENTS, 0, i, 'e', Buffer.alloc(1000));
+    rx.feed(out.pull(1 << 20)!);
+    expect(rx.frames).toHaveLength(1);
+    expect(out.pull(1 << 20)).toBeUndefined();
+    rx.ack(out);
+    pullAll(out, rx, 1 << 20);
+    expect(rx.messages.map((m) => m.corrId)).toEqual([0, 1, 2]);
+  });
+
+  it('fifo mode uses the window too, as one queue: a control message waits behind older bulk', () => {
+    const out = new Outbox({ mode: 'fifo', windowBytes: 100_000, fragmentBytes: 10_000 });
+    const rx = new Receiver();
+    out.enqueue(Lane.BULK, 0, 1, 'b', Buffer.alloc(300_000));
+    out.enqueue(Lane.CONTROL, 0, 2, 'c', Buffer.alloc(10));
+    for (let buf = out.pull(1 << 20); buf !== undefined; buf = out.pull(1 << 20)) rx.feed(buf);
+    expect(rx.frames.length).toBeGreaterThan(0);
+    expect(rx.frames.every((f) => f.lane === Lane.BULK)).toBe(true);
+    expect(out.inFlightBytes).toBeLessThanOrEqual(100_000);
+    rx.ack(out);
+    pullAll(out, rx, 1 << 20);
+    expect(rx.messages.map((m) => m.corrId)).toEqual([1, 2]);
+
+    // With the window full, a control message at the head of the queue still goes out.
+    const head = new Outbox({ mode: 'fifo', windowBytes: 1000 });
+    const rx2 = new Receiver();
+    head.enqueue(Lane.EVENTS, 0, 1, '', Buffer.alloc(5000));
+    rx2.feed(head.pull(1 << 20)!);
+    head.enqueue(Lane.EVENTS, 0, 2, '', Buffer.alloc(10));
+    expect(head.pull(1 << 20)).toBeUndefined();
+    head.enqueue(Lane.CONTROL, 0, 3, '', Buffer.alloc(10));
+    expect(head.pull(1 << 20)).toBeUndefined(); // behind events #2
+    rx2.ack(head);
+    pullAll(head, rx2, 1 << 20);
+    expect(rx2.messages.map((m) => m.corrId)).toEqual([1, 2, 3]);
+    head.enqueue(Lane.EVENTS, 0, 4, '', Buffer.alloc(5000));
+    head.enqueue(Lane.CONTROL, 0, 5, '', Buffer.alloc(10));
+    head.enqueue(Lane.EVENTS, 0, 6, '', Buffer.alloc(10));
+    // #4 fills the window (smaller than one frame: allowed since nothing was in flight); #5 is
+    // control, next in the queue, so it follows; #6 waits for credit.
+    rx2.feed(head.pull(1 << 20)!);
+    expect(rx2.messages.map((m) => m.corrId).slice(3)).toEqual([4, 5]);
+    expect(head.pull(1 << 20)).toBeUndefined();
+  });
+
+  it('keeps DRR shares when the window throttles the link', () => {
+    const out = new Outbox(roomy({ windowBytes: 150_000 }));
+    const rx = new Receiver();
+    for (let i = 0; i < 2000; i++) out.enqueue(Lane.EVENTS, 0, i, 'e', Buffer.alloc(4000));
+    for (let i = 0; i < 40; i++) out.enqueue(Lane.BULK, 0, i, 'b', Buffer.alloc(100_000));
+    // Ack in small random pieces, as a receiver consuming frame by frame would.
+    let seed = 7;
+    for (;;) {
+      const buf = out.pull(1 << 16);
+      if (buf === undefined) {
+        const n = (rx as unknown as { inbox: Inbox }).inbox.takeUnacked();
+        if (n === 0) break;
+        let left = n;
+        while (left > 0) {
+          seed = (seed * 1103515245 + 12345) & 0x7fffffff;
+          const part = Math.min(left, 1 + (seed % 50_000));
+          out.ack(part);
+          left -= part;
+        }
+        continue;
+      }
+      rx.feed(buf);
+    }
+    const lastEvents = rx.frames.map((f) => f.lane).lastIndexOf(Lane.EVENTS);
+    const lastBulk = rx.frames.map((f) => f.lane).lastIndexOf(Lane.BULK);
+    const end = Math.min(lastEvents, lastBulk);
+    let bulk = 0;
+    let total = 0;
+    for (const f of rx.frames.slice(0, end)) {
+      total += f.chunk;
+      if (f.lane === Lane.BULK) bulk += f.chunk;
+    }
+    expect(bulk / total).toBeGreaterThan(0.17);
+    expect(bulk / total).toBeLessThan(0.23);
+    expect(rx.messages).toHaveLength(2040);
+  });
+
+  it('ignoreWindow sends everything (a graceful close) and still counts it in flight', () => {
+    const out = new Outbox({ windowBytes: 10_000 });
+    out.enqueue(Lane.BULK, 0, 1, 'b', Buffer.alloc(500_000));
+    const rx = new Receiver();
+    for (let buf = out.pull(1 << 16, true); buf !== undefined; buf = out.pull(1 << 16, true)) rx.feed(buf);
+    expect(rx.messages).toHaveLength(1);
+    expect(out.inFlightBytes).toBe(rx.frames.reduce((sum, f) => sum + wire(f.chunk), 0));
+    rx.ack(out);
+    expect(out.inFlightBytes).toBe(0);
+  });
+
+  it('refuses an ack of more than is in flight, or of nothing, with FRAME_INVALID', () => {
+    const out = new Outbox();
+    const expectInvalid = (fn: () => unknown) => {
+      let caught: unknown;
+      try {
+        fn();
+      } catch (error) {
+        caught = error;
+      }
+      expect(caught).toBeInstanceOf(FrameError);
+      expect((caught as FrameError).code).toBe(ErrorCodes.FRAME_INVALID);
+    };
+    expectInvalid(() => out.ack(1));
+    out.enqueue(Lane.EVENTS, 0, 0, '', Buffer.alloc(100));
+    out.pull(1 << 16);
+    expect(out.inFlightBytes).toBe(wire(106));
+    expectInvalid(() => out.ack(wire(106) + 1));
+    expectInvalid(() => out.ack(0));
+    expectInvalid(() => out.ack(-5));
+    expectInvalid(() => out.ack(1.5));
+    expect(out.inFlightBytes).toBe(wire(106));
+    out.ack(wire(106));
+    expect(out.inFlightBytes).toBe(0);
+  });
+
+  it('validates windowBytes', () => {
+    for (const bad of [0, -1, 1.5, Number.NaN, '1' as unknown as number]) {
+      expect(() => new Outbox({ windowBytes: bad })).toThrow(ConfigError);
+    }
+    expect(new Outbox({ windowBytes: Number.POSITIVE_INFINITY }).windowBytes).toBe(Number.POSITIVE_INFINITY);
+  });
+});
+
+describe('zero-copy output (pullSegments)', () => {
+  it('passes large payload slices as views and batches headers and small payloads into one buffer', () => {
+    const out = new Outbox(roomy());
+    const big = randomBytes(200_000);
+    const small = randomBytes(100);
+    out.enqueue(Lane.EVENTS, 0, 1, 's', small);
+    out.enqueue(Lane.BULK, 0, 2, 'big', big);
+    out.enqueue(Lane.EVENTS, 0, 3, 's', small);
+    const rx = new Receiver();
+    let views = 0;
+    for (let segs = out.pullSegments(1 << 20); segs !== undefined; segs = out.pullSegments(1 << 20)) {
+      for (const seg of segs) {
+        if (seg.buffer === big.buffer) {
+          views++;
+          expect(seg.length).toBeGreaterThanOrEqual(ZERO_COPY_MIN_BYTES);
+        }
+      }
+      rx.feed(Buffer.concat(segs));
+      rx.ack(out);
+    }
+    // 200 kB in 64 KiB fragments: three full slices are views, the 3.4 kB tail is copied.
+    expect(views).toBe(3);
+    expect(rx.messages.map((m) => m.corrId)).toEqual([1, 3, 2]);
+    expect(rx.messages[2]!.payload.equals(big)).toBe(true);
+  });
+
+  it('copies a payload under ZERO_COPY_MIN_BYTES, and views a plain Uint8Array without copying', () => {
+    const out = new Outbox(roomy());
+    out.enqueue(Lane.EVENTS, 0, 1, '', Buffer.alloc(ZERO_COPY_MIN_BYTES - 1, 1));
+    const segs = out.pullSegments(1 << 20)!;
+    expect(segs).toHaveLength(1);
+    const u8 = new Uint8Array(50_000).fill(9);
+    out.enqueue(Lane.EVENTS, 0, 2, '', u8);
+    const segs2 = out.pullSegments(1 << 20)!;
+    expect(segs2).toHaveLength(2);
+    expect(Buffer.isBuffer(segs2[1])).toBe(true);
+    expect(segs2[1]!.buffer).toBe(u8.buffer);
+    const rx = new Receiver();
+    rx.feed(Buffer.concat([...segs, ...segs2]));
+    expect(rx.messages[1]!.payload.equals(Buffer.from(u8))).toBe(true);
+  });
+
+  it('delivers the same messages whatever the segments and the cuts of the stream (property)', () => {
+    const arbMsg = fc.record({
+      lane: fc.integer({ min: 0, max: 3 }),
+      size: fc.oneof(fc.integer({ min: 0, max: 200 }), fc.integer({ min: 0, max: 60_000 })),
+      topic: fc.string({ maxLength: 8 }),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(arbMsg, { minLength: 1, maxLength: 25 }),
+        fc.integer({ min: 16, max: 40_000 }),
+        fc.integer({ min: 1, max: 200_000 }),
+        fc.integer({ min: 1, max: 300_000 }),
+        fc.array(fc.integer({ min: 1, max: 70_000 }), { minLength: 1, maxLength: 8 }),
+        (msgs, fragmentBytes, budget, windowBytes, cutSizes) => {
+          const out = new Outbox(roomy({ fragmentBytes, windowBytes }));
+          const sent = msgs.map((m, i) => ({ ...m, corrId: i, payload: randomBytes(m.size) }));
+          for (const m of sent) out.enqueue(m.lane, 0, m.corrId, m.topic, m.payload);
+          const decoder = new FrameDecoder(1 << 20, { dataParts: true });
+          const inbox = new Inbox();
+          const got: InboundMessage[] = [];
+          let cut = 0;
+          for (;;) {
+            const segs = out.pullSegments(budget);
+            if (segs === undefined) {
+              const n = inbox.takeUnacked();
+              if (n === 0) break;
+              out.ack(n);
+              continue;
+            }
+            // Re-cut the byte stream, as socket reads would.
+            const stream = Buffer.concat(segs);
+            for (let p = 0; p < stream.length; ) {
+              const n = cutSizes[cut++ % cutSizes.length] as number;
+              decoder.push(Buffer.from(stream.subarray(p, p + n)));
+              p += n;
+              for (let f = decoder.next(); f !== undefined; f = decoder.next()) {
+                const m = f.parts === undefined ? inbox.push(f.body) : inbox.pushParts(f.parts);
+                if (m) got.push(m);
+              }
+            }
+          }
+          expect(decoder.bufferedBytes).toBe(0);
+          expect(got).toHaveLength(sent.length);
+          for (let lane = 0; lane < 4; lane++) {
+            const want = sent.filter((m) => m.lane === lane);
+            const have = got.filter((m) => m.lane === lane);
+            expect(have.map((m) => m.corrId)).toEqual(want.map((m) => m.corrId));
+            have.forEach((m, i) => {
+              expect(m.topic).toBe(want[i]!.topic);
+              expect(m.payload.equals(want[i]!.payload)).toBe(true);
+            });
+          }
+          expect(out.inFlightBytes).toBe(0);
+        },
+      ),
+      { numRuns: 100 },
+    );
+  });
+});
+
 describe('Inbox', () => {
   const frame = (lane: number, fin: number, chunk: Uint8Array): Buffer => Buffer.concat([Buffer.from([lane, fin]), chunk]);
 
@@ -503,5 +798,57 @@ describe('Inbox', () => {
       [1, 'a'],
     ]);
     expect(got[1]!.payload.equals(a.subarray(7))).toBe(true);
+  });
+
+  it('reassembles fragments given as pieces (pushParts), copying once, with the lane/fin header split', () => {
+    const body = encodeMessageBody(MessageFlags.RAW, 9, 'parts', randomBytes(30_000));
+    const frags = fragmentMessage(3, body, 10_000);
+    const inbox = new Inbox();
+    let m: InboundMessage | undefined;
+    for (const f of frags) {
+      // Cut each frame body in three: [lane] [fin + some] [rest].
+      m = inbox.pushParts([f.subarray(0, 1), f.subarray(1, 500), f.subarray(500)]);
+    }
+    expect(m?.corrId).toBe(9);
+    expect(m?.payload.equals(body.subarray(6 + 5))).toBe(true);
+    expect(inbox.pendingBytes).toBe(0);
+    // A single-fragment message in pieces is gathered into one buffer.
+    const one = fragmentMessage(1, encodeMessageBody(0, 4, 't', Buffer.from('hello')), 1000)[0]!;
+    const single = new Inbox().pushParts([one.subarray(0, 4), one.subarray(4)]);
+    expect(single).toMatchObject({ lane: 1, corrId: 4, topic: 't' });
+    expect(single!.payload.toString()).toBe('hello');
+    // Mixed: views held from push(), then pieces.
+    const mixed = new Inbox();
+    expect(mixed.push(frags[0]!)).toBeUndefined();
+    expect(mixed.pushParts([frags[1]!.subarray(0, 2), frags[1]!.subarray(2)])).toBeUndefined();
+    expect(mixed.pushParts([frags[2]!])).toBeUndefined();
+    expect(mixed.pushParts([frags[3]!])!.payload.equals(body.subarray(11))).toBe(true);
+  });
+
+  it('rejects bad pieces like bad frames', () => {
+    const body = encodeMessageBody(0, 1, 'abc', Buffer.alloc(3));
+    expectCode(() => new Inbox().pushParts([Buffer.from([4]), Buffer.from([1]), body]), ErrorCodes.FRAME_INVALID);
+    expectCode(() => new Inbox().pushParts([Buffer.from([0]), Buffer.from([2]), body]), ErrorCodes.FRAME_INVALID);
+    expectCode(() => new Inbox().pushParts([Buffer.from([0])]), ErrorCodes.FRAME_INVALID);
+    expectCode(() => new Inbox().pushParts([Buffer.from([0, 0])]), ErrorCodes.FRAME_INVALID);
+    const small = new Inbox({ maxMessageBytes: 1000 });
+    expect(small.pushParts([frame(3, 0, Buffer.alloc(300)), Buffer.alloc(300)])).toBeUndefined();
+    expectCode(() => small.pushParts([frame(3, 0, Buffer.alloc(300)), Buffer.alloc(300)]), ErrorCodes.MESSAGE_TOO_LARGE);
+  });
+
+  it('counts the wire bytes of consumed non-control DATA frames for the next ACK', () => {
+    const inbox = new Inbox();
+    inbox.push(frame(0, 1, encodeMessageBody(0, 1, '', Buffer.alloc(10))));
+    expect(inbox.unackedBytes).toBe(0);
+    inbox.push(frame(1, 1, encodeMessageBody(0, 1, '', Buffer.alloc(10))));
+    expect(inbox.unackedBytes).toBe(5 + 2 + 16);
+    inbox.push(frame(3, 0, Buffer.alloc(100)));
+    inbox.pushParts([frame(3, 1, Buffer.alloc(50)), encodeMessageBody(0, 0, '', Buffer.alloc(44))]);
+    expect(inbox.unackedBytes).toBe(23 + 107 + 5 + 2 + 50 + 50);
+    expect(inbox.takeUnacked()).toBe(23 + 107 + 107);
+    expect(inbox.unackedBytes).toBe(0);
+    // A frame that fails validation is not counted.
+    expectCode(() => inbox.push(frame(9, 1, Buffer.alloc(10))), ErrorCodes.FRAME_INVALID);
+    expect(inbox.unackedBytes).toBe(0);
   });
 });
