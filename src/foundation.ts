@@ -93,6 +93,13 @@ export interface FoundationOptions {
   maxMessageBytes?: number;
   /** Fragment size for large messages, in bytes. Default 64 KiB: the most a control message waits behind bulk data. */
   fragmentBytes?: number;
+  /**
+   * Flow-control window of a link, in bytes: how much events/telemetry/bulk data may be in flight
+   * (written but not yet acknowledged by the receiver). It bounds what a control message waits
+   * behind, and caps one link's throughput at about window ÷ round-trip time: raise it on
+   * high-latency links. Default 512 KiB; use the same value on every node.
+   */
+  windowBytes?: number;
   /** Lane queue policies, and `mode: 'fifo'` (one queue, no priority; for comparison only). */
   lanes?: Partial<Record<LaneName, LaneOptions>> & { mode?: 'priority' | 'fifo' };
   /** Handshake deadline in ms. Default 5000. */
@@ -269,6 +276,7 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   const strategies = Object.entries(specs).map(([tname, spec]) => [tname, createStrategy(tname, spec)] as const);
   const { mode: laneMode, ...lanePolicies } = o.lanes ?? {};
   const lanes: Partial<OutboxOptions> = { fragmentBytes, mode: laneMode ?? 'priority', lanes: lanePolicies };
+  if (o.windowBytes !== undefined) lanes.windowBytes = o.windowBytes;
   try {
     // Links build their outboxes later, on a socket callback: check the lane policies now.
     new Outbox(lanes);

@@ -83,6 +83,7 @@ export const optionsSchema = z.strictObject({
     .min(1024)
     .max(1 << 20)
     .optional(),
+  windowBytes: z.number().int().min(65_536).optional(),
   lanes: z
     .strictObject({
       control: laneSchema.optional(),
