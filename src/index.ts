@@ -3,6 +3,7 @@
  */
 export type {
   ClusterView,
+  DiscoveryView,
   FoundationNode,
   LaneCounters,
   LocalHealth,
@@ -13,25 +14,25 @@ export type {
   RequestOptions,
   SendOptions,
 } from './api.js';
-export type { LocalStrategyConfig } from './discovery/local.js';
-export type { GossipStrategyConfig, GossipStats } from './discovery/gossip.js';
-export type { MdnsStrategyConfig, MdnsStats } from './discovery/mdns.js';
 export type { DnsFamily, DnsResolverOptions, DnsStrategyConfig } from './discovery/dns.js';
-export type { DnsSrvStrategyConfig } from './discovery/dns-srv.js';
-export type { KubernetesStrategyConfig } from './discovery/kubernetes.js';
-export type { TopologyStats } from './discovery/topology.js';
-export type { DiscoveryView } from './api.js';
-export { LocalStrategy } from './discovery/local.js';
-export { GossipStrategy } from './discovery/gossip.js';
-export { MdnsStrategy } from './discovery/mdns.js';
 export { DnsStrategy } from './discovery/dns.js';
+export type { DnsSrvStrategyConfig } from './discovery/dns-srv.js';
 export { DnsSrvStrategy } from './discovery/dns-srv.js';
+export type { GossipStats, GossipStrategyConfig } from './discovery/gossip.js';
+export { GossipStrategy } from './discovery/gossip.js';
+export type { KubernetesStrategyConfig } from './discovery/kubernetes.js';
 export { KubernetesApiError, KubernetesStrategy } from './discovery/kubernetes.js';
+export type { LocalStrategyConfig } from './discovery/local.js';
+export { LocalStrategy } from './discovery/local.js';
+export type { MdnsStats, MdnsStrategyConfig } from './discovery/mdns.js';
+export { MdnsStrategy } from './discovery/mdns.js';
 export type { ClusterOption, ClusterShorthand } from './discovery/modes.js';
 export type { TopologySpec } from './discovery/registry.js';
 export type { StaticStrategyConfig } from './discovery/static.js';
 export { StaticStrategy } from './discovery/static.js';
 export type { Strategy, StrategyClass, StrategyContext } from './discovery/strategy.js';
+export { rejectUnknownKeys, startConfigError } from './discovery/strategy.js';
+export type { TopologyStats } from './discovery/topology.js';
 export type { ErrorCode, HandshakeFailureReason } from './errors.js';
 export {
   ConfigError,
@@ -45,7 +46,6 @@ export {
   SerializationError,
 } from './errors.js';
 export type { FailureDetectorOptions, FoundationOptions, LaneOptions } from './foundation.js';
-
 export { Foundation } from './foundation.js';
 export type { MeshTlsOptions } from './mesh/mesh.js';
 export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';

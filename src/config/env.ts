@@ -4,7 +4,7 @@
  */
 import { ConfigError } from '../errors.js';
 import type { FoundationOptions } from '../foundation.js';
-import { didYouMean, levenshtein } from './options.js';
+import { didYouMean, levenshtein } from '../util/suggest.js';
 
 /** Apprentice strategies accepted by FOUNDATION_CLUSTER. */
 export const ENV_CLUSTER_VALUES = ['true', 'mortal', 'false', 'kubernetes', 'dns', 'dns-srv', 'gossip', 'mdns', 'static', 'fly', 'local'] as const;

@@ -7,8 +7,8 @@ import { mdnsAvailable } from '../discovery/mdns.js';
 import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
 import { createStrategy, type TopologySpec } from '../discovery/registry.js';
 import { SecretRequiredError } from '../errors.js';
-import { formatAddress } from '../mesh/identity.js';
 import type { FoundationOptions } from '../foundation.js';
+import { formatAddress } from '../mesh/identity.js';
 import { mergeEnv, optionsFromEnv } from './env.js';
 import { parseOptions } from './options.js';
 

@@ -5,6 +5,8 @@
 import { z } from 'zod';
 import { ConfigError } from '../errors.js';
 import { NODE_NAME_PATTERN, parseAddress } from '../mesh/identity.js';
+import { didYouMean } from '../util/suggest.js';
+
 
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
@@ -101,35 +103,6 @@ export const optionsSchema = z.strictObject({
 });
 
 export type ParsedOptions = z.infer<typeof optionsSchema>;
-
-/** Edit distance, case-insensitive: the basis of did-you-mean suggestions. */
-export function levenshtein(a: string, b: string): number {
-  const d: number[] = Array.from({ length: b.length + 1 }, (_, i) => i);
-  for (let i = 1; i <= a.length; i++) {
-    let prev = d[0] as number;
-    d[0] = i;
-    for (let j = 1; j <= b.length; j++) {
-      const tmp = d[j] as number;
-      d[j] = Math.min((d[j] as number) + 1, (d[j - 1] as number) + 1, prev + (a[i - 1]?.toLowerCase() === b[j - 1]?.toLowerCase() ? 0 : 1));
-      prev = tmp;
-    }
-  }
-  return d[b.length] as number;
-}
-
-/** The closest allowed word, if it is close enough to be a plausible typo. */
-export function didYouMean(word: string, allowed: readonly string[]): string | undefined {
-  let best: string | undefined;
-  let bestD = Number.POSITIVE_INFINITY;
-  for (const a of allowed) {
-    const dist = levenshtein(word, a);
-    if (dist < bestD) {
-      best = a;
-      bestD = dist;
-    }
-  }
-  return best !== undefined && bestD <= Math.max(2, Math.floor(word.length / 3)) ? best : undefined;
-}
 
 function shapeAt(schema: z.ZodType, path: PropertyKey[]): z.ZodType | undefined {
   let s: z.ZodType | undefined = schema;

@@ -5,7 +5,9 @@
  *
  * Failure semantics are those of the `dns` strategy: only an SRV answer that holds records
  * replaces the peer set; SERVFAIL, timeouts, refused queries and also NXDOMAIN / NODATA are
- * reported with `ctx.lookupFailed` and keep the current peers. The SRV answer decides which
+ * reported with `ctx.lookupFailed` and keep the current peers, and so is an answer whose records
+ * are all unusable (port 0, which usually means the name lacks the `_<port>._<proto>` labels,
+ * or target "."): records that name no node say nothing about who is there. The SRV answer decides which
  * targets are members: a listed target whose own address lookup fails keeps the addresses it
  * had at its last successful lookup (one warning per distinct error), a target that is no
  * longer listed is dropped.
@@ -20,11 +22,13 @@ import {
   describeDnsCode,
   type LookupResult,
   PollingDnsStrategy,
+  RESOLVER_OPTION_KEYS,
   resolveHosts,
   runQuery,
   validateDnsName,
   validateResolverOptions,
 } from './dns.js';
+import { rejectUnknownKeys } from './strategy.js';
 
 /** Configuration of the `dns-srv` strategy. */
 export interface DnsSrvStrategyConfig extends DnsResolverOptions {
@@ -41,6 +45,8 @@ export interface DnsSrvStrategyConfig extends DnsResolverOptions {
 
 type RecordType = 'A' | 'AAAA';
 
+const DNS_SRV_CONFIG_KEYS: readonly string[] = ['service', 'resolveTargets', ...RESOLVER_OPTION_KEYS] satisfies readonly (keyof DnsSrvStrategyConfig)[];
+
 /** Peers are the SRV targets of one name, at the ports the records give. */
 export class DnsSrvStrategy extends PollingDnsStrategy {
   readonly name = 'dns-srv';
@@ -52,6 +58,7 @@ export class DnsSrvStrategy extends PollingDnsStrategy {
   constructor(config: DnsSrvStrategyConfig) {
     if (!config || typeof config !== 'object')
       throw new ConfigError('service', 'expected a DNS name, e.g. "_foundation._tcp.my-app.default.svc.cluster.local"');
+    rejectUnknownKeys(config, DNS_SRV_CONFIG_KEYS);
     const service = validateDnsName('service', config.service, '_foundation._tcp.my-app.default.svc.cluster.local');
     if (config.resolveTargets !== undefined && typeof config.resolveTargets !== 'boolean') {
       throw new ConfigError('resolveTargets', `expected true or false, got ${JSON.stringify(config.resolveTargets)}`);
@@ -66,19 +73,48 @@ export class DnsSrvStrategy extends PollingDnsStrategy {
     this.targets = new Map();
   }
 
+  /** Why an SRV answer whose records are all unusable (port 0, target ".") is "unknown", not "no nodes". */
+  private unusableMessage(total: number, portZero: number, noTarget: number): string {
+    const parts: string[] = [];
+    if (portZero > 0) parts.push(`${portZero} with port 0`);
+    if (noTarget > 0) parts.push(`${noTarget} with target "."`);
+    let hint: string;
+    if (portZero > 0 && this.service.startsWith('_')) {
+      hint = `Port 0 records usually mean the Service has no port matching the "_<port-name>._<protocol>" labels of "${this.service}".`;
+    } else if (portZero > 0) {
+      hint = `Port 0 records usually mean the SRV name lacks the named port: ask for "_<port-name>._tcp.${this.service}", e.g. "_foundation._tcp.${this.service}" for a Service port named "foundation".`;
+    } else {
+      hint = 'A target of "." declares the service not available at this name.';
+    }
+    return `dns-srv lookup of "${this.service}" ${this.via} gave ${total} SRV record(s), none usable (${parts.join(', ')}): treated as unknown, the current peers are kept. ${hint}`;
+  }
+
   protected async lookup(resolver: Resolver): Promise<LookupResult> {
     const srv = await runQuery(() => resolver.resolveSrv(this.service), this.options.timeoutMs * this.options.tries);
     if (srv.kind !== 'ok') {
       return { ok: false, message: `dns-srv lookup of "${this.service}" ${this.via} gave no records: SRV ${describeDnsCode(srv.code)}` };
     }
     const ports = new Map<string, Set<number>>();
+    let portZero = 0;
+    let noTarget = 0;
     for (const r of srv.values) {
       const target = r.name.replace(/\.$/, '').toLowerCase();
       // RFC 2782: a target of "." means the service is decidedly not available at this name.
-      if (target === '' || !Number.isInteger(r.port) || r.port < 1 || r.port > 65535) continue;
+      if (target === '') {
+        noTarget++;
+        continue;
+      }
+      if (!Number.isInteger(r.port) || r.port < 1 || r.port > 65535) {
+        portZero++;
+        continue;
+      }
       const set = ports.get(target) ?? new Set<number>();
       set.add(r.port);
       ports.set(target, set);
+    }
+    if (ports.size === 0) {
+      // Records, but not one that names a node: that says nothing about who is there ("unknown").
+      return { ok: false, message: this.unusableMessage(srv.values.length, portZero, noTarget) };
     }
     const addresses: string[] = [];
     const warnings: string[] = [];

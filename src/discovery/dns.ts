@@ -23,7 +23,7 @@ import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
-import type { Strategy, StrategyContext } from './strategy.js';
+import { rejectUnknownKeys, type Strategy, type StrategyContext } from './strategy.js';
 
 /** Which address records to ask for: `ipv4` = A, `ipv6` = AAAA, `both` = A and AAAA. */
 export type DnsFamily = 'ipv4' | 'ipv6' | 'both';
@@ -55,6 +55,10 @@ export interface DnsStrategyConfig extends DnsResolverOptions {
   /** Mesh port the peers listen on (integer 1..65535); every record becomes `host:port`. Required. */
   port: number;
 }
+
+/** The keys of `DnsResolverOptions`, shared by the `dns` and `dns-srv` configs. */
+export const RESOLVER_OPTION_KEYS: readonly (keyof DnsResolverOptions)[] = ['family', 'pollIntervalMs', 'timeoutMs', 'tries', 'servers'];
+const DNS_CONFIG_KEYS: readonly string[] = ['query', 'port', ...RESOLVER_OPTION_KEYS] satisfies readonly (keyof DnsStrategyConfig)[];
 
 type RecordType = 'A' | 'AAAA';
 
@@ -316,6 +320,7 @@ export class DnsStrategy extends PollingDnsStrategy {
 
   constructor(config: DnsStrategyConfig) {
     if (!config || typeof config !== 'object') throw new ConfigError('query', 'expected a DNS name, e.g. "my-app.internal"');
+    rejectUnknownKeys(config, DNS_CONFIG_KEYS);
     const query = validateDnsName('query', config.query, 'my-app.internal');
     if (config.port === undefined) throw new ConfigError('port', 'required: the mesh port the peers listen on (integer from 1 to 65535)');
     const port = intInRange('port', config.port, 0, 1, 65535);

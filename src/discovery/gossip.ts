@@ -6,9 +6,18 @@
  * Every node announces `{cluster, name, address, incarnation, seq, timestamp}` to a
  * multicast group at start (three times in the first 300 ms, so one lost packet does not
  * delay formation), then every `intervalMs`. Hearing a new peer triggers an immediate
- * (rate-limited) announce, so a newcomer learns everyone in one round trip. A peer not
- * heard from for `expireAfterMs` is dropped; a stopping node says goodbye and is dropped
- * at once.
+ * (rate-limited) announce, so a newcomer learns everyone in one round trip. A stopping node
+ * says goodbye and is dropped at once.
+ *
+ * Expiry only acts on evidence. A peer not heard from for `expireAfterMs` is dropped only while
+ * this node demonstrably receives: it hears its own announcements come back (multicast loopback,
+ * set explicitly) with no gap longer than 2.5 × `intervalMs`, its receive socket is open, and
+ * packets from other nodes keep arriving too. Silence caused by this side (a failed receive
+ * socket, a firewall, multicast no longer delivered from other hosts) is "unknown": nobody
+ * expires, `lookupFailed` says why (once per condition), and when the doubt clears the silent
+ * peers get a full `expireAfterMs` to be heard again. A consequence: the last peers never
+ * expire by silence alone (nobody else is heard); they go when they say goodbye, or once another
+ * node is heard.
  *
  * Network confinement: both sockets are pinned to one interface address. The sending
  * socket is BOUND to that address, so Linux routes multicast and limited broadcast out of
@@ -41,7 +50,7 @@ import { ConfigError } from '../errors.js';
 import { NODE_NAME_PATTERN, parseAddress } from '../mesh/identity.js';
 import { RateLimitedLog } from '../util/logger.js';
 import { ipv4ToInt, isLoopbackV4, isMulticastV4, multicastInterfaceFor, unmapV4 } from './multicast.js';
-import type { Strategy, StrategyContext } from './strategy.js';
+import { rejectUnknownKeys, type Strategy, type StrategyContext, startConfigError } from './strategy.js';
 
 /** Configuration of the `gossip` strategy. Every key is optional. */
 export interface GossipStrategyConfig {
@@ -172,6 +181,18 @@ const EARLY_ANNOUNCES_MS = [100, 300];
 const REPLY_GAP_MS = 50;
 /** Between attempts to (re)open a socket that failed. */
 const SOCKET_RETRY_MS = 2000;
+/** Config keys of the gossip strategy. */
+const GOSSIP_CONFIG_KEYS: readonly (keyof GossipStrategyConfig)[] = [
+  'group',
+  'port',
+  'ttl',
+  'interface',
+  'intervalMs',
+  'broadcastOnly',
+  'broadcastAddress',
+  'secret',
+  'expireAfterMs',
+];
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
@@ -373,12 +394,22 @@ export class GossipStrategy implements Strategy {
   private readonly replay = new Map<string, ReplayRecord>();
   private lastReported = '';
   private readonly reportedErrors = new Set<string>();
+  /** Receive-path conditions currently reported (`echo`, `others`), so each is reported once. */
+  private readonly conditions = new Set<string>();
+  private startedAt = 0;
+  /** performance.now() of this node's last own announcement heard back, and of the first one after a gap. */
+  private lastEchoAt = Number.NEGATIVE_INFINITY;
+  private echoSince: number | undefined;
+  /** performance.now() of the last packet from any other sender, and of the first one after a gap. */
+  private lastOtherAt = Number.NEGATIVE_INFINITY;
+  private othersSince: number | undefined;
   private started = false;
   private stopped = false;
   private readonly counters: GossipStats;
 
   constructor(config: GossipStrategyConfig = {}) {
     if (config === null || typeof config !== 'object') throw new ConfigError('config', 'expected an object');
+    rejectUnknownKeys(config, GOSSIP_CONFIG_KEYS);
     const c = config;
     this.group = c.group ?? '239.255.70.77';
     if (typeof this.group !== 'string' || !isMulticastV4(this.group)) {
@@ -445,13 +476,15 @@ export class GossipStrategy implements Strategy {
     if (this.started) throw new Error('GossipStrategy instances cannot be started twice');
     this.started = true;
     this.ctx = ctx;
+    this.startedAt = performance.now();
     this.rlog = new RateLimitedLog(ctx.logger);
     this.iface = this.configuredInterface ?? (await this.deriveInterface(ctx));
     this.loopbackOnly = isLoopbackV4(this.iface);
     if (this.broadcastOnly && this.broadcastAddress !== '255.255.255.255') {
       const allowed = this.loopbackOnly ? isLoopbackV4(this.broadcastAddress) : directedBroadcasts(this.iface).includes(this.broadcastAddress);
       if (!allowed) {
-        throw new ConfigError(
+        throw startConfigError(
+          ctx,
           'broadcastAddress',
           `"${this.broadcastAddress}" is not a broadcast address of interface ${this.iface}; allowed: 255.255.255.255${
             this.loopbackOnly
@@ -534,6 +567,8 @@ export class GossipStrategy implements Strategy {
     s.on('message', (msg, rinfo) => this.ingest(msg, rinfo.address));
     s.on('error', (err) => {
       this.fail(err, 'gossip receive socket failed');
+      // Until its own announcements come back through a new socket, nothing this node does not hear is news.
+      this.echoSince = undefined;
       if (this.rx === s) this.rx = undefined;
       this.rxRetryAt = performance.now() + SOCKET_RETRY_MS;
       closeQuietly(s);
@@ -552,6 +587,8 @@ export class GossipStrategy implements Strategy {
       else {
         s.setMulticastInterface(this.iface);
         s.setMulticastTTL(this.ttl);
+        // IP_MULTICAST_LOOP (the default, set anyway): this node hearing its own announcements
+        // is how it knows its receive path works, and so whether silence means anything.
         s.setMulticastLoopback(true);
       }
     } catch (err) {
@@ -665,15 +702,35 @@ export class GossipStrategy implements Strategy {
    */
   ingest(packet: Uint8Array, source: string): void {
     try {
-      const dropped = this.ingestUnsafe(packet, source);
-      if (dropped) this.drop(dropped[0], source, dropped[1]);
+      const r = this.ingestUnsafe(packet, source);
+      if (r === 'echo') return;
+      // Anything else that arrives, even a packet dropped below, shows that others' packets reach this node.
+      if (this.ctx && !this.stopped) this.heard('other');
+      if (r) this.drop(r[0], source, r[1]);
     } catch (err) {
       // Unreachable by design; a bug here must not take the socket handler down.
       this.drop('malformed', source, err instanceof Error ? err.message : String(err));
     }
   }
 
-  private ingestUnsafe(packet: Uint8Array, source: string): [GossipDropReason, string?] | undefined {
+  /** Notes a packet of this node's own (`echo`) or of another sender, tracking since when they arrive without a gap. */
+  private heard(from: 'echo' | 'other'): void {
+    const now = performance.now();
+    if (from === 'echo') {
+      if (this.echoSince === undefined || now - this.lastEchoAt > this.gapMs) this.echoSince = now;
+      this.lastEchoAt = now;
+    } else {
+      if (this.othersSince === undefined || now - this.lastOtherAt > this.gapMs) this.othersSince = now;
+      this.lastOtherAt = now;
+    }
+  }
+
+  /** Longest gap between two packets of a steady sender: its jittered period, plus one lost packet. */
+  private get gapMs(): number {
+    return 2.5 * this.intervalMs;
+  }
+
+  private ingestUnsafe(packet: Uint8Array, source: string): [GossipDropReason, string?] | 'echo' | undefined {
     const ctx = this.ctx;
     if (!ctx || this.stopped) return;
     this.counters.received++;
@@ -687,7 +744,9 @@ export class GossipStrategy implements Strategy {
     }
     if (m.name === ctx.self.name) {
       this.counters.ignored.self++;
-      return;
+      if (m.incarnation !== ctx.self.incarnation || m.address !== ctx.self.address) return; // Another process of that name.
+      this.heard('echo');
+      return 'echo';
     }
     const now = Date.now();
     if (this.key && Math.abs(now - m.timestamp) > GOSSIP_REPLAY_WINDOW_MS) return ['expired', m.name];
@@ -726,18 +785,62 @@ export class GossipStrategy implements Strategy {
     for (const [name, rec] of this.replay) if (now > rec.keepUntil && !this.peers.has(name)) this.replay.delete(name);
   }
 
+  /**
+   * Drops the peers not heard from for `expireAfterMs`, on evidence only: while this node hears
+   * its own announcements (receive socket open, no gap) and other nodes' packets (no gap), over
+   * the whole window. A gap restarts the window, so peers silenced by this side's trouble get a
+   * full `expireAfterMs` to be heard again once it is over.
+   */
   private sweep(): void {
     if (this.stopped) return;
-    const cutoff = performance.now() - this.expireAfterMs;
+    const now = performance.now();
+    const echoing = this.rx !== undefined && this.echoSince !== undefined && now - this.lastEchoAt <= this.gapMs;
+    const othersHeard = this.othersSince !== undefined && now - this.lastOtherAt <= this.gapMs;
     let changed = false;
-    for (const [name, p] of this.peers) {
-      if (p.heardAt < cutoff) {
+    if (echoing && othersHeard) {
+      const receivingSince = Math.max(this.echoSince as number, this.othersSince as number);
+      // The peer's next announce was due by then (jitter is ±10 %).
+      const dueMs = 1.1 * this.intervalMs;
+      for (const [name, p] of this.peers) {
+        if (now - Math.max(p.heardAt, receivingSince) <= this.expireAfterMs) continue;
+        // This node still received after the peer's next announce was due: the silence is the peer's.
+        if (this.lastEchoAt <= p.heardAt + dueMs || this.lastOtherAt <= p.heardAt + dueMs) continue;
         this.peers.delete(name);
         changed = true;
       }
     }
     if (changed) this.report();
+    this.checkReceivePath(now);
     this.pruneReplay(Date.now());
+  }
+
+  /** Reports (once each, until it clears) why silent peers are not expired. */
+  private checkReceivePath(now: number): void {
+    const window = this.expireAfterMs;
+    const where = `${this.destination}:${this.port} on ${this.iface}`;
+    const deaf = now - Math.max(this.lastEchoAt, this.startedAt) > window;
+    this.condition(
+      'echo',
+      deaf,
+      `gossip: this node has not heard its own announcements (${where}) for over ${window} ms, so its receive path is not working (a firewall dropping the traffic, multicast loopback disabled, or a failed receive socket): silent peers are kept, not expired, until it hears itself again`,
+    );
+    const silentPeer = [...this.peers.values()].some((p) => now - p.heardAt > window);
+    const alone = !deaf && silentPeer && now - Math.max(this.lastOtherAt, this.startedAt) > window;
+    this.condition(
+      'others',
+      alone,
+      `gossip: no packet from any other node has arrived (${where}) for over ${window} ms: the silent peers are kept rather than emptying the cluster (multicast from other hosts may no longer be delivered here, e.g. by a switch doing IGMP snooping without a querier, or every peer stopped without a goodbye)`,
+    );
+  }
+
+  private condition(name: string, active: boolean, message: string): void {
+    if (!active) {
+      this.conditions.delete(name);
+      return;
+    }
+    if (this.conditions.has(name) || !this.ctx || this.stopped) return;
+    this.conditions.add(name);
+    this.ctx.lookupFailed(new Error(message));
   }
 
   private report(): void {

@@ -7,6 +7,9 @@
  * - every listing is paginated (`limit` + `continue`) to the end, and only a complete listing
  *   replaces the peer set: a failed or partial one (network error, timeout, hanging server,
  *   non-2xx, malformed JSON) is reported with `lookupFailed` and the peers are kept;
+ * - so is a listing that holds other pods but yields no peer (every other endpoint not Ready,
+ *   during a rollout or while a readiness probe fails): only an empty listing, or one holding
+ *   nothing but this pod, empties the peer set (scaled down);
  * - a 403 names the missing RBAC rule, a 401 names the token;
  * - the token is re-read on every poll (bound service-account tokens rotate);
  * - plain `node:https`, no client library: one GET per page, a hard deadline and a size cap.
@@ -20,7 +23,7 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
-import type { Strategy, StrategyContext } from './strategy.js';
+import { rejectUnknownKeys, type Strategy, type StrategyContext, startConfigError } from './strategy.js';
 
 /** Configuration of the `kubernetes` strategy. */
 export interface KubernetesStrategyConfig {
@@ -97,7 +100,7 @@ export class KubernetesApiError extends FoundationError {
 
 const MODES = ['endpointslices', 'pods'] as const;
 const ADDRESS_MODES = ['ip', 'dns', 'hostname'] as const;
-const KNOWN_KEYS = [
+const KNOWN_KEYS: readonly (keyof KubernetesStrategyConfig)[] = [
   'mode',
   'service',
   'selector',
@@ -157,6 +160,26 @@ interface Status {
   message?: string;
   reason?: string;
   code?: number;
+}
+
+/** The other pods of a listing, and why those that yield no peer were left out. */
+class Unusable {
+  private readonly listed = new Set<string>();
+  private readonly reasons = new Map<string, 'notReady' | 'notRunning' | 'noName'>();
+  list(pod: string): void {
+    this.listed.add(pod);
+  }
+  leftOut(pod: string, reason: 'notReady' | 'notRunning' | 'noName'): void {
+    if (!this.reasons.has(pod)) this.reasons.set(pod, reason);
+  }
+  get size(): number {
+    return this.listed.size;
+  }
+  counts(): { notReady: number; notRunning: number; noName: number } {
+    const out = { notReady: 0, notRunning: 0, noName: 0 };
+    for (const r of this.reasons.values()) out[r]++;
+    return out;
+  }
 }
 
 /** A peer as listed, before its address is written. */
@@ -259,9 +282,7 @@ export class KubernetesStrategy implements Strategy {
   constructor(config: KubernetesStrategyConfig) {
     const c = (config ?? {}) as unknown;
     if (!isObject(c)) throw new ConfigError('config', 'expected an object');
-    for (const key of Object.keys(c)) {
-      if (!KNOWN_KEYS.includes(key)) throw new ConfigError(key, `unknown option; allowed: ${KNOWN_KEYS.join(', ')}`);
-    }
+    rejectUnknownKeys(c, KNOWN_KEYS);
     this.mode = oneOf(c, 'mode', MODES, 'endpointslices');
 
     if (c.service !== undefined) {
@@ -341,13 +362,13 @@ export class KubernetesStrategy implements Strategy {
     if (ctx.signal.aborted) this.abort.abort();
     else ctx.signal.addEventListener('abort', () => this.abort.abort(), { once: true });
 
-    this.base = this.apiServer ?? this.apiServerFromEnv();
-    this.namespace = this.configuredNamespace ?? this.mountedNamespace();
+    this.base = this.apiServer ?? this.apiServerFromEnv(ctx);
+    this.namespace = this.configuredNamespace ?? this.mountedNamespace(ctx);
     const self = parseAddress(ctx.self.address);
     this.selfPort = self?.port ?? 0;
     this.selfHosts = this.ownHosts(self?.host);
     if (this.port === undefined && this.portName === undefined && !this.selfPort) {
-      throw new ConfigError('port', `not set, and this node's address "${ctx.self.address}" has no port to default to`);
+      throw startConfigError(ctx, 'port', `not set, and this node's address "${ctx.self.address}" has no port to default to`);
     }
     this.tick();
   }
@@ -359,30 +380,35 @@ export class KubernetesStrategy implements Strategy {
     await this.inFlight;
   }
 
-  private apiServerFromEnv(): URL {
+  private apiServerFromEnv(ctx: StrategyContext): URL {
     const host = process.env.KUBERNETES_SERVICE_HOST;
     const port = Number(process.env.KUBERNETES_SERVICE_PORT || 443);
     if (!host) {
-      throw new ConfigError(
+      throw startConfigError(
+        ctx,
         'apiServer',
         'not set, and KUBERNETES_SERVICE_HOST is not in the environment: is this running inside a Kubernetes pod? Set `apiServer` to reach the API server from elsewhere',
       );
     }
     if (!Number.isInteger(port) || port < 1 || port > 65535) {
-      throw new ConfigError('apiServer', `not set, and KUBERNETES_SERVICE_PORT=${JSON.stringify(process.env.KUBERNETES_SERVICE_PORT)} is not a port`);
+      throw startConfigError(ctx, 'apiServer', `not set, and KUBERNETES_SERVICE_PORT=${JSON.stringify(process.env.KUBERNETES_SERVICE_PORT)} is not a port`);
     }
     return new URL(`https://${formatAddress(host, port)}`);
   }
 
-  private mountedNamespace(): string {
+  private mountedNamespace(ctx: StrategyContext): string {
     const file = join(this.saPath, 'namespace');
     let ns: string;
     try {
       ns = readFileSync(file, 'utf8').trim();
     } catch (err) {
-      throw new ConfigError('namespace', `not set, and ${file} cannot be read (${(err as Error).message}): set \`namespace\`, or mount the service account`);
+      throw startConfigError(
+        ctx,
+        'namespace',
+        `not set, and ${file} cannot be read (${(err as Error).message}): set \`namespace\`, or mount the service account`,
+      );
     }
-    if (!DNS_LABEL.test(ns)) throw new ConfigError('namespace', `not set, and ${file} holds ${JSON.stringify(ns)}, not a namespace name`);
+    if (!DNS_LABEL.test(ns)) throw startConfigError(ctx, 'namespace', `not set, and ${file} holds ${JSON.stringify(ns)}, not a namespace name`);
     return ns;
   }
 
@@ -439,6 +465,9 @@ export class KubernetesStrategy implements Strategy {
     const ordered = [...slices].sort((a, b) => Number(b.addressType === preferred) - Number(a.addressType === preferred));
     const seenPods = new Set<string>();
     const candidates: Candidate[] = [];
+    // Every other pod the listing holds, whatever its state, and why those left out were left out.
+    const others = new Unusable();
+    const selfPods = new Set<string>();
     let endpointsWithoutPort = 0;
     const portNames = new Set<string>();
     for (const slice of ordered) {
@@ -457,12 +486,20 @@ export class KubernetesStrategy implements Strategy {
       }
       for (const ep of endpoints) {
         if (!isObj(ep)) continue;
-        if (!this.includeNotReady && ep.conditions?.ready === false) continue;
         const ref = ep.targetRef;
         const podKey = ref && isObj(ref) && (ref.uid || ref.name) ? `${ref.kind ?? ''}/${ref.namespace ?? ns}/${ref.uid ?? ref.name}` : undefined;
-        if (podKey && seenPods.has(podKey)) continue;
         const addresses = Array.isArray(ep.addresses) ? ep.addresses.filter((a): a is string => typeof a === 'string' && a.length > 0) : [];
         if (addresses.length === 0) continue;
+        // This pod, recognised by its address in the preferred family (sorted first), then by pod.
+        const isSelf = (port === this.selfPort && addresses.some((a) => this.selfHosts.has(a))) || (podKey !== undefined && selfPods.has(podKey));
+        if (isSelf && podKey) selfPods.add(podKey);
+        const other = isSelf ? undefined : (podKey ?? `${String(slice.addressType)}/${addresses.join(',')}`);
+        if (other) others.list(other);
+        if (!this.includeNotReady && ep.conditions?.ready === false) {
+          if (other) others.leftOut(other, 'notReady');
+          continue;
+        }
+        if (podKey && seenPods.has(podKey)) continue;
         if (podKey) seenPods.add(podKey);
         for (const ip of addresses) {
           let host: string | undefined;
@@ -475,6 +512,7 @@ export class KubernetesStrategy implements Strategy {
               { peer: ip, pod: ref?.name },
               "addressMode 'hostname': an endpoint has no hostname (pods need spec.hostname and spec.subdomain matching a headless Service, as StatefulSet pods have): such peers are skipped (logged once)",
             );
+            if (other) others.leftOut(other, 'noName');
             continue;
           }
           candidates.push({ ip, port, host });
@@ -487,7 +525,7 @@ export class KubernetesStrategy implements Strategy {
         `the EndpointSlices of service "${service}" in namespace "${ns}" have no port named "${this.portName}" (ports: ${known}): check \`portName\``,
       );
     }
-    return this.addresses(candidates);
+    return this.peersOf(candidates, others, `the EndpointSlices of service "${service}" in namespace "${ns}" list`, 'endpoint');
   }
 
   private async listPods(): Promise<string[]> {
@@ -501,16 +539,29 @@ export class KubernetesStrategy implements Strategy {
       labelSelector: this.selector as string,
     })) as Pod[];
     const candidates: Candidate[] = [];
+    // Every other live pod the listing holds, whatever its state, and why those left out were left out.
+    const others = new Unusable();
     let withoutPort = 0;
-    for (const pod of pods) {
+    for (const [i, pod] of pods.entries()) {
       if (!isObj(pod)) throw new KubernetesApiError(`Kubernetes API sent a malformed Pod for selector "${this.selector}" in namespace "${ns}"`);
       const status: NonNullable<Pod['status']> = isObj(pod.status) ? (pod.status as NonNullable<Pod['status']>) : {};
-      if (status.phase !== 'Running' || typeof status.podIP !== 'string' || !status.podIP) continue;
+      const podIP = typeof status.podIP === 'string' && status.podIP ? status.podIP : undefined;
+      // Succeeded and Failed (e.g. evicted) pods never come back: they are not "other pods".
+      const finished = status.phase === 'Succeeded' || status.phase === 'Failed';
+      const other = finished || (podIP !== undefined && this.selfHosts.has(podIP)) ? undefined : (pod.metadata?.uid ?? pod.metadata?.name ?? `#${i}`);
+      if (other) others.list(other);
+      if (status.phase !== 'Running' || !podIP) {
+        if (other) others.leftOut(other, 'notRunning');
+        continue;
+      }
       if (!this.includeNotReady) {
         const conditions = Array.isArray(status.conditions) ? status.conditions : [];
-        if (!conditions.some((c) => isObj(c) && c.type === 'Ready' && c.status === 'True')) continue;
+        if (!conditions.some((c) => isObj(c) && c.type === 'Ready' && c.status === 'True')) {
+          if (other) others.leftOut(other, 'notReady');
+          continue;
+        }
       }
-      const ip = status.podIP;
+      const ip = podIP;
       let port = this.port ?? this.selfPort;
       if (this.portName !== undefined) {
         const containers = Array.isArray(pod.spec?.containers) ? pod.spec.containers : [];
@@ -535,6 +586,7 @@ export class KubernetesStrategy implements Strategy {
             { peer: ip, pod: pod.metadata?.name },
             "addressMode 'hostname': a pod has no spec.subdomain and no `service` is configured to stand in for it: such peers are skipped (logged once)",
           );
+          if (other) others.leftOut(other, 'noName');
           continue;
         }
         host = `${hostname}.${subdomain}.${ns}.svc.${this.clusterDomain}`;
@@ -546,7 +598,30 @@ export class KubernetesStrategy implements Strategy {
         `the pods matching "${this.selector}" in namespace "${ns}" have no container port named "${this.portName}": check \`portName\``,
       );
     }
-    return this.addresses(candidates);
+    return this.peersOf(candidates, others, `the pods matching "${this.selector}" in namespace "${ns}" include`, 'pod');
+  }
+
+  /**
+   * The peers of a complete listing. A listing that holds other pods but yields no peer (every
+   * other endpoint not Ready, say) is "unknown", not "no nodes": a rollout, a failing readiness
+   * probe or a slow start must not disconnect a healthy cluster. Only an empty listing, or one
+   * holding nothing but this node, is a legitimate empty set (scaled down).
+   */
+  private peersOf(candidates: Candidate[], others: Unusable, what: string, noun: string): string[] {
+    const peers = this.addresses(candidates);
+    if (peers.length > 0 || others.size === 0) return peers;
+    const { notReady, notRunning, noName } = others.counts();
+    const why: string[] = [];
+    if (notReady > 0) why.push(`${notReady} not Ready`);
+    if (notRunning > 0) why.push(`${notRunning} not Running or without an IP yet`);
+    if (noName > 0) why.push(`${noName} without a name in addressMode 'hostname'`);
+    const count = `${others.size} other ${noun}${others.size === 1 ? '' : 's'}`;
+    const situation = notReady === others.size ? `${count}, none of them Ready` : `${count} but no usable peer (${why.join(', ') || 'none usable'})`;
+    const advice =
+      notReady > 0 ? ' If peers should connect before they are Ready (readiness that depends on the cluster having formed), set `includeNotReady: true`.' : '';
+    throw new KubernetesApiError(
+      `${what} ${situation}: treated as unknown (a rollout or a failing readiness probe, not "no nodes"), the current peers are kept.${advice}`,
+    );
   }
 
   /** `10-244-1-7.<ns>.pod.<domain>`; for IPv6 the colons become dashes too. */

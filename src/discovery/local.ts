@@ -9,7 +9,7 @@ import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { parseAddress } from '../mesh/identity.js';
-import type { Strategy, StrategyContext } from './strategy.js';
+import { rejectUnknownKeys, type Strategy, type StrategyContext } from './strategy.js';
 
 /** Configuration of the `local` strategy. */
 export interface LocalStrategyConfig {
@@ -64,6 +64,8 @@ function localAddress(address: string): string {
   return address;
 }
 
+const LOCAL_CONFIG_KEYS: readonly (keyof LocalStrategyConfig)[] = ['dir', 'scanIntervalMs'];
+
 export class LocalStrategy implements Strategy {
   readonly name = 'local';
   private dir = '';
@@ -75,6 +77,8 @@ export class LocalStrategy implements Strategy {
   private readonly scanIntervalMs: number;
 
   constructor(private readonly config: LocalStrategyConfig = {}) {
+    if (config === null || typeof config !== 'object') throw new ConfigError('config', 'expected an object');
+    rejectUnknownKeys(config, LOCAL_CONFIG_KEYS);
     if (config.dir !== undefined && (typeof config.dir !== 'string' || config.dir.length === 0)) {
       throw new ConfigError('dir', 'expected a non-empty directory path');
     }

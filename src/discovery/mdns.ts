@@ -24,6 +24,14 @@
  * the IPv4 (else IPv6) address of the SRV target with the SRV port. Every change of the peer set
  * is reported with `setPeers`.
  *
+ * A record at the end of its TTL only expires on evidence that its owner really went quiet: the
+ * last query for it came back to this node (multicast loopback, set explicitly: it is how the
+ * node knows its own receive path works), no socket error happened since, and another responder
+ * was heard around that query. Otherwise (a failed socket, a firewall, multicast from other hosts
+ * no longer delivered, or the last peers gone without a goodbye) the record is kept and asked
+ * for again, with a backoff, and `lookupFailed` says why, once per condition: "unknown", never
+ * "no nodes". A goodbye still removes an instance at once.
+ *
  * Network confinement: multicast is joined and sent on ONE interface address (`interface`),
  * derived from the node's advertised address when not set: a loopback node (the default
  * `127.0.0.1`) never sends a packet beyond loopback. Packets from sources outside that
@@ -50,7 +58,7 @@ import { networkInterfaces } from 'node:os';
 import { ConfigError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
 import { findInterface, ipv4ToInt, isLoopbackV4, isMulticastV4, multicastInterfaceFor, unmapV4 } from './multicast.js';
-import type { Strategy, StrategyContext } from './strategy.js';
+import { rejectUnknownKeys, type Strategy, type StrategyContext, startConfigError } from './strategy.js';
 
 /** Configuration of the `mdns` strategy. Every key is optional. */
 export interface MdnsStrategyConfig {
@@ -108,6 +116,10 @@ export interface MdnsStats {
   offLink: number;
   /** Send failures (reported with `lookupFailed`). */
   sendErrors: number;
+  /** This node's own multicast packets heard back (multicast loopback): the proof its receive path works. */
+  ownPacketsReceived: number;
+  /** Times a record was kept past the end of its TTL, because its owner's silence could not be told from this node's (see `lookupFailed`). */
+  heldRecords: number;
   /** Cached service instances (any cluster, self included). */
   instances: number;
   /** Peers currently reported. */
@@ -205,8 +217,26 @@ const MAX_ADDRS_PER_HOST = 16;
 const MAX_RESOLVE_TRIES = 8;
 const TICK_MS = 250;
 const KNOWN_ANSWER_BUDGET = 1200;
+/** How long after a query its echo, and other responders' packets, count as evidence about the answers to it. */
+const EVIDENCE_WINDOW_MS = 2000;
+/** Recent evidence kept (echo send times, other responders' arrival times). */
+const EVIDENCE_MAX = 512;
+const EVIDENCE_AGE_MS = 180_000;
+/** A record kept past its TTL is asked for again after this long (growing per hold), between these bounds. */
+const HOLD_MIN_MS = 1000;
+const HOLD_BASE_MAX_MS = 10_000;
+const HOLD_MAX_MS = 60_000;
 
-const CONFIG_KEYS = ['serviceType', 'domain', 'interface', 'ttlSeconds', 'queryIntervalMs', 'hostLabel', 'port', 'announcements'] as const;
+const CONFIG_KEYS: readonly (keyof MdnsStrategyConfig)[] = [
+  'serviceType',
+  'domain',
+  'interface',
+  'ttlSeconds',
+  'queryIntervalMs',
+  'hostLabel',
+  'port',
+  'announcements',
+];
 
 const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 const lower = (s: string) => s.toLowerCase();
@@ -296,6 +326,22 @@ function dataKey(r: DnsRecord): string {
 
 const recordKey = (r: DnsRecord) => `${r.type}|${lower(r.name)}|${dataKey(r)}`;
 
+/** What identifies a packet this node sent when it comes back: its questions and records. */
+function fingerprint(p: DnsPacket): string {
+  const questions = (p.questions ?? []).map((q) => (q && typeof q.name === 'string' ? `${q.type}|${lower(q.name)}` : '?')).sort();
+  const records = [...(p.answers ?? []), ...(p.additionals ?? [])]
+    .map((r) => (r && typeof r.name === 'string' ? `${recordKey(r)}|${String(r.ttl ?? '')}` : '?'))
+    .sort();
+  return `${p.type ?? ''}#${questions.join(',')}#${records.join(',')}`;
+}
+
+/** Appends a time to a bounded list of recent ones. */
+function pushRecent(list: number[], t: number): void {
+  list.push(t);
+  if (list.length > EVIDENCE_MAX) list.splice(0, list.length - EVIDENCE_MAX);
+  while (list.length > 0 && (list[0] as number) < t - EVIDENCE_AGE_MS) list.shift();
+}
+
 interface Cached {
   receivedAt: number;
   ttlMs: number;
@@ -303,6 +349,10 @@ interface Cached {
   /** Refresh queries sent for this record (RFC 6762 §5.2: at 80, 85, 90 and 95 % of the TTL). */
   refreshStep: number;
   refreshJitter: number;
+  /** When this node last asked for this record (refresh, or a query after a hold). */
+  askedAt?: number;
+  /** Times it was kept past its TTL for want of evidence that its owner went quiet. */
+  holds: number;
 }
 
 interface PtrEntry extends Cached {
@@ -323,7 +373,7 @@ interface AddrEntry extends Cached {
 
 function cached(now: number, ttlSeconds: number): Cached {
   const ttlMs = Math.min(ttlSeconds, 86_400) * 1000;
-  return { receivedAt: now, ttlMs, expiresAt: now + ttlMs, refreshStep: 0, refreshJitter: Math.random() * 0.02 };
+  return { receivedAt: now, ttlMs, expiresAt: now + ttlMs, refreshStep: 0, refreshJitter: Math.random() * 0.02, holds: 0 };
 }
 
 interface Published {
@@ -388,6 +438,16 @@ export class MdnsStrategy implements Strategy {
 
   private lastReported: string | undefined;
   private peerCount = 0;
+  /** Multicast packets sent and not heard back yet, by fingerprint: their send times (the last 10 s). */
+  private readonly sentPackets = new Map<string, number[]>();
+  /** Send times of this node's packets heard back, and arrival times of other responders' packets. */
+  private readonly echoedSends: number[] = [];
+  private readonly othersHeard: number[] = [];
+  private lastErrorAt = Number.NEGATIVE_INFINITY;
+  /** Hold conditions currently reported (`echo`, `others`), so each is reported once. */
+  private readonly conditions = new Set<string>();
+  /** The next browse query goes without known answers, so that every responder answers it. */
+  private askEveryone = false;
   /** Some instance lacked a record at the last recompute: the tick retries its resolution. */
   private incomplete = false;
   private readonly counters = {
@@ -401,13 +461,13 @@ export class MdnsStrategy implements Strategy {
     invalidRecords: 0,
     offLink: 0,
     sendErrors: 0,
+    ownPacketsReceived: 0,
+    heldRecords: 0,
   };
 
   constructor(config: MdnsStrategyConfig = {}) {
     if (config === null || typeof config !== 'object' || Array.isArray(config)) throw new ConfigError('config', 'expected an object');
-    for (const key of Object.keys(config)) {
-      if (!(CONFIG_KEYS as readonly string[]).includes(key)) throw new ConfigError(key, `unknown option; allowed: ${CONFIG_KEYS.join(', ')}`);
-    }
+    rejectUnknownKeys(config, CONFIG_KEYS);
     const c = config;
     this.serviceType = c.serviceType ?? '_foundation._tcp';
     if (typeof this.serviceType !== 'string' || !/^_[A-Za-z0-9](?:[A-Za-z0-9-]{0,13}[A-Za-z0-9])?\._(?:tcp|udp)$/.test(this.serviceType)) {
@@ -472,17 +532,14 @@ export class MdnsStrategy implements Strategy {
     this.started = true;
     this.ctx = ctx;
     const factory = await loadFactory(this.moduleSpecifier);
-    if (!factory) throw new ConfigError(`topologies.${ctx.topology}.strategy`, MDNS_MISSING_MESSAGE);
+    if (!factory) throw startConfigError(ctx, 'strategy', MDNS_MISSING_MESSAGE, { config: false });
     if (this.stopped) return;
 
     this.iface = this.configuredInterface ?? (await this.deriveInterface(ctx));
     const owner = findInterface(this.iface);
     if (!owner) {
       const how = this.configuredInterface ? 'is' : `(derived from the node address ${ctx.self.address}) is`;
-      throw new ConfigError(
-        `topologies.${ctx.topology}.config.interface`,
-        `${this.iface} ${how} not an IPv4 address of this host; allowed: ${localIPv4s().join(', ') || 'none found'}`,
-      );
+      throw startConfigError(ctx, 'interface', `${this.iface} ${how} not an IPv4 address of this host; allowed: ${localIPv4s().join(', ') || 'none found'}`);
     }
     const mask = ipv4ToInt(owner.netmask);
     this.ifaceNet = { base: (ipv4ToInt(this.iface) & mask) >>> 0, mask };
@@ -641,6 +698,9 @@ export class MdnsStrategy implements Strategy {
       // multicast-dns sets it only after a successful join: set it again so a send can never
       // fall back to the routing table's interface.
       socket.setMulticastInterface(this.iface);
+      // IP_MULTICAST_LOOP (the default, and multicast-dns's `loopback: true`, set anyway): hearing
+      // its own packets is how this node knows its receive path works (see the file comment).
+      socket.setMulticastLoopback(true);
     } catch (err) {
       await this.close();
       throw new Error(`mdns: cannot use interface ${this.iface} for multicast: ${(err as Error).message}`);
@@ -690,6 +750,7 @@ export class MdnsStrategy implements Strategy {
 
   private failed(err: Error): void {
     if (this.stopped) return;
+    this.lastErrorAt = Date.now();
     this.ctx?.lookupFailed(err);
   }
 
@@ -698,6 +759,7 @@ export class MdnsStrategy implements Strategy {
     if (!mdns) return Promise.resolve();
     if (packet.type === 'query') this.counters.queriesSent++;
     else this.counters.responsesSent++;
+    if (to === null) this.noteSent(packet);
     return new Promise<void>((resolve) => {
       try {
         mdns.send(packet, to, (err) => {
@@ -715,6 +777,42 @@ export class MdnsStrategy implements Strategy {
     });
   }
 
+  /** Remembers a multicast packet, to recognise it when multicast loopback brings it back. */
+  private noteSent(packet: DnsPacket): void {
+    const now = Date.now();
+    const fp = fingerprint(packet);
+    const times = this.sentPackets.get(fp) ?? [];
+    // Not heard back within 10 s: it never will be (a deaf socket must not grow this).
+    while (times.length > 0 && (times[0] as number) < now - 10_000) times.shift();
+    times.push(now);
+    this.sentPackets.set(fp, times);
+    if (this.sentPackets.size > 64) {
+      for (const [k, t] of this.sentPackets) {
+        while (t.length > 0 && (t[0] as number) < now - 10_000) t.shift();
+        if (t.length === 0) this.sentPackets.delete(k);
+      }
+    }
+  }
+
+  /** Sorts an arriving packet into this node's own (heard back) or another responder's: the evidence `tick` weighs. */
+  private noteArrival(packet: DnsPacket, rinfo: RemoteInfo): void {
+    const now = Date.now();
+    const from = unmapV4(rinfo.address);
+    if (from === this.iface && rinfo.port === this.port) {
+      const fp = fingerprint(packet);
+      // Loopback brings a packet back within a moment: this is the latest identical one sent, and
+      // earlier ones not heard back by now were lost (to a deaf socket, say).
+      const sentAt = this.sentPackets.get(fp)?.at(-1);
+      this.sentPackets.delete(fp);
+      if (sentAt !== undefined) {
+        this.counters.ownPacketsReceived++;
+        pushRecent(this.echoedSends, sentAt);
+        return;
+      }
+    }
+    if (this.onLink(from)) pushRecent(this.othersHeard, now);
+  }
+
   private onLink(address: string): boolean {
     const a = unmapV4(address);
     if (!isIPv4(a)) return false;
@@ -729,6 +827,7 @@ export class MdnsStrategy implements Strategy {
   }
 
   private onQuery(packet: DnsPacket, rinfo: RemoteInfo): void {
+    this.noteArrival(packet, rinfo);
     if (!this.onLink(rinfo.address)) {
       this.counters.offLink++;
       return;
@@ -873,7 +972,9 @@ export class MdnsStrategy implements Strategy {
     const questions = [...this.questions.values()];
     this.questions.clear();
     const asksPtr = questions.some((q) => q.type === 'PTR' && lower(q.name) === this.serviceLower);
-    void this.send({ type: 'query', id: 0, flags: 0, questions, answers: asksPtr ? this.knownAnswers() : [] }, null);
+    const known = asksPtr && !this.askEveryone ? this.knownAnswers() : [];
+    if (asksPtr) this.askEveryone = false;
+    void this.send({ type: 'query', id: 0, flags: 0, questions, answers: known }, null);
   }
 
   /** The PTRs this node already holds with more than half their TTL left (RFC 6762 §7.1). */
@@ -883,7 +984,8 @@ export class MdnsStrategy implements Strategy {
     let budget = KNOWN_ANSWER_BUDGET;
     for (const e of this.ptrs.values()) {
       const left = e.expiresAt - now;
-      if (left <= e.ttlMs / 2) continue;
+      // A record kept past its TTL is in doubt: its owner must answer for it.
+      if (e.holds > 0 || left <= e.ttlMs / 2) continue;
       budget -= e.instance.length + 14;
       if (budget < 0) break; // The rest is simply not claimed: responders send it.
       out.push({ name: this.serviceFqdn, type: 'PTR', ttl: Math.floor(left / 1000), data: e.instance });
@@ -906,6 +1008,7 @@ export class MdnsStrategy implements Strategy {
   }
 
   private onResponse(packet: DnsPacket, rinfo: RemoteInfo): void {
+    this.noteArrival(packet, rinfo);
     // RFC 6762 §6 / §11: responses come from port 5353, and only from the local link.
     if (rinfo.port !== this.port || !this.onLink(rinfo.address)) {
       this.counters.offLink++;
@@ -1099,28 +1202,43 @@ export class MdnsStrategy implements Strategy {
     ctx.setPeers(list);
   }
 
-  /** Expires records and re-queries the ones still in use at 80, 85, 90 and 95 % of their TTL. */
+  /**
+   * Expires records and re-queries the ones still in use at 80, 85, 90 and 95 % of their TTL. A
+   * record this node asked for expires only on evidence that its owner went quiet (see `doubt`);
+   * otherwise it is held: kept, and asked for again.
+   */
   private tick(): void {
     const now = Date.now();
     let changed = false;
-    const expire = <T extends Cached>(map: Map<string, T>) => {
+    let examined = false;
+    const reasons = new Set<'echo' | 'others'>();
+    const expire = <T extends Cached>(map: Map<string, T>, question: (key: string, e: T) => DnsQuestion) => {
       for (const [k, e] of map) {
-        if (e.expiresAt <= now) {
+        if (e.expiresAt > now) continue;
+        examined = true;
+        // Never asked for (not in use: no peer rests on it): nothing to weigh.
+        const why = e.askedAt === undefined ? undefined : this.doubt(e.askedAt);
+        if (why === undefined) {
           map.delete(k);
           changed = true;
+          continue;
         }
+        reasons.add(why);
+        this.hold(e, question(k, e), now);
       }
     };
-    expire(this.ptrs);
-    expire(this.srvs);
-    expire(this.txts);
+    expire(this.ptrs, () => ({ name: this.serviceFqdn, type: 'PTR' }));
+    expire(this.srvs, (k) => ({ name: k, type: 'SRV' }));
+    expire(this.txts, (k) => ({ name: k, type: 'TXT' }));
     for (const [host, set] of this.addrs) {
-      expire(set);
+      expire(set, (_k, e) => ({ name: host, type: e.family === 4 ? 'A' : 'AAAA' }));
       if (set.size === 0) this.addrs.delete(host);
     }
+    if (examined) this.reportHolds(reasons);
     const due = (e: Cached) => {
       if (e.refreshStep >= 4 || now < e.receivedAt + e.ttlMs * (0.8 + 0.05 * e.refreshStep + e.refreshJitter)) return false;
       e.refreshStep++;
+      e.askedAt = now;
       return true;
     };
     let browse = false;
@@ -1146,5 +1264,53 @@ export class MdnsStrategy implements Strategy {
     if (this.resolving.size > 4 * MAX_INSTANCES) this.resolving.clear();
     // Recomputing also retries the resolution of incomplete instances (rate-limited).
     if (changed || this.incomplete) this.recompute();
+  }
+
+  /**
+   * Why the silence of a record asked for at `askedAt` says nothing about its owner, if it does
+   * not: `echo` when this node's own packets sent around then did not come back (or a socket
+   * error came after), so it may simply not have received the answer; `others` when no other
+   * responder was heard around then either, so multicast from other hosts may not arrive, or
+   * every peer is gone without a goodbye, which this node cannot tell apart.
+   */
+  private doubt(askedAt: number): 'echo' | 'others' | undefined {
+    const around = (t: number) => t >= askedAt && t <= askedAt + EVIDENCE_WINDOW_MS;
+    if (!this.mdns || this.lastErrorAt >= askedAt || !this.echoedSends.some(around)) return 'echo';
+    if (!this.othersHeard.some(around)) return 'others';
+    return undefined;
+  }
+
+  /**
+   * Keeps a record past its TTL and asks for it again, with a browse query every responder
+   * answers (no known answers), so the next look has fresh evidence; later and later per hold.
+   */
+  private hold(e: Cached, question: DnsQuestion, now: number): void {
+    const base = Math.min(HOLD_BASE_MAX_MS, Math.max(HOLD_MIN_MS, e.ttlMs * 0.2));
+    const wait = Math.min(HOLD_MAX_MS, base * 2 ** Math.min(e.holds, 6));
+    e.holds++;
+    e.askedAt = now;
+    e.expiresAt = now + Math.max(wait, EVIDENCE_WINDOW_MS + TICK_MS);
+    e.refreshStep = 4;
+    this.counters.heldRecords++;
+    this.queueQuestion(question.name, question.type);
+    this.queueQuestion(this.serviceFqdn, 'PTR');
+    this.askEveryone = true;
+  }
+
+  /** Reports why records are held, once per condition while it lasts (and only when peers rest on them). */
+  private reportHolds(reasons: Set<'echo' | 'others'>): void {
+    for (const c of ['echo', 'others'] as const) if (!reasons.has(c)) this.conditions.delete(c);
+    const ctx = this.ctx;
+    if (!ctx || this.stopped || this.peerCount === 0) return;
+    const where = `${this.iface}:${this.port}`;
+    const messages = {
+      echo: `mdns: records of peers reached the end of their TTL, but this node did not hear its own query for them come back (${where}), so its receive path is in doubt (a socket error, a firewall, multicast loopback disabled): they are kept, not expired, and asked for again until it hears itself`,
+      others: `mdns: records of peers reached the end of their TTL, and no other mDNS responder was heard around the query for them (${where}): they are kept rather than emptying the cluster, and asked for again (multicast from other hosts may no longer be delivered here, or every peer stopped without a goodbye)`,
+    };
+    for (const c of reasons) {
+      if (this.conditions.has(c)) continue;
+      this.conditions.add(c);
+      ctx.lookupFailed(new Error(messages[c]));
+    }
   }
 }

@@ -2,9 +2,11 @@
  * The discovery strategy interface (the libcluster layer). A strategy finds peers; the topology
  * that runs it turns what it finds into mesh connects and disconnects.
  */
+import { ConfigError } from '../errors.js';
 import type { ConnectResult } from '../mesh/mesh.js';
 import type { NodeIdentity } from '../mesh/types.js';
 import type { Logger } from '../util/logger.js';
+import { didYouMean } from '../util/suggest.js';
 
 /** What a strategy may do. Every capability is scoped to the strategy's topology. */
 export interface StrategyContext {
@@ -46,3 +48,30 @@ export interface Strategy {
 
 /** A strategy class: constructed with the topology's `config`. */
 export type StrategyClass<C = unknown> = new (config: C) => Strategy;
+
+// ---------------------------------------------------------------------------
+// Helpers shared by the built-in strategies (and available to custom ones).
+
+/**
+ * Refuses a strategy config holding a key that is not in `allowed`: throws a ConfigError on that
+ * key, `unknown key; did you mean "x"? Allowed keys: ...` (the wording of the node options). Call
+ * it from the constructor: the registry prefixes the key with `topologies.<name>.config.`.
+ */
+export function rejectUnknownKeys(config: object, allowed: readonly string[]): void {
+  for (const key of Object.keys(config)) {
+    if (allowed.includes(key)) continue;
+    const hint = didYouMean(key, allowed);
+    throw new ConfigError(key, `unknown key${hint ? `; did you mean "${hint}"?` : '.'} Allowed keys: ${allowed.join(', ')}`);
+  }
+}
+
+/**
+ * A ConfigError found when the strategy starts, on one of its config keys. The registry only
+ * prefixes the errors constructors throw, so start-time errors carry the full key themselves:
+ * `topologies.<topology>.config.<key>`, or `topologies.<topology>.<key>` with `{ config: false }`
+ * (e.g. `strategy`).
+ */
+export function startConfigError(ctx: Pick<StrategyContext, 'topology'>, key: string, message: string, options?: { config?: boolean }): ConfigError {
+  const path = options?.config === false ? key : `config.${key}`;
+  return new ConfigError(`topologies.${ctx.topology}.${path}`, message);
+}

@@ -6,12 +6,13 @@
  */
 
 import { createSocket } from 'node:dgram';
+import type { Resolver } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FoundationNode } from '../../src/api.js';
-import { DnsStrategy, type DnsStrategyConfig } from '../../src/discovery/dns.js';
+import { DnsStrategy, type DnsStrategyConfig, type LookupResult } from '../../src/discovery/dns.js';
 import { DnsSrvStrategy } from '../../src/discovery/dns-srv.js';
 import type { TopologySpec } from '../../src/discovery/registry.js';
 import type { Strategy } from '../../src/discovery/strategy.js';
@@ -269,6 +270,9 @@ describe.skipIf(skip)('dns-srv strategy (dnsmasq)', () => {
         { name: SERVICE, target: 'pod0.app.test', port: 4000 },
         { name: SERVICE, target: 'pod1.app.test', port: 4000 },
         { name: SERVICE, target: 'pod2.app.test', port: 4001 },
+        // What a Kubernetes headless Service answers for its plain name: port 0.
+        { name: 'plain.app.test', target: 'pod1.app.test', port: 0 },
+        { name: 'plain.app.test', target: 'pod2.app.test', port: 0 },
       ],
     });
   });
@@ -322,6 +326,32 @@ describe.skipIf(skip)('dns-srv strategy (dnsmasq)', () => {
       await d.setSrv(before.filter((r) => r.target !== 'pod2.app.test'));
       try {
         await untilPeers(ctx, ['127.0.0.61:4000']);
+      } finally {
+        await d.setSrv(before);
+      }
+    });
+  });
+
+  it('an answer whose records are all unusable (port 0) is "unknown", and the message says which name to ask for', async () => {
+    await run(srv({ service: 'plain.app.test' }), async (ctx) => {
+      await until(() => ctx.failures.length >= 2, 5000, 'failed lookups');
+      expect(ctx.peerSets).toEqual([]);
+      const message = ctx.failures[0]?.message ?? '';
+      expect(message).toMatch(/gave 2 SRV record\(s\), none usable \(2 with port 0\): treated as unknown, the current peers are kept/);
+      expect(message).toMatch(
+        /Port 0 records usually mean the SRV name lacks the named port: ask for "_<port-name>\._tcp\.plain\.app\.test", e\.g\. "_foundation\._tcp\.plain\.app\.test"/,
+      );
+    });
+    // Peers found before are kept when the records turn unusable.
+    const before = d.current().srv;
+    await run(srv({ family: 'ipv4' }), async (ctx) => {
+      await untilPeers(ctx, ['127.0.0.61:4000', '127.0.0.62:4001']);
+      const n = ctx.peerSets.length;
+      await d.setSrv(before.map((r) => (r.name === SERVICE ? { ...r, port: 0 } : r)));
+      try {
+        await until(() => ctx.failures.some((f) => /none usable \(3 with port 0\)/.test(f.message)), 5000, 'the unusable answer');
+        expect(ctx.failures.find((f) => /none usable/.test(f.message))?.message).toMatch(/Service has no port matching/);
+        for (const set of ctx.peerSets.slice(n)) expect(set).toEqual(['127.0.0.61:4000', '127.0.0.62:4001']);
       } finally {
         await d.setSrv(before);
       }
@@ -399,6 +429,60 @@ describe('dns strategies: configuration', () => {
     const err = catchErr(() => new DnsSrvStrategy(config as never));
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).key).toBe(key);
+  });
+
+  it('both refuse unknown keys, suggesting the closest one', () => {
+    const dnsErr = catchErr(() => new DnsStrategy({ query: 'a.test', port: 1, pollInterval: 1000 } as DnsStrategyConfig));
+    expect(dnsErr).toBeInstanceOf(ConfigError);
+    expect((dnsErr as ConfigError).key).toBe('pollInterval');
+    expect(dnsErr?.message).toMatch(
+      /unknown key; did you mean "pollIntervalMs"\? Allowed keys: query, port, family, pollIntervalMs, timeoutMs, tries, servers$/,
+    );
+    const srvErr = catchErr(() => new DnsSrvStrategy({ service: SERVICE, resolveTarget: false } as never));
+    expect((srvErr as ConfigError).key).toBe('resolveTarget');
+    expect(srvErr?.message).toMatch(/did you mean "resolveTargets"\? Allowed keys: service, resolveTargets, family/);
+    // An Apprentice-only key passed to the Wizard config is refused too.
+    expect((catchErr(() => new DnsSrvStrategy({ service: SERVICE, port: 4000 } as never)) as ConfigError).key).toBe('port');
+  });
+});
+
+describe('dns-srv: records that name no node', () => {
+  const answer = (records: Array<{ name: string; port: number }>) =>
+    ({ resolveSrv: async () => records.map((r) => ({ ...r, priority: 0, weight: 0 })) }) as unknown as Resolver;
+  const lookup = (s: DnsSrvStrategy, r: Resolver) => (s as unknown as { lookup(r: Resolver): Promise<LookupResult> }).lookup(r);
+
+  it('an answer of only target "." records is "unknown", not "no nodes"', async () => {
+    const s = new DnsSrvStrategy({ service: SERVICE, resolveTargets: false, servers: ['127.0.0.1:1'] });
+    const r = await lookup(
+      s,
+      answer([
+        { name: '', port: 4000 },
+        { name: '.', port: 0 },
+      ]),
+    );
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.message).toMatch(/gave 2 SRV record\(s\), none usable \(2 with target "."\): treated as unknown/);
+    expect(!r.ok && r.message).toMatch(/A target of "." declares the service not available at this name/);
+    const mixed = await lookup(
+      s,
+      answer([
+        { name: 'pod1.app.test', port: 0 },
+        { name: '.', port: 0 },
+      ]),
+    );
+    expect(!mixed.ok && mixed.message).toMatch(/none usable \(1 with port 0, 1 with target "."\)/);
+  });
+
+  it('usable records are used even beside unusable ones', async () => {
+    const s = new DnsSrvStrategy({ service: SERVICE, resolveTargets: false, servers: ['127.0.0.1:1'] });
+    const r = await lookup(
+      s,
+      answer([
+        { name: 'pod1.app.test', port: 0 },
+        { name: 'pod2.app.test', port: 4001 },
+      ]),
+    );
+    expect(r).toEqual({ ok: true, addresses: ['pod2.app.test:4001'], warnings: [] });
   });
 });
 

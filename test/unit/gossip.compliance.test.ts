@@ -75,5 +75,7 @@ describeStrategyCompliance({
     { config: { intervalMs: 1000, expireAfterMs: 1500 }, key: 'expireAfterMs', create: (c) => new GossipStrategy(c) },
     { config: { expireAfterMs: 'soon' }, key: 'expireAfterMs', create: (c) => new GossipStrategy(c) },
     { config: null, key: 'config', create: (c) => new GossipStrategy(c) },
+    { config: { intervalMS: 500 }, key: 'intervalMS', create: (c) => new GossipStrategy(c) },
+    { config: { secrets: 'x' }, key: 'secrets', create: (c) => new GossipStrategy(c) },
   ],
 });

@@ -20,6 +20,7 @@ import {
   type GossipStrategyConfig,
   gossipInterfaceFor,
 } from '../../src/discovery/gossip.js';
+import { ConfigError } from '../../src/errors.js';
 import { RecordingContext, until } from '../compliance/strategy-compliance.js';
 
 const key = deriveGossipKey('s3cret');
@@ -59,6 +60,14 @@ afterEach(async () => {
 
 const droppedTotal = (s: GossipStrategy) => Object.values(s.stats().dropped).reduce((a, b) => a + b, 0);
 const ignoredTotal = (s: GossipStrategy) => Object.values(s.stats().ignored).reduce((a, b) => a + b, 0);
+
+/** Hands `s` an announce of `from` every 50 ms (a live peer), with a rising seq. */
+function keepAnnouncing(s: GossipStrategy, from: GossipMessage, deliver = (p: Uint8Array, src: string) => s.ingest(p, src)): { stop(): void } {
+  let seq = from.seq;
+  deliver(encodeGossipPacket({ ...from, seq: ++seq }), '127.0.0.1');
+  const t = setInterval(() => deliver(encodeGossipPacket({ ...from, seq: ++seq }), '127.0.0.1'), 50);
+  return { stop: () => clearInterval(t) };
+}
 
 describe('gossip packet', () => {
   it('round-trips plain and sealed packets with the documented layout', () => {
@@ -298,11 +307,89 @@ describe('gossip receive path', () => {
     expect(ctx.peerSets).toEqual([]);
   });
 
-  it('expires a peer not heard from for expireAfterMs', async () => {
+  it('expires a peer not heard from for expireAfterMs, while this node hears itself and others', async () => {
+    const { s, ctx } = await startStrategy({ intervalMs: 50, expireAfterMs: 300 });
+    // Multicast loopback brings this node's own announcements back: its receive path works.
+    await until(() => s.stats().ignored.self > 0, 1000, 'its own announcement');
+    const chatty = keepAnnouncing(s, { ...msg, name: 'chatty', address: '127.0.0.1:4102' });
+    try {
+      s.ingest(encodeGossipPacket(msg), '127.0.0.1');
+      await until(() => ctx.latest()?.join() === '127.0.0.1:4101,127.0.0.1:4102', 1000, 'both peers');
+      await until(() => ctx.latest()?.join() === '127.0.0.1:4102', 1500, 'expiry of the silent peer');
+    } finally {
+      chatty.stop();
+    }
+  });
+
+  it('keeps its peers while its receive socket is down, and expires the silent ones once it hears itself again', async () => {
     const { s, ctx } = await startStrategy({ intervalMs: 50, expireAfterMs: 200 });
+    await until(() => s.stats().ignored.self > 0, 1000, 'its own announcement');
+    const chatty = keepAnnouncing(s, { ...msg, name: 'chatty', address: '127.0.0.1:4102' });
+    try {
+      s.ingest(encodeGossipPacket(msg), '127.0.0.1');
+      await until(() => ctx.latest()?.length === 2, 1000, 'both peers');
+      (s as unknown as { rx: Socket }).rx.emit('error', new Error('simulated receive failure'));
+      // The socket is reopened after 2 s: until then this node cannot know who is silent.
+      await new Promise((r) => setTimeout(r, 1200));
+      expect(ctx.latest()).toEqual(['127.0.0.1:4101', '127.0.0.1:4102']);
+      expect(ctx.failures.map((f) => f.message)).toContainEqual(expect.stringMatching(/gossip receive socket failed: simulated receive failure/));
+      await until(() => ctx.latest()?.join() === '127.0.0.1:4102', 4000, 'expiry once the socket is back');
+    } finally {
+      chatty.stop();
+    }
+  });
+
+  it('keeps its peers while its own announcements stop coming back (multicast dropped), and says so once', async () => {
+    const { s, ctx } = await startStrategy({ intervalMs: 50, expireAfterMs: 200 });
+    await until(() => s.stats().ignored.self > 0, 1000, 'its own announcement');
+    const deliver = GossipStrategy.prototype.ingest.bind(s);
+    // From here on the socket delivers nothing (a firewall dropping the group's traffic); only
+    // the packets the test hands over arrive.
+    (s as unknown as { ingest: unknown }).ingest = () => {};
+    const chatty = keepAnnouncing(s, { ...msg, name: 'chatty', address: '127.0.0.1:4102' }, deliver);
+    try {
+      deliver(encodeGossipPacket(msg), '127.0.0.1');
+      await until(() => ctx.latest()?.length === 2, 1000, 'both peers');
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(ctx.latest()).toEqual(['127.0.0.1:4101', '127.0.0.1:4102']);
+      const deaf = ctx.failures.filter((f) => /has not heard its own announcements/.test(f.message));
+      expect(deaf).toHaveLength(1);
+      expect(deaf[0]?.message).toMatch(/silent peers are kept/);
+      // Delivery is back: it hears itself again, and the silent peer goes after a full window.
+      delete (s as unknown as { ingest?: unknown }).ingest;
+      await until(() => ctx.latest()?.join() === '127.0.0.1:4102', 2000, 'expiry once it hears itself');
+    } finally {
+      chatty.stop();
+    }
+  });
+
+  it('never empties the cluster by silence alone: the last silent peer is kept until another node is heard', async () => {
+    const { s, ctx } = await startStrategy({ intervalMs: 50, expireAfterMs: 200 });
+    await until(() => s.stats().ignored.self > 0, 1000, 'its own announcement');
     s.ingest(encodeGossipPacket(msg), '127.0.0.1');
     expect(ctx.latest()).toEqual(['127.0.0.1:4101']);
-    await until(() => ctx.latest()?.length === 0, 1000, 'expiry');
+    await new Promise((r) => setTimeout(r, 1000));
+    // Its own announcements come back, but nobody else is heard: multicast from other hosts may be dropped.
+    expect(ctx.latest()).toEqual(['127.0.0.1:4101']);
+    const alone = ctx.failures.filter((f) => /no packet from any other node/.test(f.message));
+    expect(alone).toHaveLength(1);
+    // Another node is heard: the silent one gets a full window to speak, then goes.
+    const chatty = keepAnnouncing(s, { ...msg, name: 'newcomer', address: '127.0.0.1:4103' });
+    try {
+      await until(() => ctx.latest()?.join() === '127.0.0.1:4101,127.0.0.1:4103', 1000, 'the newcomer');
+      await until(() => ctx.latest()?.join() === '127.0.0.1:4103', 2000, 'expiry of the silent peer');
+    } finally {
+      chatty.stop();
+    }
+  });
+
+  it('a goodbye removes even the last peer at once', async () => {
+    const { s, ctx } = await startStrategy({ intervalMs: 50, expireAfterMs: 200 });
+    (s as unknown as { ingest: unknown }).ingest = () => {}; // hears nothing from the socket
+    GossipStrategy.prototype.ingest.call(s, encodeGossipPacket(msg), '127.0.0.1');
+    expect(ctx.latest()).toEqual(['127.0.0.1:4101']);
+    GossipStrategy.prototype.ingest.call(s, encodeGossipPacket({ ...msg, kind: 'goodbye', seq: msg.seq + 1 }), '127.0.0.1');
+    expect(ctx.latest()).toEqual([]);
   });
 
   it('never throws on random garbage and counts every packet (fast-check, thousands of buffers)', async () => {
@@ -381,11 +468,28 @@ describe('gossip receive path', () => {
     const a = await startStrategy(cfg);
     const b = await startStrategy(cfg, { name: 'b', address: '127.0.0.1:4001', incarnation: 1 });
     await until(() => a.ctx.latest()?.[0] === '127.0.0.1:4001' && b.ctx.latest()?.[0] === '127.0.0.1:4000', 2000, 'broadcast discovery');
+    // Broadcasts come back to the sender too: expiry can rely on hearing itself in this mode as well.
+    await until(() => a.s.stats().ignored.self > 0, 1000, 'its own broadcast');
   });
 
   it('refuses a broadcast address that is not one of the interface', async () => {
     const s = new GossipStrategy({ group, port, broadcastOnly: true, broadcastAddress: '192.0.2.255' });
-    await expect(s.start(new RecordingContext(self))).rejects.toMatchObject({ key: 'broadcastAddress' });
+    // Found at start, after the registry prefixed constructor errors: the strategy names the full key.
+    await expect(s.start(new RecordingContext(self))).rejects.toMatchObject({ key: 'topologies.compliance.config.broadcastAddress' });
     await s.stop();
+  });
+});
+
+describe('gossip configuration', () => {
+  it('refuses unknown keys, suggesting the closest one', () => {
+    let err: unknown;
+    try {
+      new GossipStrategy({ group, intervalMS: 100 } as GossipStrategyConfig);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe('intervalMS');
+    expect((err as Error).message).toMatch(/unknown key; did you mean "intervalMs"\? Allowed keys: group, port, ttl, interface, intervalMs/);
   });
 });

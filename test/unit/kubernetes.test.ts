@@ -157,6 +157,77 @@ describe('EndpointSlices', () => {
   });
 });
 
+describe('readiness: a listing with no Ready peer is "unknown", not "no nodes"', () => {
+  const slice = (endpoints: Array<{ ip: string; ready?: boolean; podName?: string }>, addressType?: 'IPv4' | 'IPv6') =>
+    endpointSlice({ service: 'app', endpoints, ...(addressType ? { addressType } : {}) });
+
+  it('EndpointSlices: every other endpoint not Ready keeps the peers, names the situation and suggests includeNotReady', async () => {
+    api.slices = [slice([{ ip: '10.244.1.10' }, { ip: '10.244.1.11' }, { ip: '10.244.1.12' }])];
+    const { ctx } = start({ service: 'app' });
+    await peers(ctx, ['10.244.1.11:4000', '10.244.1.12:4000']);
+    const from = ctx.peerSets.length;
+    // A rollout, or a readiness probe that fails everywhere but here.
+    api.slices = [slice([{ ip: '10.244.1.10' }, { ip: '10.244.1.11', ready: false }, { ip: '10.244.1.12', ready: false }])];
+    api.touch();
+    const err = await failure(ctx);
+    expect(err).toBeInstanceOf(KubernetesApiError);
+    expect(err.message).toMatch(/EndpointSlices of service "app" in namespace "default" list 2 other endpoints, none of them Ready/);
+    expect(err.message).toMatch(/treated as unknown/);
+    expect(err.message).toMatch(/includeNotReady: true/);
+    // The same without this node in the listing.
+    api.slices = [slice([{ ip: '10.244.1.11', ready: false }])];
+    api.touch();
+    await until(() => ctx.failures.some((f) => /list 1 other endpoint, none of them Ready/.test(f.message)), 4000, 'the second failure');
+    keptSince(ctx, from, ['10.244.1.11:4000', '10.244.1.12:4000']);
+
+    // Scaled down to this node alone: a legitimate empty set.
+    api.slices = [slice([{ ip: '10.244.1.10' }])];
+    api.touch();
+    await peers(ctx, []);
+    // So is a listing with nothing in it.
+    api.slices = [slice([{ ip: '10.244.1.11' }])];
+    api.touch();
+    await peers(ctx, ['10.244.1.11:4000']);
+    api.slices = [];
+    api.touch();
+    await peers(ctx, []);
+  });
+
+  it('EndpointSlices: this pod listed in both families of a dual-stack service is still "only this node"', async () => {
+    api.slices = [slice([{ ip: '10.244.1.11', podName: 'app-1' }])];
+    const { ctx } = start({ service: 'app' });
+    await peers(ctx, ['10.244.1.11:4000']);
+    api.slices = [slice([{ ip: 'fd00:10:244:1::10', podName: 'app-0' }], 'IPv6'), slice([{ ip: '10.244.1.10', podName: 'app-0' }], 'IPv4')];
+    api.touch();
+    await peers(ctx, []);
+    expect(ctx.failures).toEqual([]);
+  });
+
+  it('pods: no other pod Ready (or Running yet) keeps the peers; finished pods and this one alone are "scaled down"', async () => {
+    api.pods = [pod({ name: 'app-0', ip: '10.244.1.10' }), pod({ name: 'app-1', ip: '10.244.1.11' })];
+    const { ctx } = start({ mode: 'pods', selector: 'app=app', port: 4000 });
+    await peers(ctx, ['10.244.1.11:4000']);
+    const from = ctx.peerSets.length;
+    api.pods = [
+      pod({ name: 'app-0', ip: '10.244.1.10' }),
+      pod({ name: 'app-1', ip: '10.244.1.11', ready: false }),
+      pod({ name: 'app-2', phase: 'Pending' }),
+      pod({ name: 'app-3', phase: 'Failed', ip: '10.244.1.13' }),
+    ];
+    api.touch();
+    const err = await failure(ctx);
+    expect(err.message).toMatch(
+      /pods matching "app=app" in namespace "default" include 2 other pods but no usable peer \(1 not Ready, 1 not Running or without an IP yet\)/,
+    );
+    expect(err.message).toMatch(/includeNotReady: true/);
+    keptSince(ctx, from, ['10.244.1.11:4000']);
+    // Only this pod, and pods that finished (evicted, completed): scaled down.
+    api.pods = [pod({ name: 'app-0', ip: '10.244.1.10' }), pod({ name: 'app-3', phase: 'Failed', ip: '10.244.1.13' })];
+    api.touch();
+    await peers(ctx, []);
+  });
+});
+
 describe('pods mode', () => {
   it('keeps Running pods with an IP and a True Ready condition, matching the selector', async () => {
     const labels = { app: 'app', 'pod-template-hash': '7d9c5b6f4' };
@@ -526,6 +597,11 @@ describe('environment', () => {
     try {
       const noApi = new KubernetesStrategy({ service: 'app', serviceAccountPath: api.saDir });
       expect(() => noApi.start(new RecordingContext(SELF))).toThrow(/KUBERNETES_SERVICE_HOST/);
+      expect(() => noApi.start(new RecordingContext(SELF))).toThrow(expect.objectContaining({ key: 'topologies.compliance.config.apiServer' }));
+      const noPort = new KubernetesStrategy({ service: 'app', apiServer: api.url, serviceAccountPath: api.saDir });
+      expect(() => noPort.start(new RecordingContext({ ...SELF, address: 'app-0' }))).toThrow(
+        expect.objectContaining({ key: 'topologies.compliance.config.port' }),
+      );
       const empty = mkdtempSync(join(tmpdir(), 'k8s-empty-'));
       try {
         const noNs = new KubernetesStrategy({ service: 'app', apiServer: api.url, serviceAccountPath: empty });
@@ -536,7 +612,8 @@ describe('environment', () => {
           err = e;
         }
         expect(err).toBeInstanceOf(ConfigError);
-        expect((err as ConfigError).key).toBe('namespace');
+        // Found at start, after the registry prefixed constructor errors: the strategy names the full key.
+        expect((err as ConfigError).key).toBe('topologies.compliance.config.namespace');
       } finally {
         rmSync(empty, { recursive: true, force: true });
       }
@@ -575,7 +652,8 @@ describe('configuration', () => {
     [{ service: 'app', apiServer: 'http://10.96.0.1' }, 'apiServer', /https:\/\//],
     [{ service: 'app', apiServer: 'not a url' }, 'apiServer', /https:\/\//],
     [{ service: 'app', includeNotReady: 1 }, 'includeNotReady', /true or false/],
-    [{ service: 'app', pollInterval: 1000 }, 'pollInterval', /unknown option/],
+    [{ service: 'app', pollInterval: 1000 }, 'pollInterval', /unknown key; did you mean "pollIntervalMs"\? Allowed keys: mode, service/],
+    [{ service: 'app', zzz: 1 }, 'zzz', /^[^"]*"zzz": unknown key\. Allowed keys: mode, service/],
   ];
   it.each(bad)('%j is refused at %s', (config, key, message) => {
     let err: unknown;

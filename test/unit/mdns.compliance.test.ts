@@ -112,6 +112,34 @@ function rawMdns() {
 
 const txtOf = (data: unknown) => Object.fromEntries((data as Buffer[]).map((b) => b.toString().split('=') as [string, string]));
 
+interface Handmade {
+  ptr: DnsPacket.StringAnswer;
+  rest: DnsPacket.Answer[];
+}
+
+/** The records of a handmade instance `<label>._foundation._tcp.local`, on host `<label>-host.local` (127.0.0.1). */
+function handmade(label: string, port: number, txt: string[], ttl: number): Handmade {
+  const service = '_foundation._tcp.local';
+  return {
+    ptr: { name: service, type: 'PTR', ttl, data: `${label}.${service}` },
+    rest: [
+      { name: `${label}.${service}`, type: 'SRV', ttl, flush: true, data: { port, target: `${label}-host.local` } },
+      { name: `${label}.${service}`, type: 'TXT', ttl, flush: true, data: txt },
+      { name: `${label}-host.local`, type: 'A', ttl, flush: true, data: '127.0.0.1' },
+    ],
+  };
+}
+
+/** Makes a raw responder answer queries about an instance, as a live node does (all its records, at once), until stopped. */
+function answerFor(raw: ReturnType<typeof rawMdns>, r: Handmade): () => void {
+  const names = new Set([r.ptr.name, ...r.rest.map((x) => x.name)].map((n) => n.toLowerCase()));
+  const listener = (q: { questions: Array<{ name: string }> }) => {
+    if (q.questions.some((question) => names.has(question.name.toLowerCase()))) raw.m.respond({ answers: [r.ptr, ...r.rest] });
+  };
+  raw.m.on('query', listener);
+  return () => raw.m.removeListener('query', listener);
+}
+
 describe('mdns strategy', () => {
   const cleanup: Array<() => Promise<void>> = [];
   afterEach(async () => {
@@ -227,30 +255,28 @@ describe('mdns strategy', () => {
     const cluster = newCluster();
     const watcher = await startNode('watcher', 4303, cluster, { announcements: 0 });
     cleanup.push(() => stopNode(watcher));
-    const service = '_foundation._tcp.local';
-    const rec = (label: string, port: number, txt: string[], ttl: number) => ({
-      ptr: { name: service, type: 'PTR' as const, ttl, data: `${label}.${service}` },
-      rest: [
-        { name: `${label}.${service}`, type: 'SRV' as const, ttl, flush: true, data: { port, target: `${label}-host.local` } },
-        { name: `${label}.${service}`, type: 'TXT' as const, ttl, flush: true, data: txt },
-        { name: `${label}-host.local`, type: 'A' as const, ttl, flush: true, data: '127.0.0.1' },
-      ],
-    });
+    const rec = handmade;
+    // A live peer: it answers the strategy's queries, as a running node does.
+    const lasting = rec('lasting', 4504, [`cluster=${cluster}`, 'node=lasting', 'inc=5', 'v=1'], 120);
+    const stopAnswering = answerFor(raw, lasting);
+    raw.m.respond({ answers: [lasting.ptr, ...lasting.rest] });
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4504', 3000, 'the lasting instance');
     // PTR in the answers, everything else only in the additionals (what avahi does).
     const good = rec('handmade', 4501, [`cluster=${cluster}`, 'node=handmade', 'inc=7', 'v=1'], 2);
     const otherCluster = rec('foreign', 4502, ['cluster=someone-else', 'node=foreign', 'inc=1', 'v=1'], 120);
     const futureVersion = rec('future', 4503, [`cluster=${cluster}`, 'node=future', 'inc=1', 'v=9'], 120);
     for (const r of [good, otherCluster, futureVersion]) raw.m.respond({ answers: [r.ptr], additionals: r.rest });
-    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4501', 3000, 'the handmade instance');
-    // TTL 2 s and nobody refreshes it: it expires (after the strategy's refresh queries at 80-95 %).
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4501,127.0.0.1:4504', 3000, 'the handmade instance');
+    // TTL 2 s and nobody refreshes it, while this node hears itself and the live peer: it expires
+    // (after the strategy's refresh queries at 80-95 %, and at most one more look).
     const t0 = Date.now();
-    await until(() => watcher.ctx.latest()?.length === 0, 5000, 'expiry of a 2 s record');
-    expect(Date.now() - t0).toBeLessThan(3500);
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4504', 6000, 'expiry of a 2 s record');
+    expect(Date.now() - t0).toBeLessThan(5500);
+    expect(watcher.strategy.stats().ownPacketsReceived).toBeGreaterThan(0);
+    expect(watcher.ctx.failures).toEqual([]);
 
-    const lasting = rec('lasting', 4504, [`cluster=${cluster}`, 'node=lasting', 'inc=5', 'v=1'], 120);
-    raw.m.respond({ answers: [lasting.ptr, ...lasting.rest] });
-    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4504', 3000, 'the lasting instance');
-    // A goodbye from an OLDER incarnation of that instance is ignored...
+    // It stops, and says goodbye. A goodbye from an OLDER incarnation of that instance is ignored...
+    stopAnswering();
     const older = rec('lasting', 4504, [`cluster=${cluster}`, 'node=lasting', 'inc=4', 'v=1'], 0);
     raw.m.respond({ answers: [older.ptr, ...older.rest.slice(0, 2)] });
     await new Promise((r) => setTimeout(r, 300));
@@ -285,6 +311,70 @@ describe('mdns strategy', () => {
     raw.m.respond([{ name: '_foundation._tcp.local', type: 'PTR', ttl: 120, data: instance }]);
     await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4601', 4000, 'the resolved instance');
     expect(asked).toEqual(expect.arrayContaining([`SRV ${instance}`, `TXT ${instance}`, 'A lonely-host.local']));
+  });
+
+  it('never empties the cluster by TTL alone: the last peer is kept (unknown) until another responder is heard', async () => {
+    const raw = rawMdns();
+    cleanup.push(raw.close);
+    await raw.ready;
+    const cluster = newCluster();
+    const watcher = await startNode('lastone', 4306, cluster, { announcements: 0 });
+    cleanup.push(() => stopNode(watcher));
+    const gone = handmade('gone', 4511, [`cluster=${cluster}`, 'node=gone', 'inc=1', 'v=1'], 2);
+    raw.m.respond({ answers: [gone.ptr, ...gone.rest] });
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4511', 3000, 'the instance');
+    // Its 2 s records end, this node hears its own queries, but no other responder answers.
+    await new Promise((r) => setTimeout(r, 4000));
+    expect(watcher.ctx.latest()).toEqual(['127.0.0.1:4511']);
+    const kept = watcher.ctx.failures.filter((f) => /no other mDNS responder was heard/.test(f.message));
+    expect(kept).toHaveLength(1);
+    expect(watcher.strategy.stats().heldRecords).toBeGreaterThan(0);
+    // A live responder shows up: the silent instance is asked for once more, then goes.
+    const alive = handmade('alive', 4512, [`cluster=${cluster}`, 'node=alive', 'inc=1', 'v=1'], 120);
+    answerFor(raw, alive);
+    raw.m.respond({ answers: [alive.ptr, ...alive.rest] });
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4512', 8000, 'only the live instance');
+  });
+
+  it('keeps peers whose records end while it does not hear its own packets, and lets them go once it does', async () => {
+    const raw = rawMdns();
+    cleanup.push(raw.close);
+    await raw.ready;
+    const cluster = newCluster();
+    const watcher = await startNode('deaf', 4307, cluster, { announcements: 0 });
+    cleanup.push(() => stopNode(watcher));
+    const lasting = handmade('steady', 4521, [`cluster=${cluster}`, 'node=steady', 'inc=1', 'v=1'], 120);
+    answerFor(raw, lasting);
+    const short = handmade('short', 4522, [`cluster=${cluster}`, 'node=short', 'inc=1', 'v=1'], 2);
+    raw.m.respond({ answers: [lasting.ptr, short.ptr, ...lasting.rest, ...short.rest] });
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4521,127.0.0.1:4522', 3000, 'both instances');
+    // The socket stops delivering: nothing arrives, not even this node's own queries.
+    const m = (watcher.strategy as unknown as { mdns: NodeJS.EventEmitter }).mdns;
+    const saved = { query: m.listeners('query'), response: m.listeners('response') };
+    m.removeAllListeners('query');
+    m.removeAllListeners('response');
+    try {
+      await new Promise((r) => setTimeout(r, 3000));
+      expect(watcher.ctx.latest()).toEqual(['127.0.0.1:4521', '127.0.0.1:4522']);
+      const deaf = watcher.ctx.failures.filter((f) => /did not hear its own query/.test(f.message));
+      expect(deaf).toHaveLength(1);
+    } finally {
+      for (const l of saved.query) m.on('query', l as (...a: unknown[]) => void);
+      for (const l of saved.response) m.on('response', l as (...a: unknown[]) => void);
+    }
+    // Hearing itself (and the live peer) again, the silent instance goes at its next look.
+    await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4521', 15_000, 'the silent instance to go');
+  });
+
+  it('refuses unknown keys, suggesting the closest one', () => {
+    let err: unknown;
+    try {
+      new MdnsStrategy({ serviceTyp: '_foundation._tcp' } as MdnsStrategyConfig);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(/unknown key; did you mean "serviceType"\? Allowed keys: serviceType, domain/);
   });
 
   it('ignores malformed datagrams and counts them', async () => {

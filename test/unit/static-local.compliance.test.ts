@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
 import { LocalStrategy } from '../../src/discovery/local.js';
 import { StaticStrategy } from '../../src/discovery/static.js';
 import { describeStrategyCompliance } from '../compliance/strategy-compliance.js';
@@ -17,6 +18,8 @@ describeStrategyCompliance({
     { config: {}, key: 'hosts', create: (c) => new StaticStrategy(c) },
     { config: { hosts: ['nope'] }, key: 'hosts[0]', create: (c) => new StaticStrategy(c) },
     { config: { hosts: ['a:1', 'b:99999'] }, key: 'hosts[1]', create: (c) => new StaticStrategy(c) },
+    { config: { hosts: ['a:1'], host: ['b:1'] }, key: 'host', create: (c) => new StaticStrategy(c) },
+    { config: { seeds: ['a:1'] }, key: 'seeds', create: (c) => new StaticStrategy(c) },
   ],
 });
 
@@ -49,5 +52,26 @@ describeStrategyCompliance({
   invalidConfigs: [
     { config: { dir: '' }, key: 'dir', create: (c) => new LocalStrategy(c) },
     { config: { scanIntervalMs: 1 }, key: 'scanIntervalMs', create: (c) => new LocalStrategy(c) },
+    { config: { directory: '/tmp/x' }, key: 'directory', create: (c) => new LocalStrategy(c) },
+    { config: null, key: 'config', create: (c) => new LocalStrategy(c) },
   ],
+});
+
+describe('static and local: unknown keys', () => {
+  const message = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return '';
+  };
+  it('name the key, the closest allowed one and all the allowed ones', () => {
+    expect(message(() => new StaticStrategy({ hosts: ['a:1'], host: ['b:1'] } as never))).toMatch(
+      /"host": unknown key; did you mean "hosts"\? Allowed keys: hosts$/,
+    );
+    expect(message(() => new LocalStrategy({ scanInterval: 100 } as never))).toMatch(
+      /"scanInterval": unknown key; did you mean "scanIntervalMs"\? Allowed keys: dir, scanIntervalMs$/,
+    );
+  });
 });
