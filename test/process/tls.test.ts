@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Foundation, type FoundationNode } from '../../dist/index.js';
+import { silentLogger } from '../compliance/strategy-compliance.js';
 
 let dir: string;
 const pem: Record<string, string> = {};
@@ -44,15 +45,6 @@ function makeCa(name: string): void {
 }
 
 const quiet = { level: 'silent' } as const;
-const silentLogger = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-  child() {
-    return silentLogger;
-  },
-};
 
 function waitUp(node: FoundationNode, name: string, ms = 3000): Promise<boolean> {
   if (node.cluster.member(name)?.status === 'up') return Promise.resolve(true);
