@@ -7,7 +7,6 @@ import { ConfigError } from '../errors.js';
 import { NODE_NAME_PATTERN, parseAddress } from '../mesh/identity.js';
 import { didYouMean } from '../util/suggest.js';
 
-
 const port = z.number().int().min(0).max(65535);
 const positiveMs = z.number().int().positive();
 
