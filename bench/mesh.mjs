@@ -260,11 +260,37 @@ async function foundationPair(a, extra = {}, nodeFlags = []) {
   return { recv, send };
 }
 
-// ---- nats-server ----------------------------------------------------------------------------
+/**
+ * Two Moleculer 0.14 brokers (bench/lib/moleculer-peer.mjs) on the TCP transporter, each told the
+ * other's address (UDP discovery off: nothing leaves loopback); resolves once both see the other.
+ */
+async function moleculerPair() {
+  const [portA, portB] = [await freePort(), await freePort()];
+  const spec = (nodeID, port, peerID, peerPort) => JSON.stringify({ nodeID, port, peers: [`127.0.0.1:${peerPort}/${peerID}`] });
+  const recv = new Worker('moleculer-peer.mjs', [spec('mol-recv', portA, 'mol-send', portB)], 'moleculer-recv');
+  const send = new Worker('moleculer-peer.mjs', [spec('mol-send', portB, 'mol-recv', portA)], 'moleculer-send');
+  try {
+    await Promise.all([recv.started(), send.started()]);
+    await Promise.all([recv.call('ready', {}, 20_000), send.call('ready', {}, 20_000)]);
+  } catch (err) {
+    await closeAll([send, recv]);
+    throw err;
+  }
+  return { recv, send };
+}
 
-function findNatsServer() {
-  for (const p of ['/usr/sbin/nats-server', '/usr/bin/nats-server', '/usr/local/bin/nats-server']) if (existsSync(p)) return p;
-  const r = spawnSync('sh', ['-c', 'command -v nats-server'], { encoding: 'utf8' });
+// ---- broker daemons (nats-server, redis-server) ---------------------------------------------
+
+/** The daemons the peers go through, each listening on 127.0.0.1 only. */
+const DAEMONS = {
+  nats: { bin: 'nats-server', pkg: 'nats-server', args: (port) => ['-a', '127.0.0.1', '-p', String(port)] },
+  // No persistence: a pub/sub broker, nothing to save.
+  redis: { bin: 'redis-server', pkg: 'redis-server', args: (port) => ['--bind', '127.0.0.1', '--port', String(port), '--save', '', '--appendonly', 'no'] },
+};
+
+function findDaemon(bin) {
+  for (const dir of ['/usr/sbin', '/usr/bin', '/usr/local/bin']) if (existsSync(join(dir, bin))) return join(dir, bin);
+  const r = spawnSync('sh', ['-c', `command -v ${bin}`], { encoding: 'utf8' });
   return r.status === 0 ? r.stdout.trim() : undefined;
 }
 
@@ -289,15 +315,17 @@ function canConnect(port) {
   });
 }
 
-async function startNatsServer() {
-  const bin = findNatsServer();
-  if (!bin) throw new Error('nats-server not found (looked in /usr/sbin, /usr/bin, /usr/local/bin, PATH)');
+/** Starts `kind` (a DAEMONS key) on a free port; resolves once it accepts connections. */
+async function startDaemon(kind) {
+  const d = DAEMONS[kind];
+  const bin = findDaemon(d.bin);
+  if (!bin) throw new Error(`${d.bin} not found (looked in /usr/sbin, /usr/bin, /usr/local/bin, PATH; Debian package ${d.pkg})`);
   for (let attempt = 0; attempt < 3; attempt++) {
     const port = await freePort();
-    const child = track(spawn(bin, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] }));
+    const child = track(spawn(bin, d.args(port), { stdio: ['ignore', 'pipe', 'pipe'] }));
     let tail = '';
-    const keep = (d) => {
-      tail = (tail + d).slice(-2000);
+    const keep = (data) => {
+      tail = (tail + data).slice(-2000);
     };
     child.stdout.setEncoding('utf8').on('data', keep);
     child.stderr.setEncoding('utf8').on('data', keep);
@@ -319,14 +347,17 @@ async function startNatsServer() {
       await sleep(50);
     }
     if (!exited) child.kill('SIGKILL');
-    if (attempt === 2) throw new Error(`nats-server did not start on ${port}:\n${tail}`);
+    if (attempt === 2) throw new Error(`${d.bin} did not start on ${port}:\n${tail}`);
   }
 }
 
-function natsVersion(bin) {
+function daemonVersion(kind) {
+  const bin = findDaemon(DAEMONS[kind].bin);
   if (!bin) return undefined;
   const r = spawnSync(bin, ['--version'], { encoding: 'utf8' });
-  return (r.stdout || r.stderr || '').trim() || undefined;
+  const text = (r.stdout || r.stderr || '').trim().split('\n')[0];
+  // redis-server prints "Redis server v=7.0.15 sha=... malloc=... bits=64 build=...".
+  return text.replace(/^Redis server v=(\S+).*$/, 'redis-server v$1') || undefined;
 }
 
 // ---- sections -------------------------------------------------------------------------------
@@ -375,7 +406,7 @@ async function throughput(a, log) {
 
   // (b) NATS.
   {
-    const server = await startNatsServer();
+    const server = await startDaemon('nats');
     let sub;
     let pub;
     try {
@@ -407,8 +438,39 @@ async function throughput(a, log) {
     log(`  raw tcp    ${fmtInt(out.raw.msgsPerSec)} msg/s`);
   }
 
+  // (d) Redis pub/sub.
+  {
+    const server = await startDaemon('redis');
+    let sub;
+    let pub;
+    try {
+      sub = new Worker('redis-peer.mjs', [String(server.port)], 'redis-sub');
+      pub = new Worker('redis-peer.mjs', [String(server.port)], 'redis-pub');
+      await Promise.all([sub.started(), pub.started()]);
+      await sub.call('sub');
+      out.redis = await measureRate(sub, (ms) => pub.call('tp-send', { size, ms }, ms + 30_000), a);
+    } finally {
+      await closeAll([pub, sub]);
+      await server.close();
+    }
+    log(`  redis      ${fmtInt(out.redis.msgsPerSec)} msg/s`);
+  }
+
+  // (e) Moleculer events over its TCP transporter.
+  {
+    const { recv, send } = await moleculerPair();
+    try {
+      out.moleculer = await measureRate(recv, (ms) => send.call('tp-send', { size, ms }, ms + 30_000), a);
+    } finally {
+      await closeAll([send, recv]);
+    }
+    log(`  moleculer  ${fmtInt(out.moleculer.msgsPerSec)} msg/s`);
+  }
+
   out.ratios = {
     foundationOverNats: ratio(out.foundation?.msgsPerSec, out.nats?.msgsPerSec),
+    foundationOverRedis: ratio(out.foundation?.msgsPerSec, out.redis?.msgsPerSec),
+    foundationOverMoleculer: ratio(out.foundation?.msgsPerSec, out.moleculer?.msgsPerSec),
     foundationOverRaw: ratio(out.foundation?.msgsPerSec, out.raw?.msgsPerSec),
   };
   return out;
@@ -430,28 +492,38 @@ async function latency(a, log) {
   log(`latency: ${size}-byte request/response, one outstanding, ${LATENCY_ROUNDS} interleaved rounds of ${perRound} (+ warm-up)`);
   const workers = [];
   let server;
+  let redis;
   try {
     const { recv, send } = await foundationPair(a);
     workers.push(recv, send);
     const echo = new Worker('tcp-peer.mjs', [], 'tcp-echo');
     const client = new Worker('tcp-peer.mjs', [], 'tcp-client');
     workers.push(echo, client);
-    server = await startNatsServer();
+    server = await startDaemon('nats');
     const resp = new Worker('nats-peer.mjs', [server.url], 'nats-responder');
     const req = new Worker('nats-peer.mjs', [server.url], 'nats-requester');
     workers.push(resp, req);
-    await Promise.all([echo.started(), client.started(), resp.started(), req.started()]);
+    redis = await startDaemon('redis');
+    const redisResp = new Worker('redis-peer.mjs', [String(redis.port)], 'redis-responder');
+    const redisReq = new Worker('redis-peer.mjs', [String(redis.port)], 'redis-requester');
+    workers.push(redisResp, redisReq);
+    await Promise.all([echo.started(), client.started(), resp.started(), req.started(), redisResp.started(), redisReq.started()]);
     const port = await echo.call('listen', { mode: 'echo' });
     await resp.call('sub');
+    await redisResp.call('sub');
+    const mol = await moleculerPair();
+    workers.push(mol.recv, mol.send);
     const peers = [
       ['foundation', (warmup) => send.call('latency', { size, warmup, n: perRound, peer: 'recv', lane: 'events', raw: true }, timeout)],
       ['raw', (warmup) => client.call('latency', { size, warmup, n: perRound, port, raw: true }, timeout)],
       ['nats', (warmup) => req.call('latency', { size, warmup, n: perRound, raw: true }, timeout)],
+      ['redis', (warmup) => redisReq.call('latency', { size, warmup, n: perRound, raw: true }, timeout)],
+      ['moleculer', (warmup) => mol.send.call('latency', { size, warmup, n: perRound, raw: true }, timeout)],
     ];
     Object.assign(out, await latencyRounds(peers, a.latencyWarmup, reWarm, (s) => log(`  ${s}`)));
     // The same rounds with every process of the section on CPU 0: no cross-CPU wake-up per
     // message, so what is left is each peer's own per-message work (see docs/guides/tuning.md).
-    const pids = [...workers.map((w) => w.child.pid), server.pid];
+    const pids = [...workers.map((w) => w.child.pid), server.pid, redis.pid];
     if (setAffinity(pids, '0')) {
       try {
         log('  the same with every process on CPU 0:');
@@ -466,6 +538,7 @@ async function latency(a, log) {
   } finally {
     await closeAll(workers);
     await server?.close();
+    await redis?.close();
   }
   out.ratios = latencyRatios(out);
   return out;
@@ -486,7 +559,7 @@ async function latencyRounds(peers, firstWarmup, laterWarmup, log) {
       roundP50[name].push(summarizeUs(s).p50Us);
       samples[name].push(...s);
     }
-    log(`round ${r + 1}: p50 foundation ${roundP50.foundation[r]} µs, raw tcp ${roundP50.raw[r]} µs, nats ${roundP50.nats[r]} µs`);
+    log(`round ${r + 1}: p50 ${peers.map(([name]) => `${name} ${roundP50[name][r]} µs`).join(', ')}`);
   }
   const out = {};
   for (const name of Object.keys(samples)) out[name] = { ...summarizeUs(samples[name]), roundP50Us: roundP50[name] };
@@ -497,8 +570,12 @@ function latencyRatios(l) {
   return {
     p50FoundationOverRaw: ratio(l.foundation?.p50Us, l.raw?.p50Us),
     p50FoundationOverNats: ratio(l.foundation?.p50Us, l.nats?.p50Us),
+    p50FoundationOverRedis: ratio(l.foundation?.p50Us, l.redis?.p50Us),
+    p50FoundationOverMoleculer: ratio(l.foundation?.p50Us, l.moleculer?.p50Us),
     p99FoundationOverRaw: ratio(l.foundation?.p99Us, l.raw?.p99Us),
     p99FoundationOverNats: ratio(l.foundation?.p99Us, l.nats?.p99Us),
+    p99FoundationOverRedis: ratio(l.foundation?.p99Us, l.redis?.p99Us),
+    p99FoundationOverMoleculer: ratio(l.foundation?.p99Us, l.moleculer?.p99Us),
   };
 }
 
@@ -652,18 +729,15 @@ function report(r) {
         `1. Throughput, ${t.payloadBytes}-byte messages, one sender process -> one receiver process (received msgs/s over ${r.config.durationSec}s)`,
         ['peer', 'msgs/s', 'MB/s payload', 'sender max RSS MB', 'back-pressure waits'],
         [
-          [
-            'Foundation mesh.send (events lane)',
-            fmtInt(t.foundation?.msgsPerSec),
-            fmt(t.foundation?.mbPerSec),
-            fmt(t.foundation?.senderMaxRssMB),
-            fmtInt(t.foundation?.backpressureWaits),
-          ],
-          ['NATS pub/sub via nats-server', fmtInt(t.nats?.msgsPerSec), fmt(t.nats?.mbPerSec), fmt(t.nats?.senderMaxRssMB), fmtInt(t.nats?.backpressureWaits)],
-          ['raw TCP, batched length-prefixed', fmtInt(t.raw?.msgsPerSec), fmt(t.raw?.mbPerSec), fmt(t.raw?.senderMaxRssMB), '-'],
-        ],
+          ['Foundation mesh.send (events lane)', t.foundation],
+          ['NATS pub/sub via nats-server', t.nats],
+          ['Redis pub/sub via redis-server', t.redis],
+          ['Moleculer emit (TCP transporter)', t.moleculer],
+          ['raw TCP, batched length-prefixed', t.raw],
+        ].map(([name, x]) => [name, fmtInt(x?.msgsPerSec), fmt(x?.mbPerSec), fmt(x?.senderMaxRssMB), fmtInt(x?.backpressureWaits)]),
       ),
-      `Foundation/NATS = ${fmt(t.ratios.foundationOverNats, 2)}x   Foundation/raw TCP = ${fmt(t.ratios.foundationOverRaw, 2)}x`,
+      `Foundation/peer: NATS ${fmt(t.ratios.foundationOverNats, 2)}x, Redis ${fmt(t.ratios.foundationOverRedis, 2)}x, ` +
+        `Moleculer ${fmt(t.ratios.foundationOverMoleculer, 2)}x, raw TCP ${fmt(t.ratios.foundationOverRaw, 2)}x`,
     );
   } else if (t?.error) parts.push(`\n1. Throughput: FAILED: ${t.error}`);
 
@@ -680,9 +754,17 @@ function report(r) {
       (s?.roundP50Us ?? []).map((x) => fmt(x, 0)).join(' '),
     ];
     const ratios = (x) =>
-      `p50: Foundation/raw TCP = ${fmt(x.ratios.p50FoundationOverRaw, 2)}x, Foundation/NATS = ${fmt(x.ratios.p50FoundationOverNats, 2)}x   ` +
-      `p99: Foundation/raw TCP = ${fmt(x.ratios.p99FoundationOverRaw, 2)}x, Foundation/NATS = ${fmt(x.ratios.p99FoundationOverNats, 2)}x`;
-    const rows = (x) => [row('Foundation mesh.request (echo)', x.foundation), row('raw TCP ping-pong', x.raw), row('NATS request/reply', x.nats)];
+      `Foundation/peer p50: raw TCP ${fmt(x.ratios.p50FoundationOverRaw, 2)}x, NATS ${fmt(x.ratios.p50FoundationOverNats, 2)}x, ` +
+      `Redis ${fmt(x.ratios.p50FoundationOverRedis, 2)}x, Moleculer ${fmt(x.ratios.p50FoundationOverMoleculer, 2)}x   ` +
+      `p99: raw TCP ${fmt(x.ratios.p99FoundationOverRaw, 2)}x, NATS ${fmt(x.ratios.p99FoundationOverNats, 2)}x, ` +
+      `Redis ${fmt(x.ratios.p99FoundationOverRedis, 2)}x, Moleculer ${fmt(x.ratios.p99FoundationOverMoleculer, 2)}x`;
+    const rows = (x) => [
+      row('Foundation mesh.request (echo)', x.foundation),
+      row('raw TCP ping-pong', x.raw),
+      row('NATS request/reply', x.nats),
+      row('Redis pub/sub ping-pong', x.redis),
+      row('Moleculer call (TCP transporter)', x.moleculer),
+    ];
     const header = ['peer', 'p50', 'p90', 'p99', 'p99.9', 'max', 'mean', 'p50 per round'];
     const what = `${l.payloadBytes}-byte payload, one outstanding, ${l.rounds} interleaved rounds x ${l.requestsPerRound} requests (µs)`;
     parts.push(table(`2. Request/response latency, ${what}, processes where the scheduler puts them`, header, rows(l)), ratios(l));
@@ -796,7 +878,9 @@ async function main() {
       cpuModel: os.cpus()[0]?.model,
       memoryGB: round1(os.totalmem() / 1e9),
       node: process.version,
-      natsServer: natsVersion(findNatsServer()),
+      natsServer: daemonVersion('nats'),
+      redisServer: daemonVersion('redis'),
+      moleculer: packageVersion('moleculer'),
       loadAvgAtStart: os.loadavg().map(round1),
     },
     config: {
@@ -835,12 +919,21 @@ async function main() {
   result.targets = targets(result);
   console.log(report(result));
   console.log(
-    `\nhost: ${result.host.cpus} x ${result.host.cpuModel}, ${result.host.node}, ${result.host.natsServer ?? 'nats-server ?'}; load avg ${result.host.loadAvgAtStart.join('/')} -> ${result.host.loadAvgAtEnd.join('/')}; ${result.elapsedSec}s`,
+    `\nhost: ${result.host.cpus} x ${result.host.cpuModel}, ${result.host.node}, ${result.host.natsServer ?? 'nats-server ?'}, ${result.host.redisServer ?? 'redis-server ?'}, moleculer ${result.host.moleculer ?? '?'}; load avg ${result.host.loadAvgAtStart.join('/')} -> ${result.host.loadAvgAtEnd.join('/')}; ${result.elapsedSec}s`,
   );
   const file = a.out ?? join(HERE, 'results', `mesh-${started.toISOString().replace(/:/g, '-').replace(/\..*$/, '')}.json`);
   mkdirSync(dirname(file), { recursive: true });
   writeFileSync(file, `${JSON.stringify(result, null, 2)}\n`);
   console.log(`results: ${relative(process.cwd(), file)}`);
+}
+
+/** Installed version of a (dev) dependency, e.g. a peer's client library. */
+function packageVersion(name) {
+  try {
+    return JSON.parse(readFileSync(join(ROOT, 'node_modules', name, 'package.json'), 'utf8')).version;
+  } catch {
+    return undefined;
+  }
 }
 
 function gitHead() {

@@ -73,3 +73,57 @@ export function payload(size) {
   for (let i = 0; i < size; i++) b[i] = (i * 31 + 7) & 0xff;
   return b;
 }
+
+/**
+ * Times `n` round trips of `once` (an async function doing one request and awaiting its reply)
+ * after `warmup` untimed ones. Returns the samples in ms when `raw` (for the coordinator to merge
+ * rounds), else their summary.
+ */
+export async function timeRoundTrips(once, { warmup, n, raw = false }) {
+  for (let i = 0; i < warmup; i++) await once();
+  const samples = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const t = now();
+    await once();
+    samples[i] = now() - t;
+  }
+  return raw ? Array.from(samples) : summarizeUs(samples);
+}
+
+/** Messages between two acknowledgements of an `ackWindow` subscriber. */
+export const ACK_EVERY = 4096;
+
+/**
+ * The publisher's side of the flow control the bench adds to brokers that have none end to end
+ * (NATS, Redis pub/sub, Moleculer events): a subscriber that falls behind would otherwise be cut
+ * off or grow the broker's buffers without bound. The subscriber reports its running count every
+ * ACK_EVERY messages; feed those to `ack(count)`, and `await wait(sent, end)` after each batch:
+ * it returns once at most `window` messages are unacknowledged (or at `end`), counting the waits.
+ */
+export function ackWindow(window) {
+  let acked = 0;
+  let wake;
+  let waits = 0;
+  return {
+    get waits() {
+      return waits;
+    },
+    ack(count) {
+      acked = count;
+      const w = wake;
+      wake = undefined;
+      w?.();
+    },
+    async wait(sent, end) {
+      while (sent - acked > window && now() < end) {
+        waits++;
+        // The timeout only matters if messages were lost (the subscriber would never ack them).
+        const timer = setTimeout(() => wake?.(), 1000);
+        await new Promise((r) => {
+          wake = r;
+        });
+        clearTimeout(timer);
+      }
+    },
+  };
+}

@@ -4,7 +4,7 @@
 import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
-import { emit, now, payload, serve, sleep, summarizeUs } from './common.mjs';
+import { emit, now, payload, serve, sleep, summarizeUs, timeRoundTrips } from './common.mjs';
 
 // BENCH_FOUNDATION_DIST (set by `mesh.mjs --dist DIR`) benchmarks another build, e.g. a baseline.
 const dist = process.env.BENCH_FOUNDATION_DIST;
@@ -81,16 +81,11 @@ serve({
   latency: async ({ peer, size, warmup, n, lane = 'events', raw = false }) => {
     const buf = payload(size);
     const mesh = node.mesh;
-    for (let i = 0; i < warmup; i++) await mesh.request(peer, 'bench.echo', buf, { lane, timeoutMs: 5000 });
-    const samples = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const t = now();
+    const once = async () => {
       const r = await mesh.request(peer, 'bench.echo', buf, { lane, timeoutMs: 5000 });
-      samples[i] = now() - t;
       if (r.length !== size) throw new Error(`echo returned ${r.length} bytes`);
-    }
-    // raw: the samples themselves (ms), for the coordinator to merge rounds.
-    return raw ? Array.from(samples) : summarizeUs(samples);
+    };
+    return timeRoundTrips(once, { warmup, n, raw });
   },
 
   /**

@@ -1,7 +1,7 @@
 // Raw TCP peer: the physical ceiling. Records are `[u32 BE length][payload]`.
 // Commands: listen (sink | echo), count, tp-send, latency.
 import { connect, createServer } from 'node:net';
-import { emit, now, payload, serve, summarizeUs } from './common.mjs';
+import { emit, now, payload, serve, timeRoundTrips } from './common.mjs';
 
 const count = { msgs: 0, bytes: 0 };
 let server;
@@ -117,16 +117,11 @@ serve({
         wake = resolve;
         sock.write(rec);
       });
-    for (let i = 0; i < warmup; i++) await once();
-    const samples = new Float64Array(n);
-    for (let i = 0; i < n; i++) {
-      const t = now();
-      await once();
-      samples[i] = now() - t;
+    try {
+      return await timeRoundTrips(once, { warmup, n, raw });
+    } finally {
+      sock.destroy();
     }
-    sock.destroy();
-    // raw: the samples themselves (ms), for the coordinator to merge rounds.
-    return raw ? Array.from(samples) : summarizeUs(samples);
   },
 });
 
