@@ -103,25 +103,44 @@ export const optionsSchema = z.strictObject({
 
 export type ParsedOptions = z.infer<typeof optionsSchema>;
 
-function shapeAt(schema: z.ZodType, path: PropertyKey[]): z.ZodType | undefined {
+/**
+ * The schema at `path`, walking `input` alongside so that a discriminated union resolves to the
+ * branch the input names (`{ strategy: 'local', ... }` is checked against the `local` branch).
+ */
+function shapeAt(schema: z.ZodType, path: PropertyKey[], input: unknown): z.ZodType | undefined {
   let s: z.ZodType | undefined = schema;
+  let value = input;
   for (const key of path) {
     if (!s) return undefined;
-    s = unwrap(s);
+    s = unwrap(s, value);
     if (s instanceof z.ZodObject) s = (s.shape as Record<string, z.ZodType>)[String(key)];
     else if (s instanceof z.ZodRecord) s = s.valueType as z.ZodType;
-    else if (s instanceof z.ZodUnion) s = (s.options as z.ZodType[]).map(unwrap).find((o) => o instanceof z.ZodObject);
     else return undefined;
+    value = typeof value === 'object' && value !== null ? (value as Record<PropertyKey, unknown>)[key] : undefined;
   }
-  return s ? unwrap(s) : undefined;
+  return s ? unwrap(s, value) : undefined;
 }
 
-function unwrap(s: z.ZodType): z.ZodType {
+/** Strips optional/nullable; for a union, the object branch that `value` selects (else the first object branch). */
+function unwrap(s: z.ZodType, value: unknown): z.ZodType {
   let cur = s;
   while (cur instanceof z.ZodOptional || cur instanceof z.ZodNullable) cur = cur.unwrap() as z.ZodType;
   if (cur instanceof z.ZodUnion) {
-    const obj = (cur.options as z.ZodType[]).map((o) => (o instanceof z.ZodOptional ? (o.unwrap() as z.ZodType) : o)).find((o) => o instanceof z.ZodObject);
-    if (obj) return obj;
+    const objects: z.ZodObject[] = [];
+    const collect = (t: z.ZodType): void => {
+      const u = unwrapOptional(t);
+      if (u instanceof z.ZodUnion) for (const o of u.options as z.ZodType[]) collect(o);
+      else if (u instanceof z.ZodObject) objects.push(u);
+    };
+    collect(cur);
+    const named = (o: z.ZodObject): boolean => {
+      if (typeof value !== 'object' || value === null) return false;
+      return Object.entries(o.shape as Record<string, z.ZodType>).some(
+        ([k, t]) => t instanceof z.ZodLiteral && (value as Record<string, unknown>)[k] === t.value,
+      );
+    };
+    const chosen = objects.find(named) ?? objects[0];
+    if (chosen) return chosen;
   }
   return cur;
 }
@@ -130,12 +149,15 @@ function formatPath(path: PropertyKey[]): string {
   return path.map((p, i) => (typeof p === 'number' ? `[${p}]` : i === 0 ? String(p) : `.${String(p)}`)).join('') || '(root)';
 }
 
-/** Turns the first zod issue into a ConfigError naming the key, the allowed values and a suggestion. */
-export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSchema, prefix = ''): ConfigError {
+/**
+ * Turns the first zod issue into a ConfigError naming the key, the allowed values and a suggestion.
+ * `input` (what was validated) picks the branch of a discriminated union for "unknown key" errors.
+ */
+export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSchema, prefix = '', input?: unknown): ConfigError {
   const issue = error.issues[0] as z.core.$ZodIssue;
   const path = [...(prefix ? [prefix] : []), ...issue.path] as PropertyKey[];
   if (issue.code === 'unrecognized_keys') {
-    const shape = shapeAt(schema, issue.path as PropertyKey[]);
+    const shape = shapeAt(schema, issue.path as PropertyKey[], input);
     const allowed = shape instanceof z.ZodObject ? Object.keys(shape.shape) : [];
     const key = issue.keys[0] as string;
     const hint = didYouMean(key, allowed);
@@ -164,7 +186,7 @@ export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSche
     }
     // Report the most specific branch's problem rather than a bare "Invalid input".
     const nested = issue.errors.flat().find((e) => e.code !== 'invalid_type' || e.path.length > 0);
-    if (nested) return toConfigError({ issues: [{ ...nested, path: [...issue.path, ...nested.path] }] } as unknown as z.ZodError, schema, prefix);
+    if (nested) return toConfigError({ issues: [{ ...nested, path: [...issue.path, ...nested.path] }] } as unknown as z.ZodError, schema, prefix, input);
   }
   return new ConfigError(formatPath(path), issue.message);
 }
@@ -215,6 +237,6 @@ function unwrapOptional(s: z.ZodType): z.ZodType {
 /** Validates start options eagerly; throws ConfigError on the first problem. */
 export function parseOptions(input: unknown): ParsedOptions {
   const r = optionsSchema.safeParse(input ?? {}, { reportInput: true });
-  if (!r.success) throw toConfigError(r.error);
+  if (!r.success) throw toConfigError(r.error, optionsSchema, '', input ?? {});
   return r.data;
 }

@@ -50,6 +50,8 @@ const DNS_SRV_CONFIG_KEYS: readonly string[] = ['service', 'resolveTargets', ...
 /** Peers are the SRV targets of one name, at the ports the records give. */
 export class DnsSrvStrategy extends PollingDnsStrategy {
   readonly name = 'dns-srv';
+  /** Every node reads the same shared medium, so discovery is mutual (see `Strategy.mutual`). */
+  readonly mutual = true;
   private readonly service: string;
   private readonly resolveTargets: boolean;
   /** Last known addresses of each currently listed target, per record type. */

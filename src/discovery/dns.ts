@@ -314,6 +314,8 @@ export abstract class PollingDnsStrategy implements Strategy {
 /** Peers are the A and/or AAAA records of one name, each at `port`. */
 export class DnsStrategy extends PollingDnsStrategy {
   readonly name = 'dns';
+  /** Every node reads the same shared medium, so discovery is mutual (see `Strategy.mutual`). */
+  readonly mutual = true;
   private readonly query: string;
   private readonly port: number;
   private readonly lastKnown = new Map<RecordType, string[]>();

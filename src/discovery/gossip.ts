@@ -365,6 +365,8 @@ const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInt
 /** UDP multicast (or broadcast) discovery on one LAN segment; see the file comment. */
 export class GossipStrategy implements Strategy {
   readonly name = 'gossip';
+  /** Every node reads the same shared medium, so discovery is mutual (see `Strategy.mutual`). */
+  readonly mutual = true;
   private readonly group: string;
   private readonly port: number;
   private readonly ttl: number;

@@ -253,6 +253,8 @@ interface Resource {
  */
 export class KubernetesStrategy implements Strategy {
   readonly name = 'kubernetes';
+  /** Every node reads the same shared medium, so discovery is mutual (see `Strategy.mutual`). */
+  readonly mutual = true;
   private readonly mode: 'endpointslices' | 'pods';
   private readonly service?: string;
   private readonly selector?: string;

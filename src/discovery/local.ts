@@ -68,6 +68,8 @@ const LOCAL_CONFIG_KEYS: readonly (keyof LocalStrategyConfig)[] = ['dir', 'scanI
 
 export class LocalStrategy implements Strategy {
   readonly name = 'local';
+  /** Every node reads the same shared medium, so discovery is mutual (see `Strategy.mutual`). */
+  readonly mutual = true;
   private dir = '';
   private file = '';
   private watcher?: FSWatcher;

@@ -390,6 +390,8 @@ interface Published {
 /** DNS-SD over multicast DNS (see the file comment). */
 export class MdnsStrategy implements Strategy {
   readonly name = 'mdns';
+  /** Every node reads the same shared medium, so discovery is mutual (see `Strategy.mutual`). */
+  readonly mutual = true;
   /** Module the strategy imports at start; a subclass may point it elsewhere (tests). */
   protected readonly moduleSpecifier: string = MODULE;
 

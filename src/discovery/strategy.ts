@@ -42,6 +42,15 @@ export interface StrategyContext {
 export interface Strategy {
   /** Short name used in logs and telemetry, e.g. `static`. */
   readonly name: string;
+  /**
+   * Whether every node running this strategy finds every other one at about the same time
+   * (gossip, mdns, local, dns, kubernetes: they all read the same shared medium). Then only the
+   * node with the smaller address of a pair dials at once; the other waits briefly for that
+   * connection before dialing itself, so a forming cluster opens one TCP connection per pair
+   * instead of two. Leave it unset (the default, `false`) when discovery can be one-sided, as with
+   * a static list of seeds: a node then dials everything it finds immediately.
+   */
+  readonly mutual?: boolean;
   start(ctx: StrategyContext): void | Promise<void>;
   stop(): void | Promise<void>;
 }

@@ -97,7 +97,7 @@ export class Topology {
     for (const a of next) {
       if (this.owned.has(a)) continue;
       this.owned.add(a);
-      this.mesh.want(a, this.name);
+      this.mesh.want(a, this.name, { mutual: this.strategy.mutual === true });
     }
     for (const a of [...this.owned]) if (!next.has(a)) this.drop(a);
   }

@@ -47,14 +47,21 @@ export class Dialer {
     private readonly onAttempt?: (a: DialAttempt) => void,
   ) {}
 
-  want(address: string, owner: string): void {
+  /**
+   * Keeps `address` connected for `owner`. A newly wanted address is dialed at once, or after
+   * `firstDelayMs` when given (a link that comes up meanwhile, e.g. the peer dialing us, makes the
+   * dial unnecessary: `connected` cancels it). `connected`: a link to it exists already.
+   */
+  want(address: string, owner: string, firstDelayMs = 0, connected = false): void {
     let w = this.wanted.get(address);
     if (!w) {
-      w = { owners: new Set(), attempt: 0, connected: false, inFlight: false };
+      w = { owners: new Set(), attempt: 0, connected, inFlight: false };
       this.wanted.set(address, w);
     }
     w.owners.add(owner);
-    if (!w.connected && !w.inFlight && !w.timer) this.attempt(address, w);
+    if (w.connected || w.inFlight || w.timer) return;
+    if (firstDelayMs > 0) this.delay(address, w, firstDelayMs);
+    else this.attempt(address, w);
   }
 
   release(address: string, owner: string): void {
@@ -94,11 +101,14 @@ export class Dialer {
   }
 
   private schedule(address: string, w: Wanted): void {
-    const delay = backoffDelay(w.attempt++, this.opts);
+    this.delay(address, w, backoffDelay(w.attempt++, this.opts));
+  }
+
+  private delay(address: string, w: Wanted, ms: number): void {
     w.timer = setTimeout(() => {
       w.timer = undefined;
       this.attempt(address, w);
-    }, delay);
+    }, ms);
     w.timer.unref();
   }
 

@@ -84,8 +84,16 @@ const TOPIC_PEERS = '$mesh.peers';
 const REJOIN_OWNER = '$rejoin';
 /** How long a dropped member is redialed when no topology asks for it. */
 const REJOIN_WINDOW_MS = 60_000;
-/** How long the larger-named node of a pair waits for the smaller one to dial (transitive join). */
-const TRANSITIVE_DIAL_DELAY_MS = 200;
+/**
+ * Shortest wait of the larger address of a pair (found by mutual discovery, or told about each
+ * other in a transitive join) for the smaller one's dial: many loopback or LAN handshakes long, and short enough that a peer which did not find us
+ * yet (a slower poll) costs little. See `Mesh.mutualDialDelay`.
+ */
+const MUTUAL_DIAL_DELAY_MS = 150;
+/** Longest such wait, whatever the dials take. */
+const MUTUAL_DIAL_DELAY_MAX_MS = 2000;
+/** Weight of the newest dial in the running average of dial durations. */
+const DIAL_AVERAGE_WEIGHT = 0.2;
 
 type Handler = (payload: unknown, from: string, topic: string, lane: number) => unknown;
 
@@ -210,20 +218,47 @@ export class Mesh {
 
   // ---- links -------------------------------------------------------------------------------
 
-  /** Keeps `address` connected on behalf of `owner` (a topology), retrying with backoff. */
-  want(address: string, owner: string): void {
+  /**
+   * Keeps `address` connected on behalf of `owner` (a topology), retrying with backoff. With
+   * `mutual` (the owner's discovery is mutual, see `Strategy.mutual`), the peer is expected to
+   * find this node too: the larger address of the pair lets the smaller one dial first and only
+   * dials itself if no link from it appeared after MUTUAL_DIAL_DELAY_MS (plus jitter).
+   */
+  want(address: string, owner: string, options: { mutual?: boolean } = {}): void {
     if (this.stopping) return;
-    this.dialer.want(address, owner);
+    const yieldFirst = options.mutual === true && this.self.address > address;
+    // The peer may have dialed us before our own discovery found it: nothing to dial then.
+    const linked = this.linkAt(address) !== undefined;
+    this.dialer.want(address, owner, yieldFirst ? this.mutualDialDelay() : 0, linked);
+  }
+
+  /**
+   * How long the larger address waits for the smaller one's dial: twice what our own recent
+   * dials took (the peer's dial to us costs about the same), at least MUTUAL_DIAL_DELAY_MS and at
+   * most MUTUAL_DIAL_DELAY_MAX_MS, plus up to 50% jitter. On a loaded host (a large cluster
+   * forming on few cores) connects slow down, and so does the wait, instead of both ends dialing.
+   */
+  private mutualDialDelay(): number {
+    const base = Math.min(MUTUAL_DIAL_DELAY_MAX_MS, Math.max(MUTUAL_DIAL_DELAY_MS, 2 * this.dialMsAverage));
+    return base * (1 + Math.random() * 0.5);
   }
 
   /** Stops keeping `address` connected for `owner`; disconnects it when no owner is left and `disconnect` is set. */
   release(address: string, owner: string, disconnect = false): void {
     this.dialer.release(address, owner);
     if (disconnect && !this.dialer.isWanted(address)) {
-      for (const [name, st] of this.links) {
-        if (st.addresses.has(address) || st.hs.peer.address === address) this.dropLink(name, st, 'disconnected');
-      }
+      const found = this.linkAt(address);
+      if (found) this.dropLink(found[0], found[1], 'disconnected');
     }
+  }
+
+  /** The link (and its peer's name) that reaches `address`: dialed there, or the peer's advertised address. */
+  private linkAt(address: string): [string, LinkState] | undefined {
+    for (const entry of this.links) {
+      const st = entry[1];
+      if (st.addresses.has(address) || st.hs.peer.address === address) return entry;
+    }
+    return undefined;
   }
 
   /** Subscribes to every dial attempt the mesh makes for wanted addresses (telemetry). */
@@ -241,9 +276,8 @@ export class Mesh {
   connect(address: string): Promise<ConnectResult> {
     if (this.stopping) return Promise.resolve({ ok: false, error: new MessagingError(ErrorCodes.NODE_STOPPED, 'node is stopping') });
     if (address === this.self.address) return Promise.resolve({ ok: true, peer: this.self.name, already: true });
-    for (const [name, st] of this.links) {
-      if (st.addresses.has(address) || st.hs.peer.address === address) return Promise.resolve({ ok: true, peer: name, already: true });
-    }
+    const linked = this.linkAt(address);
+    if (linked) return Promise.resolve({ ok: true, peer: linked[0], already: true });
     const existing = this.inflightDials.get(address);
     if (existing) return existing;
     const p = this.dial(address).finally(() => this.inflightDials.delete(address));
@@ -252,6 +286,7 @@ export class Mesh {
   }
 
   private async dial(address: string): Promise<ConnectResult> {
+    const started = performance.now();
     const target = parseAddress(address);
     if (!target) return { ok: false, error: new FoundationError(ErrorCodes.CONFIG_INVALID, `"${address}" is not a host:port address`) };
     let socket: Socket;
@@ -269,6 +304,7 @@ export class Mesh {
       });
       if (this.stopping) throw new HandshakeError('shutting-down', 'node is stopping');
       this.promote(link, hs, address);
+      this.dialMsAverage += DIAL_AVERAGE_WEIGHT * (performance.now() - started - this.dialMsAverage);
       return { ok: true, peer: hs.peer.name, already: false };
     } catch (error) {
       this.handshakeFailed(link, error as Error, address);
@@ -468,6 +504,8 @@ export class Mesh {
   }
 
   private announceQueue: NodeIdentity[] = [];
+  /** Running average of how long our successful dials took (connect + handshake), ms. */
+  private dialMsAverage = 0;
 
   private membersForGossip(): NodeIdentity[] {
     const out: NodeIdentity[] = [];
@@ -489,8 +527,10 @@ export class Mesh {
       if (st && st.hs.peer.incarnation >= incarnation) continue;
       // A topology already dials it: a second, transitive dial would only race the first.
       if (this.dialer.isWanted(address) && !st) continue;
-      // Both ends usually hear of each other at once: the smaller name dials now, the larger one
-      // only if no link has appeared after a short wait. One connection per pair, not two.
+      // Both ends usually hear of each other at once: the smaller address dials now, the larger
+      // one only if no link has appeared after a short wait. One connection per pair, not two.
+      // (Addresses, not names: the same rule as mutual discovery in `want`, so a pair found both
+      // ways still agrees on who dials.)
       const dial = () => {
         const now = this.links.get(name);
         if (this.stopping || (now && now.hs.peer.incarnation >= incarnation)) return;
@@ -498,8 +538,8 @@ export class Mesh {
           if (!r.ok) this.log.debug({ address, via: from, error: r.error.message }, 'transitive connect failed');
         });
       };
-      if (this.self.name < name) dial();
-      else setTimeout(dial, TRANSITIVE_DIAL_DELAY_MS + Math.random() * TRANSITIVE_DIAL_DELAY_MS).unref();
+      if (this.self.address < address) dial();
+      else setTimeout(dial, this.mutualDialDelay()).unref();
     }
   }
 

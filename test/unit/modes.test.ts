@@ -80,6 +80,13 @@ describe('validation', () => {
       /cluster\.mode.*Allowed values: "endpointslices", "pods"/,
     );
     expect(() => parseOptions({ topologies: { a: { strategy: 'static', confg: {} } } })).toThrow(/topologies\.a\.confg.*did you mean "config"/);
+    // An unknown key of a shorthand lists the keys of the strategy it names.
+    expect(() => parseOptions({ cluster: { strategy: 'local', scanIntervalMs: 100 } })).toThrow(
+      /"cluster\.scanIntervalMs": unknown key\. Allowed keys: strategy, dir$/,
+    );
+    expect(() => parseOptions({ cluster: { strategy: 'kubernetes', appName: 'a', namspace: 'x' } })).toThrow(
+      /"cluster\.namspace": unknown key; did you mean "namespace"\? Allowed keys: strategy, appName, namespace, mode, port$/,
+    );
   });
 });
 
