@@ -185,18 +185,22 @@ export async function initiateHandshake(
 
 /**
  * Runs the acceptor's side. `admit` is asked only after the peer proved the secret, so an
- * unauthenticated peer learns nothing about which links exist.
+ * unauthenticated peer learns nothing about which links exist. `onClaim` is told who the peer
+ * says it is as soon as its first HELLO is in: NOT authenticated yet, so only for hints (e.g.
+ * "that node is dialing us right now") that cost nothing when false.
  */
 export async function acceptHandshake(
   ch: HandshakeChannel,
   self: HelloInfo,
   secret: Buffer,
   admit: (peer: HelloInfo) => AdmitDecision,
+  onClaim?: (claimed: HelloInfo) => void,
 ): Promise<HandshakeResult> {
   const h1 = await expectHello(ch, 1);
   if (!isHelloInfo(h1)) refuse(ch, 'protocol', 'malformed handshake step 1');
   const peer = pickInfo(h1);
   checkPeer(self, { ...peer, v: h1.v }, ch);
+  onClaim?.(peer);
   const nA = randomBytes(NONCE_BYTES);
   const t = transcript(self.cluster, peer, h1.nonce, self, nA);
   ch.send(FrameType.HELLO, encode({ step: 2, v: PROTOCOL_VERSION, ...pickInfo(self), nonce: nA, proof: mac(secret, 'A', t) } satisfies Hello2));

@@ -110,6 +110,11 @@ export class Mesh {
   /** Outbound handshakes in flight, by dialed address; `name` once step 2 told us. */
   private readonly outbound = new Map<Link, { address: string; name?: string }>();
   private readonly inflightDials = new Map<string, Promise<ConnectResult>>();
+  /**
+   * Inbound handshakes in progress, by the address the peer claims in its first HELLO
+   * (unauthenticated: a hint only); `done` settles when the handshake ends. See `connect`.
+   */
+  private readonly inboundClaims = new Map<Link, { address: string; done: Promise<void> }>();
   private readonly handlers = new Map<string, Handler>();
   private readonly pending = new Map<number, Pending>();
   private readonly dialer: Dialer;
@@ -280,9 +285,28 @@ export class Mesh {
     if (linked) return Promise.resolve({ ok: true, peer: linked[0], already: true });
     const existing = this.inflightDials.get(address);
     if (existing) return existing;
-    const p = this.dial(address).finally(() => this.inflightDials.delete(address));
+    const p = this.dialUnlessDialed(address).finally(() => this.inflightDials.delete(address));
     this.inflightDials.set(address, p);
     return p;
+  }
+
+  /**
+   * Dials `address`, unless that node is dialing us right now: then its handshake gets up to
+   * MUTUAL_DIAL_DELAY_MAX_MS to finish first (bounded: the claim is not authenticated, so a
+   * stranger claiming the address can only delay the dial, never prevent it), and if its link
+   * came up there is nothing left to do.
+   */
+  private async dialUnlessDialed(address: string): Promise<ConnectResult> {
+    const inbound = this.inboundHandshakeFrom(address);
+    if (inbound) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([inbound, new Promise<void>((resolve) => (timer = setTimeout(resolve, MUTUAL_DIAL_DELAY_MAX_MS)))]);
+      clearTimeout(timer);
+      const linked = this.linkAt(address);
+      if (linked) return { ok: true, peer: linked[0], already: true };
+      if (this.stopping) return { ok: false, error: new MessagingError(ErrorCodes.NODE_STOPPED, 'node is stopping') };
+    }
+    return this.dial(address);
   }
 
   private async dial(address: string): Promise<ConnectResult> {
@@ -365,16 +389,30 @@ export class Mesh {
     }
     socket.on('error', () => {});
     const link = this.newLink(socket, 'inbound');
-    acceptHandshake(link.handshakeChannel(), this.helloInfo(), this.opts.secret, (peer) => this.admit(peer)).then(
-      (hs) => {
-        if (this.stopping) {
-          link.close('shutting-down');
-          return;
-        }
-        this.promote(link, hs, undefined);
-      },
-      (error: Error) => this.handshakeFailed(link, error, undefined),
-    );
+    let ended: () => void = () => {};
+    const done = new Promise<void>((resolve) => (ended = resolve));
+    const claim = (peer: HelloInfo) => this.inboundClaims.set(link, { address: peer.address, done });
+    acceptHandshake(link.handshakeChannel(), this.helloInfo(), this.opts.secret, (peer) => this.admit(peer), claim)
+      .then(
+        (hs) => {
+          if (this.stopping) {
+            link.close('shutting-down');
+            return;
+          }
+          this.promote(link, hs, undefined);
+        },
+        (error: Error) => this.handshakeFailed(link, error, undefined),
+      )
+      .finally(() => {
+        this.inboundClaims.delete(link);
+        ended();
+      });
+  }
+
+  /** Settles when an inbound handshake from a node claiming `address` ends; undefined if none is in progress. */
+  private inboundHandshakeFrom(address: string): Promise<void> | undefined {
+    for (const c of this.inboundClaims.values()) if (c.address === address) return c.done;
+    return undefined;
   }
 
   /**

@@ -47,6 +47,23 @@ const secret = Buffer.from('the-secret');
 const admitAll = () => ({ ok: true }) as const;
 
 describe('handshake', () => {
+  it('tells the acceptor who the peer claims to be before it proves the secret, and admits only after the proof', async () => {
+    const { ini, acc } = pipe();
+    const claims: string[] = [];
+    let admitted = 0;
+    const admit = () => {
+      admitted++;
+      return { ok: true } as const;
+    };
+    const results = await Promise.allSettled([
+      initiateHandshake(ini, info('a'), Buffer.from('another-secret')),
+      acceptHandshake(acc, info('b'), secret, admit, (claimed) => claims.push(claimed.address)),
+    ]);
+    expect(claims).toEqual(['127.0.0.1:4001']);
+    expect(admitted).toBe(0);
+    expect(results.every((r) => r.status === 'rejected')).toBe(true);
+  });
+
   it('authenticates both sides and derives the same session key and link id', async () => {
     const { ini, acc, sent } = pipe();
     const [r1, r2] = await Promise.all([initiateHandshake(ini, info('a'), secret), acceptHandshake(acc, info('b'), secret, admitAll)]);
