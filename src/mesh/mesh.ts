@@ -515,7 +515,15 @@ export class Mesh {
     const remoteHost = parseAddress(hs.peer.address)?.host ?? link.socket.remoteAddress ?? '127.0.0.1';
     this.heartbeat.addPeer({ peer: name, linkId: hs.linkId, sessionKey: hs.sessionKey, host: remoteHost, port: hs.peer.heartbeatPort });
     for (const a of addresses) this.dialer.connected(a);
-    if (!prev || prev.hs.peer.incarnation !== hs.peer.incarnation || this.membership.get(name)?.status === 'down') {
+    // A member whose old link closed while this one was finishing never went down (see
+    // deferDownForReplacement): same incarnation, no second 'up'.
+    const deferred = this.downDeferred.get(name);
+    this.downDeferred.delete(name);
+    if (deferred !== undefined && deferred !== hs.peer.incarnation) this.membership.markDown(name, 'superseded');
+    const stillUp = deferred === hs.peer.incarnation && this.membership.get(name)?.status === 'up';
+    if (stillUp) {
+      // Nothing to announce: the member stays up on its new link.
+    } else if (!prev || prev.hs.peer.incarnation !== hs.peer.incarnation || this.membership.get(name)?.status === 'down') {
       this.membership.markUp(hs.peer, hs.peer.hidden);
       this.log.info({ peer: name, address: hs.peer.address, incarnation: hs.peer.incarnation, hidden: hs.peer.hidden }, 'member up');
     }
@@ -542,6 +550,8 @@ export class Mesh {
   }
 
   private announceQueue: NodeIdentity[] = [];
+  /** Members whose link closed while a replacement was completing, with the incarnation then. */
+  private readonly downDeferred = new Map<string, number>();
   /** Running average of how long our successful dials took (connect + handshake), ms. */
   private dialMsAverage = 0;
 
@@ -591,6 +601,7 @@ export class Mesh {
       );
     }
     const reason: DownReason = cause.kind === 'protocol-error' ? 'protocol-error' : cause.kind === 'left' ? 'left' : 'connection-closed';
+    if (reason === 'connection-closed' && this.deferDownForReplacement(name, state)) return;
     this.retire(name, state, reason);
   }
 
@@ -601,19 +612,51 @@ export class Mesh {
   }
 
   private retire(name: string, state: LinkState, reason: DownReason): void {
+    this.detach(name, state, reason);
+    if (!this.links.has(name)) this.memberGone(name, state, reason);
+  }
+
+  /** Takes a link out of service: no more heartbeats or messages over it, its requests fail. */
+  private detach(name: string, state: LinkState, reason: DownReason): void {
     if (this.links.get(name) === state) this.links.delete(name);
     this.heartbeat.removePeer(name);
     this.retireLink(state);
     this.failPending(name, `link to ${name} closed (${reason})`);
-    if (!this.links.has(name)) {
-      this.membership.markDown(name, reason);
-      this.log.info({ peer: name, reason }, 'member down');
-      publish(TelemetryChannels.linkClosed, { node: this.self.name, peer: name, remote: state.link.remote, reason });
-      if (!this.stopping) {
-        for (const a of state.addresses) this.dialer.disconnected(a);
-        if (reason === 'heartbeat-timeout' || reason === 'connection-closed') this.rejoin(state.hs.peer);
-      }
+  }
+
+  /** The member's last link is gone: it is down, and the dialer and rejoin take over. */
+  private memberGone(name: string, state: LinkState, reason: DownReason): void {
+    this.membership.markDown(name, reason);
+    this.log.info({ peer: name, reason }, 'member down');
+    publish(TelemetryChannels.linkClosed, { node: this.self.name, peer: name, remote: state.link.remote, reason });
+    if (!this.stopping) {
+      for (const a of state.addresses) this.dialer.disconnected(a);
+      if (reason === 'heartbeat-timeout' || reason === 'connection-closed') this.rejoin(state.hs.peer);
     }
+  }
+
+  /**
+   * The peer closed our current link to it while our own dial to it is finishing its handshake:
+   * the peer's tie-break chose that new link and closed the old one, and the close may be read
+   * before the new link's last HELLO (two sockets, no order between them). The old link is
+   * detached now; the member goes down only if the new link does not come up.
+   */
+  private deferDownForReplacement(name: string, state: LinkState): boolean {
+    let replacement: Promise<ConnectResult> | undefined;
+    for (const entry of this.outbound.values()) {
+      if (entry.name === name) replacement = this.inflightDials.get(entry.address);
+      if (replacement) break;
+    }
+    if (!replacement) return false;
+    const incarnation = state.hs.peer.incarnation;
+    this.detach(name, state, 'connection-closed');
+    this.downDeferred.set(name, incarnation);
+    void replacement.finally(() => {
+      if (this.downDeferred.get(name) !== incarnation) return;
+      this.downDeferred.delete(name);
+      if (!this.links.has(name)) this.memberGone(name, state, 'connection-closed');
+    });
+    return true;
   }
 
   /**
