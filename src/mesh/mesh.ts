@@ -86,8 +86,9 @@ const REJOIN_OWNER = '$rejoin';
 const REJOIN_WINDOW_MS = 60_000;
 /**
  * Shortest wait of the larger address of a pair (found by mutual discovery, or told about each
- * other in a transitive join) for the smaller one's dial: many loopback or LAN handshakes long, and short enough that a peer which did not find us
- * yet (a slower poll) costs little. See `Mesh.mutualDialDelay`.
+ * other in a transitive join) for the smaller one's dial: many loopback or LAN handshakes long,
+ * and short enough that a peer which did not find us yet (a slower poll) costs little. See
+ * `Mesh.mutualDialDelay`.
  */
 const MUTUAL_DIAL_DELAY_MS = 150;
 /** Longest such wait, whatever the dials take. */
@@ -112,7 +113,7 @@ export class Mesh {
   private readonly inflightDials = new Map<string, Promise<ConnectResult>>();
   /**
    * Inbound handshakes in progress, by the address the peer claims in its first HELLO
-   * (unauthenticated: a hint only); `done` settles when the handshake ends. See `connect`.
+   * (unauthenticated: a hint only); `done` settles when the handshake ends. See `dialUnlessDialed`.
    */
   private readonly inboundClaims = new Map<Link, { address: string; done: Promise<void> }>();
   private readonly handlers = new Map<string, Handler>();
@@ -227,7 +228,7 @@ export class Mesh {
    * Keeps `address` connected on behalf of `owner` (a topology), retrying with backoff. With
    * `mutual` (the owner's discovery is mutual, see `Strategy.mutual`), the peer is expected to
    * find this node too: the larger address of the pair lets the smaller one dial first and only
-   * dials itself if no link from it appeared after MUTUAL_DIAL_DELAY_MS (plus jitter).
+   * dials itself if no link from it appeared after `mutualDialDelay()`.
    */
   want(address: string, owner: string, options: { mutual?: boolean } = {}): void {
     if (this.stopping) return;
@@ -521,9 +522,7 @@ export class Mesh {
     this.downDeferred.delete(name);
     if (deferred !== undefined && deferred !== hs.peer.incarnation) this.membership.markDown(name, 'superseded');
     const stillUp = deferred === hs.peer.incarnation && this.membership.get(name)?.status === 'up';
-    if (stillUp) {
-      // Nothing to announce: the member stays up on its new link.
-    } else if (!prev || prev.hs.peer.incarnation !== hs.peer.incarnation || this.membership.get(name)?.status === 'down') {
+    if (!stillUp && (!prev || prev.hs.peer.incarnation !== hs.peer.incarnation || this.membership.get(name)?.status === 'down')) {
       this.membership.markUp(hs.peer, hs.peer.hidden);
       this.log.info({ peer: name, address: hs.peer.address, incarnation: hs.peer.incarnation, hidden: hs.peer.hidden }, 'member up');
     }
