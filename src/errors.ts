@@ -34,6 +34,10 @@ export const ErrorCodes = {
   NODE_STOPPED: 'FOUNDATION_NODE_STOPPED',
   /** A discovery strategy failed a lookup; the cluster is kept as it is. */
   DISCOVERY_LOOKUP_FAILED: 'FOUNDATION_DISCOVERY_LOOKUP_FAILED',
+  /** A pubsub topic or pattern is empty, too long, has an empty token, or misplaces a wildcard (a publish topic may hold none). */
+  TOPIC_INVALID: 'FOUNDATION_TOPIC_INVALID',
+  /** A subscriber with the `disconnect` overflow policy fell behind its queue bound and was unsubscribed. */
+  SUBSCRIBER_OVERFLOW: 'FOUNDATION_SUBSCRIBER_OVERFLOW',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -134,5 +138,13 @@ export class SecretRequiredError extends FoundationError {
       'NODE_ENV=production and no secret is configured: set `secret` (or FOUNDATION_SECRET), or pass `insecure: true` to run without authentication',
     );
     this.name = 'SecretRequiredError';
+  }
+}
+
+/** Errors of the pubsub layer raised at the call site (bad topic) or handed to a subscriber (overflow). */
+export class PubSubError extends FoundationError {
+  constructor(code: typeof ErrorCodes.TOPIC_INVALID | typeof ErrorCodes.SUBSCRIBER_OVERFLOW, message: string) {
+    super(code, message);
+    this.name = 'PubSubError';
   }
 }
