@@ -49,7 +49,10 @@ export function assertPublishTopic(topic: string): void {
   for (const t of tokens) {
     if (t.length === 0) throw new PubSubError(ErrorCodes.TOPIC_INVALID, `topic "${topic}" has an empty token (leading, trailing or doubled ".")`);
     if (t === '*' || t === '>') {
-      throw new PubSubError(ErrorCodes.TOPIC_INVALID, `topic "${topic}" holds the wildcard "${t}": wildcards are for subscriptions; publish to a concrete topic`);
+      throw new PubSubError(
+        ErrorCodes.TOPIC_INVALID,
+        `topic "${topic}" holds the wildcard "${t}": wildcards are for subscriptions; publish to a concrete topic`,
+      );
     }
   }
   if (checkedTopics.size >= CHECKED_TOPICS_LIMIT) checkedTopics.clear();

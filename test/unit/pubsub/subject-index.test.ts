@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { PubSubError } from '../../../src/errors.js';
-import { SubjectIndex } from '../../../src/pubsub/subject-index.js';
 import { assertPublishTopic, parsePattern, patternMatches } from '../../../src/pubsub/subject.js';
+import { SubjectIndex } from '../../../src/pubsub/subject-index.js';
 
 // A small alphabet makes collisions (and so real matches) frequent.
 const token = fc.constantFrom('a', 'b', 'c', 'rooms', '42');

@@ -1,0 +1,154 @@
+/**
+ * One subscription on this node: its pattern, its handler and its own bounded queue.
+ *
+ * Why a queue per subscriber: a handler that awaits something slow must delay only its own
+ * messages, never the other subscribers, the link the messages came on, or the publisher. Each
+ * subscriber therefore runs its handler on one message at a time, in order, from its own queue;
+ * when the queue is full the overflow policy decides (drop the oldest and count it, or end the
+ * subscription with an error). A handler that throws is counted and logged by the owner, and
+ * stays subscribed.
+ */
+import { ErrorCodes, PubSubError } from '../errors.js';
+import type { LaneName } from '../mesh/types.js';
+import { Ring } from './ring.js';
+import type { ParsedPattern } from './subject.js';
+
+/** What a subscriber learns about each message besides its payload. */
+export interface DeliveryMeta {
+  /** The topic the message was published to (the concrete topic, also for wildcard subscriptions). */
+  readonly topic: string;
+  /** Name of the node that published it. */
+  readonly from: string;
+  /** The mesh lane that carried it (`events` unless the publisher or channel chose another). */
+  readonly lane: LaneName;
+}
+
+/** A message as a stream yields it: the payload plus the same fields a handler's second argument carries. */
+export interface PubSubMessage<T = unknown> extends DeliveryMeta {
+  readonly payload: T;
+}
+
+/** A subscription handler. It may return a promise: the next message waits for it (per subscriber only). */
+export type SubscriptionHandler<T = unknown> = (payload: T, meta: DeliveryMeta) => unknown;
+
+/** What happens when a subscriber's queue is full. */
+export type OverflowPolicy = 'drop-oldest' | 'disconnect';
+
+/** Counters of one subscription, also summed per topic prefix on `/metrics`. */
+export interface SubscriberCounters {
+  delivered: number;
+  dropped: number;
+  handlerErrors: number;
+}
+
+/** Called by a subscriber on what its owner logs and counts. */
+export interface SubscriberHooks {
+  handlerFailed(sub: Subscriber, error: unknown, meta: DeliveryMeta): void;
+  dropped(sub: Subscriber, meta: DeliveryMeta): void;
+  overflowed(sub: Subscriber): void;
+}
+
+interface Delivery {
+  payload: unknown;
+  meta: DeliveryMeta;
+}
+
+/** Most messages a subscriber runs in one go before letting the event loop (and other subscribers) in. */
+const RUN_BUDGET = 256;
+
+export class Subscriber {
+  readonly counters: SubscriberCounters = { delivered: 0, dropped: 0, handlerErrors: 0 };
+  private readonly queue = new Ring<Delivery>();
+  private running = false;
+  private closed = false;
+
+  constructor(
+    readonly id: number,
+    readonly pattern: ParsedPattern,
+    private readonly handler: SubscriptionHandler,
+    readonly maxQueue: number,
+    readonly overflow: OverflowPolicy,
+    private readonly hooks: SubscriberHooks,
+    /** Queue group name, when the subscription belongs to one. */
+    readonly group: string | undefined,
+    /** Called once when the subscription ends on its own (overflow with `disconnect`). */
+    private readonly onOverflowClose: (error: PubSubError) => void,
+  ) {}
+
+  /** Messages waiting for the handler. */
+  get depth(): number {
+    return this.queue.length;
+  }
+
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /** Queues one message; the handler runs later (never inside the caller's stack). */
+  push(payload: unknown, meta: DeliveryMeta): void {
+    if (this.closed) return;
+    if (this.queue.length >= this.maxQueue) {
+      if (this.overflow === 'disconnect') {
+        const error = new PubSubError(
+          ErrorCodes.SUBSCRIBER_OVERFLOW,
+          `subscriber to "${this.pattern.pattern}" fell ${this.maxQueue} messages behind and was unsubscribed (overflow: 'disconnect')`,
+        );
+        this.close();
+        this.hooks.overflowed(this);
+        this.onOverflowClose(error);
+        return;
+      }
+      const old = this.queue.shift() as Delivery;
+      this.counters.dropped++;
+      this.hooks.dropped(this, old.meta);
+    }
+    this.queue.push({ payload, meta });
+    if (!this.running) {
+      this.running = true;
+      queueMicrotask(() => this.run());
+    }
+  }
+
+  /** Stops delivering; queued messages are discarded (not counted as drops: the subscriber asked for it). */
+  close(): void {
+    this.closed = true;
+    this.queue.clear();
+  }
+
+  private run(): void {
+    let budget = RUN_BUDGET;
+    while (!this.closed) {
+      const d = this.queue.shift();
+      if (d === undefined) {
+        this.running = false;
+        return;
+      }
+      let result: unknown;
+      try {
+        result = this.handler(d.payload, d.meta);
+      } catch (err) {
+        this.counters.handlerErrors++;
+        this.hooks.handlerFailed(this, err, d.meta);
+        continue;
+      }
+      this.counters.delivered++;
+      if (result instanceof Promise) {
+        result.then(
+          () => this.run(),
+          (err: unknown) => {
+            this.counters.handlerErrors++;
+            this.hooks.handlerFailed(this, err, d.meta);
+            this.run();
+          },
+        );
+        return;
+      }
+      if (--budget === 0) {
+        // Let other subscribers and I/O in; this subscriber continues on the next turn.
+        setImmediate(() => this.run());
+        return;
+      }
+    }
+    this.running = false;
+  }
+}
