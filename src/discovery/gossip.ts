@@ -37,20 +37,28 @@
  *
  * The key is HKDF-SHA256(secret, salt "foundation/gossip/v1", info "foundation gossip
  * aes-256-gcm key", 32 bytes). With a secret, a packet is accepted only if it authenticates,
- * its timestamp is within ±30 s of the local clock, and its (name, incarnation, seq) is newer
- * than the last accepted one from that name; the replay record outlives the peer itself,
- * so a replayed announce never re-adds a node that left.
+ * its timestamp is within ±30 s of the local clock and not earlier than this node's start, and
+ * its (name, incarnation, seq) is newer than the last accepted one from that name; the replay
+ * record outlives the peer itself, so a replayed announce never re-adds a node that left.
+ *
+ * Replay bound. A node dials what it accepts, so a replayed announce of a node that has left would
+ * make it dial a dead address. A running node refuses it by its replay record; a node that has
+ * just started has none, so it also refuses every packet stamped before its own start
+ * (`before-start`). A replay can therefore make a node dial only an address whose node sent that
+ * packet after this node started, as the two clocks tell it: an attacker gains at most the
+ * sender's clock lead over this node's (and nothing beyond the ±30 s window). The cost: a peer
+ * whose clock lags this node's is heard only once its own clock passes this node's start time, so
+ * it is found up to that lag later.
  */
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from 'node:crypto';
 import { createSocket, type Socket } from 'node:dgram';
-import { lookup } from 'node:dns/promises';
-import { isIPv4, isIPv6 } from 'node:net';
-import { networkInterfaces } from 'node:os';
+import { isIPv4 } from 'node:net';
 import { ConfigError } from '../errors.js';
 import { NODE_NAME_PATTERN, parseAddress } from '../mesh/identity.js';
-import { RateLimitedLog } from '../util/logger.js';
-import { ipv4ToInt, isLoopbackV4, isMulticastV4, multicastInterfaceFor, unmapV4 } from './multicast.js';
+import { LogOnce, RateLimitedLog } from '../util/logger.js';
+import { directedBroadcasts, isLoopbackV4, isMulticastV4, multicastInterfaceFor, selectMulticastInterface, unmapV4 } from './net-interfaces.js';
 import { rejectUnknownKeys, type Strategy, type StrategyContext, startConfigError } from './strategy.js';
+import { booleanOption, interfaceOption, intOption, portOption, requireConfigObject } from './strategy-config.js';
 
 /** Configuration of the `gossip` strategy. Every key is optional. */
 export interface GossipStrategyConfig {
@@ -126,6 +134,11 @@ export const GOSSIP_DROP_REASONS = [
   'malformed',
   /** With a secret: the timestamp is more than GOSSIP_REPLAY_WINDOW_MS away from the local clock. */
   'expired',
+  /**
+   * With a secret: stamped (by the sender's clock) before this node started. Such a packet cannot
+   * prove its sender is alive now, and a fresh node has no replay record to refuse it with.
+   */
+  'before-start',
   /** (name, incarnation, seq) not newer than the last accepted one from that name. */
   'replay',
   /** An incarnation older than one already accepted for that name. */
@@ -325,24 +338,6 @@ function parsePayload(p: Buffer): GossipMessage | undefined {
 /** The interface this strategy multicasts on for a node's advertised address (see `multicastInterfaceFor`). */
 export const gossipInterfaceFor = multicastInterfaceFor;
 
-function isLocalV4(ip: string): boolean {
-  return Object.values(networkInterfaces()).some((list) => (list ?? []).some((a) => a.family === 'IPv4' && a.address === ip));
-}
-
-/** Directed broadcast addresses of the local interface that owns `ip`. */
-function directedBroadcasts(ip: string): string[] {
-  const out: string[] = [];
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list ?? []) {
-      if (a.family !== 'IPv4' || a.address !== ip) continue;
-      const mask = ipv4ToInt(a.netmask);
-      const bcast = ((ipv4ToInt(ip) & mask) | (~mask >>> 0)) >>> 0;
-      out.push([24, 16, 8, 0].map((s) => (bcast >>> s) & 255).join('.'));
-    }
-  }
-  return out;
-}
-
 // ---------------------------------------------------------------------------
 // Strategy
 
@@ -359,8 +354,6 @@ interface ReplayRecord {
   /** Wall-clock ms after which the timestamp window alone refuses every packet this record guards. */
   keepUntil: number;
 }
-
-const isInt = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
 /** UDP multicast (or broadcast) discovery on one LAN segment; see the file comment. */
 export class GossipStrategy implements Strategy {
@@ -395,10 +388,13 @@ export class GossipStrategy implements Strategy {
   private readonly peers = new Map<string, Peer>();
   private readonly replay = new Map<string, ReplayRecord>();
   private lastReported = '';
-  private readonly reportedErrors = new Set<string>();
-  /** Receive-path conditions currently reported (`echo`, `others`), so each is reported once. */
-  private readonly conditions = new Set<string>();
+  /** Errors reported with `lookupFailed`, so each distinct one is reported once. */
+  private readonly reportedErrors = new LogOnce(undefined, 100);
+  /** Receive-path conditions currently reported (`echo`, `others`), so each is reported once while it lasts. */
+  private readonly conditions = new LogOnce();
   private startedAt = 0;
+  /** Date.now() at start: with a secret, packets stamped earlier are refused (`before-start`). */
+  private startedWallMs = Number.POSITIVE_INFINITY;
   /** performance.now() of this node's last own announcement heard back, and of the first one after a gap. */
   private lastEchoAt = Number.NEGATIVE_INFINITY;
   private echoSince: number | undefined;
@@ -410,31 +406,18 @@ export class GossipStrategy implements Strategy {
   private readonly counters: GossipStats;
 
   constructor(config: GossipStrategyConfig = {}) {
-    if (config === null || typeof config !== 'object') throw new ConfigError('config', 'expected an object');
+    requireConfigObject(config);
     rejectUnknownKeys(config, GOSSIP_CONFIG_KEYS);
-    const c = config;
+    const c = config as GossipStrategyConfig;
     this.group = c.group ?? '239.255.70.77';
     if (typeof this.group !== 'string' || !isMulticastV4(this.group)) {
       throw new ConfigError('group', `"${String(c.group)}" is not an IPv4 multicast address (224.0.0.0 – 239.255.255.255)`);
     }
-    this.port = c.port ?? 45892;
-    if (!isInt(this.port) || this.port < 1 || this.port > 65535)
-      throw new ConfigError('port', `expected an integer UDP port in 1 – 65535, got ${String(c.port)}`);
-    this.ttl = c.ttl ?? 1;
-    if (!isInt(this.ttl) || this.ttl < 0 || this.ttl > 255) throw new ConfigError('ttl', `expected an integer in 0 – 255, got ${String(c.ttl)}`);
-    if (c.interface !== undefined && (typeof c.interface !== 'string' || !isIPv4(c.interface) || c.interface === '0.0.0.0' || isMulticastV4(c.interface))) {
-      throw new ConfigError(
-        'interface',
-        `expected the IPv4 address of a local interface (e.g. "127.0.0.1" or "192.168.1.20"), got ${JSON.stringify(c.interface)}`,
-      );
-    }
-    this.configuredInterface = c.interface;
-    this.intervalMs = c.intervalMs ?? 1000;
-    if (!isInt(this.intervalMs) || this.intervalMs < 50 || this.intervalMs > 3_600_000) {
-      throw new ConfigError('intervalMs', `expected an integer number of ms in 50 – 3600000, got ${String(c.intervalMs)}`);
-    }
-    if (c.broadcastOnly !== undefined && typeof c.broadcastOnly !== 'boolean') throw new ConfigError('broadcastOnly', 'expected true or false');
-    this.broadcastOnly = c.broadcastOnly ?? false;
+    this.port = portOption('port', c.port, 45892);
+    this.ttl = intOption('ttl', c.ttl, 1, 0, 255);
+    this.configuredInterface = interfaceOption('interface', c.interface);
+    this.intervalMs = intOption('intervalMs', c.intervalMs, 1000, 50, 3_600_000);
+    this.broadcastOnly = booleanOption('broadcastOnly', c.broadcastOnly, false);
     this.broadcastAddress = c.broadcastAddress ?? '255.255.255.255';
     if (
       typeof this.broadcastAddress !== 'string' ||
@@ -454,10 +437,10 @@ export class GossipStrategy implements Strategy {
     }
     const defaultExpire = Math.max(5000, 5 * this.intervalMs);
     this.expireAfterMs = c.expireAfterMs ?? defaultExpire;
-    if (!isInt(this.expireAfterMs) || this.expireAfterMs < 2 * this.intervalMs) {
+    if (!Number.isSafeInteger(this.expireAfterMs) || this.expireAfterMs < 2 * this.intervalMs) {
       throw new ConfigError(
         'expireAfterMs',
-        `expected an integer number of ms, at least 2 × intervalMs (${2 * this.intervalMs}), got ${String(c.expireAfterMs)}`,
+        `expected an integer number of ms, at least 2 × intervalMs (${2 * this.intervalMs}), got ${JSON.stringify(c.expireAfterMs)}`,
       );
     }
     const dropped = Object.fromEntries(GOSSIP_DROP_REASONS.map((r) => [r, 0])) as Record<GossipDropReason, number>;
@@ -479,8 +462,9 @@ export class GossipStrategy implements Strategy {
     this.started = true;
     this.ctx = ctx;
     this.startedAt = performance.now();
+    this.startedWallMs = Date.now();
     this.rlog = new RateLimitedLog(ctx.logger);
-    this.iface = this.configuredInterface ?? (await this.deriveInterface(ctx));
+    this.iface = (await selectMulticastInterface(ctx, this.configuredInterface, 'gossip')).address;
     this.loopbackOnly = isLoopbackV4(this.iface);
     if (this.broadcastOnly && this.broadcastAddress !== '255.255.255.255') {
       const allowed = this.loopbackOnly ? isLoopbackV4(this.broadcastAddress) : directedBroadcasts(this.iface).includes(this.broadcastAddress);
@@ -510,28 +494,6 @@ export class GossipStrategy implements Strategy {
     this.scheduleAnnounce();
     this.sweepTimer = setInterval(() => this.sweep(), Math.min(500, this.intervalMs));
     this.sweepTimer.unref();
-  }
-
-  private async deriveInterface(ctx: StrategyContext): Promise<string> {
-    const direct = gossipInterfaceFor(ctx.self.address);
-    if (direct) return direct;
-    const host = parseAddress(ctx.self.address)?.host ?? ctx.self.address;
-    if (!isIPv6(host)) {
-      try {
-        const timeout = new Promise<undefined>((r) => setTimeout(() => r(undefined), 2000).unref());
-        const found = await Promise.race([lookup(host, { family: 4 }), timeout]);
-        const ip = found && gossipInterfaceFor(found.address);
-        // Only an address of this host: a name that resolves elsewhere (NAT, a load balancer) says nothing about our interfaces.
-        if (ip && (isLoopbackV4(ip) || isLocalV4(ip))) return ip;
-      } catch {
-        // Falls through to loopback.
-      }
-    }
-    ctx.logger.warn(
-      { address: ctx.self.address },
-      'gossip: cannot derive an IPv4 interface from the node address; announcing on loopback only (set the gossip `interface` option)',
-    );
-    return '127.0.0.1';
   }
 
   // -- sockets ---------------------------------------------------------------
@@ -618,9 +580,7 @@ export class GossipStrategy implements Strategy {
     const ctx = this.ctx;
     if (!ctx || this.stopped) return;
     const message = `${what}: ${err instanceof Error ? err.message : String(err)}`;
-    if (this.reportedErrors.has(message)) return;
-    if (this.reportedErrors.size > 100) this.reportedErrors.clear();
-    this.reportedErrors.add(message);
+    if (!this.reportedErrors.first(message)) return;
     ctx.lookupFailed(new Error(message, { cause: err }));
   }
 
@@ -752,6 +712,9 @@ export class GossipStrategy implements Strategy {
     }
     const now = Date.now();
     if (this.key && Math.abs(now - m.timestamp) > GOSSIP_REPLAY_WINDOW_MS) return ['expired', m.name];
+    // A fresh node has no replay record yet: a captured packet of a node that has left since would
+    // pass the window and be dialed. Only a packet made after this node started can say its sender is alive.
+    if (this.key && m.timestamp < this.startedWallMs) return ['before-start', m.name];
     const rec = this.replay.get(m.name);
     if (rec) {
       if (m.incarnation < rec.incarnation) return ['stale-incarnation', m.name];
@@ -837,11 +800,10 @@ export class GossipStrategy implements Strategy {
 
   private condition(name: string, active: boolean, message: string): void {
     if (!active) {
-      this.conditions.delete(name);
+      this.conditions.forget(name);
       return;
     }
-    if (this.conditions.has(name) || !this.ctx || this.stopped) return;
-    this.conditions.add(name);
+    if (!this.ctx || this.stopped || !this.conditions.first(name)) return;
     this.ctx.lookupFailed(new Error(message));
   }
 

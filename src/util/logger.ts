@@ -37,3 +37,47 @@ export class RateLimitedLog {
     if (this.last.size > 1000) this.last.clear();
   }
 }
+
+/**
+ * Remembers which keys were already reported, so a condition that persists (a failing lookup,
+ * a broken socket, a misconfigured listing) is reported once rather than on every retry.
+ * `forget` a key when its condition clears, so a recurrence is reported again. Bounded: past
+ * `maxKeys` distinct keys it starts over (a key then may be reported once more).
+ */
+export class LogOnce {
+  private readonly seen = new Set<string>();
+  constructor(
+    private readonly log?: Logger,
+    private readonly maxKeys = 1000,
+  ) {}
+
+  /** True the first time `key` is seen (since it was last forgotten); false after. */
+  first(key: string): boolean {
+    if (this.seen.has(key)) return false;
+    if (this.seen.size >= this.maxKeys) this.seen.clear();
+    this.seen.add(key);
+    return true;
+  }
+
+  /** Whether `key` was reported and not forgotten since. */
+  has(key: string): boolean {
+    return this.seen.has(key);
+  }
+
+  /** Logs `msg` at `warn` the first time `key` is seen. Returns whether it logged. */
+  warn(key: string, obj: object, msg: string): boolean {
+    if (!this.first(key)) return false;
+    this.log?.warn(obj, msg);
+    return true;
+  }
+
+  /** Lets `key` be reported again (its condition cleared). */
+  forget(key: string): void {
+    this.seen.delete(key);
+  }
+
+  /** Lets every key be reported again. */
+  clear(): void {
+    this.seen.clear();
+  }
+}

@@ -271,8 +271,52 @@ describe('gossip receive path', () => {
     s.ingest(encodeGossipPacket({ ...msg, seq: 2, timestamp: now + GOSSIP_REPLAY_WINDOW_MS + 1000 }, key), '127.0.0.1');
     expect(s.stats().dropped.expired).toBe(2);
     expect(ctx.peerSets).toEqual([]);
-    s.ingest(encodeGossipPacket({ ...msg, seq: 3, timestamp: now - GOSSIP_REPLAY_WINDOW_MS + 2000 }, key), '127.0.0.1');
+    s.ingest(encodeGossipPacket({ ...msg, seq: 3, timestamp: now + GOSSIP_REPLAY_WINDOW_MS - 2000 }, key), '127.0.0.1');
     expect(ctx.latest()).toEqual(['127.0.0.1:4101']);
+  });
+
+  it('a fresh node refuses, and never dials, a replayed announce of a node that has left since (real UDP)', async () => {
+    const secret = 's3cret';
+    // An attacker on the segment records a node's announcements...
+    const spy = createSocket({ type: 'udp4', reuseAddr: true });
+    sockets.push(spy);
+    const captured: Buffer[] = [];
+    spy.on('message', (m) => captured.push(m));
+    await new Promise<void>((r) => spy.bind(port, group, () => r()));
+    spy.addMembership(group, '127.0.0.1');
+    const gone = new GossipStrategy({ group, port, secret });
+    const gctx = new RecordingContext({ name: 'gone', address: '127.0.0.1:4250', incarnation: 9 });
+    await gone.start(gctx);
+    const fromGone = () =>
+      captured.filter((c) => {
+        const r = decodeGossipPacket(c, key);
+        return r.ok && r.msg.name === 'gone' && r.msg.kind === 'announce';
+      });
+    await until(() => fromGone().length >= 2, 2000, 'announces of the node that will leave');
+    // ...which then leaves.
+    gctx.abort.abort();
+    await gone.stop();
+    await new Promise((r) => setTimeout(r, 5)); // a clock tick between its last packet and the fresh node's start
+    // A node starts fresh, well within the 30 s window of the captured packets, with no replay record of them.
+    const { s, ctx } = await startStrategy({ secret });
+    const replayer = createSocket({ type: 'udp4' });
+    sockets.push(replayer);
+    await new Promise<void>((r) => replayer.bind(0, '127.0.0.1', () => r()));
+    replayer.setMulticastInterface('127.0.0.1');
+    const replays = fromGone();
+    for (const a of replays) replayer.send(a, port, group);
+    const dialed = () => ctx.peerSets.flat().includes('127.0.0.1:4250');
+    await until(() => s.stats().dropped['before-start'] >= replays.length || dialed(), 2000, 'the replays handled');
+    // setPeers is what the topology dials: the dead address must never be in it.
+    expect(dialed()).toBe(false);
+    // A live node announcing now is still found: the fresh node hears, and only refuses the past.
+    const live = new GossipStrategy({ group, port, secret });
+    const lctx = new RecordingContext({ name: 'live', address: '127.0.0.1:4251', incarnation: 10 });
+    await live.start(lctx);
+    running.push({ s: live, ctx: lctx });
+    await until(() => ctx.latest()?.includes('127.0.0.1:4251') === true, 2000, 'the live node');
+    expect(dialed()).toBe(false);
+    expect(s.stats().dropped['before-start']).toBe(replays.length);
   });
 
   it('drops tampered and wrong-secret packets on the receive path, counting each reason', async () => {
@@ -438,15 +482,43 @@ describe('gossip receive path', () => {
     expect(warns.length).toBeLessThanOrEqual(3);
   });
 
+  it('refuses a configured interface this host does not have, before opening a socket', async () => {
+    const s = new GossipStrategy({ group, port, interface: '192.0.2.254' });
+    const ctx = new RecordingContext(self);
+    const err = await s.start(ctx).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await s.stop();
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe('topologies.compliance.config.interface');
+    expect((err as Error).message).toMatch(/192\.0\.2\.254 is not an IPv4 address of this host; allowed: .*127\.0\.0\.1/);
+  });
+
+  it('falls back to loopback, with a warning, when the node address is not an address of this host', async () => {
+    const warns: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (_o: unknown, m: string) => warns.push(m), error() {}, child: () => logger };
+    const s = new GossipStrategy({ group, port });
+    const ctx = new RecordingContext({ name: 'natted', address: '192.0.2.254:4000', incarnation: 1 });
+    (ctx as unknown as { logger: unknown }).logger = logger;
+    await s.start(ctx);
+    running.push({ s, ctx });
+    expect(s.interfaceAddress).toBe('127.0.0.1');
+    expect(warns.some((w) => /gossip: the node address does not lead to an IPv4 address of this host; using loopback only/.test(w))).toBe(true);
+  });
+
   it('reports socket errors through lookupFailed once per distinct error, and keeps running', async () => {
-    // Not an address of this host: binding and joining fail (nothing is sent anywhere).
-    const { s, ctx } = await startStrategy({ interface: '192.0.2.254', intervalMs: 50 });
-    expect(s.interfaceAddress).toBe('192.0.2.254');
+    // The receive port is held without reuse: every reopen (every 2 s) fails the same way.
+    const blocker = createSocket({ type: 'udp4' });
+    sockets.push(blocker);
+    const p3 = port + 3;
+    await new Promise<void>((r) => blocker.bind({ port: p3, exclusive: true }, () => r()));
+    const { ctx } = await startStrategy({ port: p3, intervalMs: 50 });
     await new Promise((r) => setTimeout(r, 2500)); // past one socket retry
     const messages = ctx.failures.map((e) => e.message);
     expect(messages.length).toBeGreaterThanOrEqual(1);
     expect(new Set(messages).size).toBe(messages.length);
-    expect(messages.some((m) => /192\.0\.2\.254/.test(m))).toBe(true);
+    expect(messages.some((m) => /EADDRINUSE/.test(m))).toBe(true);
   });
 
   it('reports EADDRINUSE when the port is held without reuse, and still announces', async () => {

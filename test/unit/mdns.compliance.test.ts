@@ -178,6 +178,19 @@ describe('mdns strategy', () => {
     await s.stop();
   });
 
+  it('falls back to loopback, with a warning, when the node address is not an address of this host', async () => {
+    // Before the interface helpers were shared, mdns derived 192.0.2.254 itself and refused to start.
+    const warns: string[] = [];
+    const logger = { debug() {}, info() {}, warn: (_o: unknown, m: string) => warns.push(m), error() {}, child: () => logger };
+    const s = new MdnsStrategy({ announcements: 0 });
+    const ctx = new RecordingContext({ name: 'natted', address: '192.0.2.254:4000', incarnation: 1 }, newCluster());
+    (ctx as unknown as { logger: unknown }).logger = logger;
+    await s.start(ctx);
+    cleanup.push(() => stopNode({ strategy: s, ctx }));
+    expect(s.interfaceAddress).toBe('127.0.0.1');
+    expect(warns.some((w) => /mdns: the node address does not lead to an IPv4 address of this host; using loopback only/.test(w))).toBe(true);
+  });
+
   it('announces a DNS-SD instance (PTR, SRV, TXT, A) on loopback, and says goodbye on stop', async () => {
     const raw = rawMdns();
     cleanup.push(raw.close);
@@ -349,7 +362,7 @@ describe('mdns strategy', () => {
     raw.m.respond({ answers: [lasting.ptr, short.ptr, ...lasting.rest, ...short.rest] });
     await until(() => watcher.ctx.latest()?.join() === '127.0.0.1:4521,127.0.0.1:4522', 3000, 'both instances');
     // The socket stops delivering: nothing arrives, not even this node's own queries.
-    const m = (watcher.strategy as unknown as { mdns: NodeJS.EventEmitter }).mdns;
+    const m = (watcher.strategy as unknown as { running: { socket: { mdns: NodeJS.EventEmitter } } }).running.socket.mdns;
     const saved = { query: m.listeners('query'), response: m.listeners('response') };
     m.removeAllListeners('query');
     m.removeAllListeners('response');
