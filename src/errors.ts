@@ -102,7 +102,9 @@ export type HandshakeFailureReason =
   | 'self-connection'
   | 'protocol'
   | 'timeout'
-  | 'shutting-down';
+  | 'shutting-down'
+  /** Inbound connection closed at once: too many handshakes in progress (see src/mesh/admission.ts). */
+  | 'over-capacity';
 
 /** A lane refused a message because its queue passed the hard limit. */
 export class LaneOverflowError extends FoundationError {

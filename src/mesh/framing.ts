@@ -57,10 +57,25 @@ export interface FrameDecoderOptions {
    * (views) instead of copying them into one buffer. Default false.
    */
   dataParts?: boolean;
+  /**
+   * Largest declared length (type byte + body) accepted until `lift()`: the limit while the peer
+   * has not authenticated, so a stranger cannot make the link buffer a `maxFrameBytes` frame.
+   * Default `maxFrameBytes` (no such phase).
+   */
+  initialLimit?: number;
 }
 
 /** Smallest straddling DATA frame body returned as `parts` (smaller ones are gathered: cheap). */
 export const PARTS_MIN_BYTES = 4096;
+
+/**
+ * A peer trickling a frame a few bytes per read would otherwise cost a Buffer object (~200 bytes
+ * of heap) per read: past this many pending chunks, while they hold at most
+ * `COALESCE_MAX_BYTES`, they are copied into one. Larger pending data comes in large reads.
+ */
+const COALESCE_CHUNKS = 16;
+/** See `COALESCE_CHUNKS`. */
+const COALESCE_MAX_BYTES = 64 * 1024;
 
 /** Whether `type` is a known frame type. */
 export function isFrameType(type: number): type is FrameType {
@@ -122,13 +137,16 @@ const EMPTY = Buffer.alloc(0);
  * only a frame straddling chunks is copied, once, when it is complete (or, with `dataParts`, a
  * large DATA frame comes out as a list of views).
  *
- * A bad header (declared length 0 or over `maxFrameBytes`, unknown type) throws
- * `FrameError(FOUNDATION_FRAME_INVALID)` as soon as its 5 bytes are in, without waiting for the
- * body; the decoder is then dead and keeps throwing, since the stream can no longer be trusted.
+ * A bad header (declared length 0 or over the current limit, unknown type) throws
+ * `FrameError(FOUNDATION_FRAME_INVALID)` from the `push` that completes it, before the chunk is
+ * kept and without waiting for the body; the decoder is then dead, holds nothing, and keeps
+ * throwing, since the stream can no longer be trusted. The limit is `initialLimit` until `lift()`
+ * (the handshake phase), then `maxFrameBytes`.
  */
 export class FrameDecoder {
-  /** Largest accepted declared length (type byte + body). */
+  /** Largest accepted declared length (type byte + body) once lifted. */
   readonly maxFrameBytes: number;
+  private limit: number;
   // Pending chunks from `head` on; consumed chunks before `head` are dropped in batches so that
   // a frame spread over many chunks does not cost an array shift per chunk.
   private chunks: Buffer[] = [];
@@ -143,6 +161,11 @@ export class FrameDecoder {
       throw new RangeError(`maxFrameBytes must be an integer in 1..2^32-1, got ${String(maxFrameBytes)}`);
     }
     this.maxFrameBytes = maxFrameBytes;
+    const initial = options.initialLimit ?? maxFrameBytes;
+    if (!Number.isInteger(initial) || initial < 1 || initial > maxFrameBytes) {
+      throw new RangeError(`initialLimit must be an integer in 1..maxFrameBytes (${maxFrameBytes}), got ${String(initial)}`);
+    }
+    this.limit = initial;
     this.dataParts = options.dataParts === true;
   }
 
@@ -151,13 +174,61 @@ export class FrameDecoder {
     return this.buffered;
   }
 
-  /** Adds received bytes. The chunk is kept by reference: the caller must not reuse it. */
+  /** Received chunks still referenced (bounded for a trickling peer: see `COALESCE_CHUNKS`). */
+  get chunksHeld(): number {
+    return this.chunks.length - this.head;
+  }
+
+  /** Largest declared length accepted now: `initialLimit` until `lift()`, then `maxFrameBytes`. */
+  get frameLimit(): number {
+    return this.limit;
+  }
+
+  /** Accepts frames up to `maxFrameBytes` from now on (the peer has authenticated). */
+  lift(): void {
+    this.limit = this.maxFrameBytes;
+  }
+
+  /**
+   * Drops everything buffered (the link closed): nothing received stays referenced by a decoder
+   * that something still holds. Later calls throw `FrameError`.
+   */
+  discard(): void {
+    if (!this.failure) this.failure = new FrameError(ErrorCodes.FRAME_INVALID, 'the frame decoder was discarded');
+    this.release();
+  }
+
+  /**
+   * Adds received bytes. The chunk is kept by reference: the caller must not reuse it. A chunk
+   * that completes a bad header (over the current limit, say) throws here and is not kept.
+   */
   push(chunk: Uint8Array): void {
     if (this.failure) throw this.failure;
     if (chunk.length === 0) return;
     const buf = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.length);
+    const before = this.buffered;
     this.chunks.push(buf);
     this.buffered += buf.length;
+    // The header of the pending frame just became complete: judge it now, not when asked for frames.
+    if (before < FRAME_HEADER_BYTES && this.buffered >= FRAME_HEADER_BYTES) this.checkHeader();
+    if (this.chunks.length - this.head > COALESCE_CHUNKS && this.buffered <= COALESCE_MAX_BYTES) this.coalesce();
+  }
+
+  /** Throws (and drops everything) if the header at the read position is bad. */
+  private checkHeader(): void {
+    const length = this.byteAt(0) * 0x1000000 + ((this.byteAt(1) << 16) | (this.byteAt(2) << 8) | this.byteAt(3));
+    if (length === 0 || length > this.limit) this.fail(`Frame declares ${length} bytes; allowed 1..${this.limit}`);
+    const type = this.byteAt(4);
+    if (type < MIN_TYPE || type > MAX_TYPE) this.fail(`Unknown frame type ${type}`);
+  }
+
+  /** Copies the pending bytes into one buffer (see `COALESCE_CHUNKS`). */
+  private coalesce(): void {
+    const pending = this.chunks.slice(this.head);
+    if (this.offset > 0) pending[0] = (pending[0] as Buffer).subarray(this.offset);
+    this.chunks = [Buffer.concat(pending, this.buffered)];
+    this.head = 0;
+    this.offset = 0;
   }
 
   /** Returns the next complete frame, or `undefined` if more bytes are needed. */
@@ -177,9 +248,7 @@ export class FrameDecoder {
       length = this.byteAt(0) * 0x1000000 + ((this.byteAt(1) << 16) | (this.byteAt(2) << 8) | this.byteAt(3));
       type = this.byteAt(4);
     }
-    if (length === 0 || length > this.maxFrameBytes) {
-      return this.fail(`Frame declares ${length} bytes; allowed 1..${this.maxFrameBytes}`);
-    }
+    if (length === 0 || length > this.limit) return this.fail(`Frame declares ${length} bytes; allowed 1..${this.limit}`);
     if (type < MIN_TYPE || type > MAX_TYPE) return this.fail(`Unknown frame type ${type}`);
     const total = 4 + length;
     if (this.buffered < total) return undefined;
@@ -198,11 +267,15 @@ export class FrameDecoder {
 
   private fail(message: string): never {
     this.failure = new FrameError(ErrorCodes.FRAME_INVALID, message);
+    this.release();
+    throw this.failure;
+  }
+
+  private release(): void {
     this.chunks = [];
     this.head = 0;
     this.offset = 0;
     this.buffered = 0;
-    throw this.failure;
   }
 
   /** Byte `i` past the read position, across chunks; only used for a header split over chunks. */

@@ -24,6 +24,15 @@ export const PROTOCOL_VERSION = 2;
 
 const NONCE_BYTES = 32;
 
+/**
+ * Largest frame (type byte + body) a link accepts before the peer has proved the secret. The
+ * largest legitimate handshake frame, a step-2 HELLO with a 128-character node name and cluster
+ * name and a 253-character host, is 682 bytes (measured in test/unit/handshake.test.ts);
+ * REJECT frames are smaller. 8 KiB leaves a wide margin and keeps what a stranger can make a
+ * link buffer small. See docs/guides/security.md.
+ */
+export const HANDSHAKE_MAX_FRAME_BYTES = 8 * 1024;
+
 /** What a node says about itself in the handshake. */
 export interface HelloInfo extends NodeIdentity {
   cluster: string;
@@ -48,6 +57,13 @@ export interface HandshakeChannel {
   send(type: number, body: Uint8Array): void;
   /** Next frame, or rejects on close/timeout. */
   recv(): Promise<{ type: number; body: Buffer }>;
+  /**
+   * The peer just proved the secret (the initiator checked step 2, the acceptor step 3): the
+   * transport may accept frames up to `maxFrameBytes` from now on, since data frames can follow
+   * the last handshake frame in the same read. Until then it refuses frames over
+   * `HANDSHAKE_MAX_FRAME_BYTES`.
+   */
+  peerAuthenticated?(): void;
 }
 
 /** The acceptor's decision on an authenticated peer (duplicate links, stale incarnations). */
@@ -177,6 +193,7 @@ export async function initiateHandshake(
   if (!proofMatches(mac(secret, 'A', t), (h2 as unknown as Hello2).proof)) {
     refuse(ch, 'bad-secret', `node "${peer.name}" at ${peer.address} proved a different secret`);
   }
+  ch.peerAuthenticated?.();
   onPeer?.(peer);
   ch.send(FrameType.HELLO, encode({ step: 3, proof: mac(secret, 'I', t) } satisfies Hello3));
   await expectHello(ch, 4);
@@ -208,6 +225,7 @@ export async function acceptHandshake(
   if (!proofMatches(mac(secret, 'I', t), h3.proof)) {
     refuse(ch, 'bad-secret', `node "${peer.name}" at ${peer.address} proved a different secret`);
   }
+  ch.peerAuthenticated?.();
   const decision = admit(peer);
   if (!decision.ok) refuse(ch, decision.reason, decision.message);
   ch.send(FrameType.HELLO, encode({ step: 4 }));

@@ -9,7 +9,7 @@
 import type { Socket } from 'node:net';
 import { FrameError, HandshakeError } from '../errors.js';
 import { decodeAck, encodeAck, encodeFrame, type Frame, FrameDecoder, FrameType } from './framing.js';
-import type { HandshakeChannel, HandshakeResult } from './handshake.js';
+import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel, type HandshakeResult } from './handshake.js';
 import { DEFAULT_WINDOW_BYTES, Inbox, Outbox, type OutboxOptions } from './lanes.js';
 import type { InboundMessage } from './message.js';
 
@@ -69,7 +69,8 @@ export class Link {
     private readonly opts: LinkOptions,
   ) {
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
-    this.decoder = new FrameDecoder(opts.maxFrameBytes, { dataParts: true });
+    // Until the peer proves the secret it may send only handshake-sized frames (see admission.ts).
+    this.decoder = new FrameDecoder(opts.maxFrameBytes, { dataParts: true, initialLimit: Math.min(HANDSHAKE_MAX_FRAME_BYTES, opts.maxFrameBytes) });
     this.inbox = new Inbox({ maxMessageBytes: opts.maxMessageBytes });
     this.outbox = new Outbox({ ...opts.outbox, onDrain: (lane: number) => this.events?.onDrain(lane) });
     const window = opts.outbox.windowBytes ?? DEFAULT_WINDOW_BYTES;
@@ -115,6 +116,7 @@ export class Link {
           };
         });
       },
+      peerAuthenticated: () => this.decoder.lift(),
     };
   }
 
@@ -129,6 +131,7 @@ export class Link {
   activate(result: HandshakeResult, events: LinkEvents): void {
     this.handshake = result;
     this.events = events;
+    this.decoder.lift();
     // Data frames that raced in right behind the last handshake frame.
     const early = this.handshakeQueue;
     this.handshakeQueue = [];
@@ -339,6 +342,9 @@ export class Link {
     if (this.closed) return;
     this.closed = true;
     this.closeCause = cause;
+    // Nothing received stays referenced by a closed link (handshake-phase frames included).
+    this.decoder.discard();
+    this.handshakeQueue = [];
     if (cause.kind === 'protocol-error' || cause.kind === 'socket-closed') this.socket.destroy();
     if (this.handshakeWaiter) {
       const w = this.handshakeWaiter;

@@ -6,6 +6,7 @@ import {
   decodeAck,
   encodeAck,
   encodeFrame,
+  FRAME_HEADER_BYTES,
   type Frame,
   FrameDecoder,
   FrameType,
@@ -143,7 +144,7 @@ describe('FrameDecoder', () => {
     );
   });
 
-  it('accepts a frame of exactly maxFrameBytes and refuses one byte more before its body arrives', () => {
+  it('accepts a frame of exactly maxFrameBytes and refuses one byte more from the push that completes its header', () => {
     const max = 1000;
     const ok = encodeFrame(FrameType.DATA, Buffer.alloc(max - 1, 7));
     const d = new FrameDecoder(max);
@@ -154,9 +155,9 @@ describe('FrameDecoder', () => {
     const header = Buffer.alloc(5);
     writeFrameHeader(header, 0, FrameType.DATA, max);
     const d2 = new FrameDecoder(max);
-    d2.push(header);
-    const err = expectFrameInvalid(() => d2.next());
+    const err = expectFrameInvalid(() => d2.push(header));
     expect(err.message).toContain(`${max + 1}`);
+    expect(d2.bufferedBytes).toBe(0);
     // The decoder stays failed.
     expectFrameInvalid(() => d2.next());
     expectFrameInvalid(() => d2.push(Buffer.alloc(1)));
@@ -164,18 +165,18 @@ describe('FrameDecoder', () => {
 
   it('refuses a zero length and unknown types', () => {
     const zero = new FrameDecoder(100);
-    zero.push(Buffer.from([0, 0, 0, 0, 2]));
+    expectFrameInvalid(() => zero.push(Buffer.from([0, 0, 0, 0, 2])));
     expectFrameInvalid(() => zero.next());
     for (const type of [0, 6, 200]) {
       const d = new FrameDecoder(100);
-      d.push(Buffer.from([0, 0, 0, 2, type, 0]));
+      expectFrameInvalid(() => d.push(Buffer.from([0, 0, 0, 2, type, 0])));
       expectFrameInvalid(() => d.next());
     }
     // A header split across chunks is checked as soon as it is complete.
     const split = new FrameDecoder(100);
     split.push(Buffer.from([0xff, 0xff]));
     expect(split.next()).toBeUndefined();
-    split.push(Buffer.from([0xff, 0xff, 2]));
+    expectFrameInvalid(() => split.push(Buffer.from([0xff, 0xff, 2])));
     expectFrameInvalid(() => split.next());
   });
 
@@ -300,6 +301,73 @@ describe('FrameDecoder with dataParts', () => {
     const f = d.next()!;
     expect(f.parts).toBeUndefined();
     expect(f.body.buffer).toBe(whole.buffer);
+  });
+
+  describe('before the peer authenticates (initialLimit)', () => {
+    const max = 1 << 20;
+    const limit = 8 * 1024;
+
+    it('refuses a header declaring more than the limit in the push that brings it, keeping none of the chunk', () => {
+      const d = new FrameDecoder(max, { dataParts: true, initialLimit: limit });
+      expect(d.frameLimit).toBe(limit);
+      // A maximal frame's header followed by the start of its body, in one read.
+      const chunk = Buffer.alloc(FRAME_HEADER_BYTES + 60_000, 1);
+      writeFrameHeader(chunk, 0, FrameType.HELLO, max - 1);
+      const err = expectFrameInvalid(() => d.push(chunk));
+      expect(err.message).toContain(`allowed 1..${limit}`);
+      expect(d.bufferedBytes).toBe(0);
+      expect(d.chunksHeld).toBe(0);
+      expectFrameInvalid(() => d.push(Buffer.alloc(10)));
+    });
+
+    it('accepts frames up to the limit, and up to maxFrameBytes after lift()', () => {
+      const d = new FrameDecoder(max, { initialLimit: limit });
+      d.push(encodeFrame(FrameType.HELLO, Buffer.alloc(limit - 1, 3)));
+      expect(drain(d)[0]!.body.length).toBe(limit - 1);
+      d.lift();
+      expect(d.frameLimit).toBe(max);
+      d.push(encodeFrame(FrameType.DATA, Buffer.alloc(max - 1, 4)));
+      expect(drain(d)[0]!.body.length).toBe(max - 1);
+    });
+
+    it('refuses a header split over reads as soon as its last byte arrives', () => {
+      const d = new FrameDecoder(max, { initialLimit: limit });
+      const header = Buffer.alloc(FRAME_HEADER_BYTES);
+      writeFrameHeader(header, 0, FrameType.HELLO, limit);
+      for (let i = 0; i < 4; i++) d.push(header.subarray(i, i + 1));
+      expectFrameInvalid(() => d.push(header.subarray(4)));
+      expect(d.bufferedBytes).toBe(0);
+    });
+
+    it('holds few chunks for a frame trickled one byte per read', () => {
+      const d = new FrameDecoder(max, { initialLimit: limit });
+      const wire = encodeFrame(FrameType.HELLO, Buffer.alloc(limit - 1, 5));
+      let most = 0;
+      for (let i = 0; i < wire.length - 1; i++) {
+        d.push(Buffer.from(wire.subarray(i, i + 1)));
+        expect(d.next()).toBeUndefined();
+        most = Math.max(most, d.chunksHeld);
+      }
+      expect(most).toBeLessThanOrEqual(17);
+      d.push(Buffer.from(wire.subarray(wire.length - 1)));
+      expect(drain(d)[0]!.body.equals(Buffer.alloc(limit - 1, 5))).toBe(true);
+    });
+
+    it('discard() drops what is buffered and fails every later call', () => {
+      const d = new FrameDecoder(max, { initialLimit: limit });
+      d.push(encodeFrame(FrameType.HELLO, Buffer.alloc(100)).subarray(0, 50));
+      expect(d.bufferedBytes).toBe(50);
+      d.discard();
+      expect(d.bufferedBytes).toBe(0);
+      expect(d.chunksHeld).toBe(0);
+      expectFrameInvalid(() => d.next());
+      expectFrameInvalid(() => d.push(Buffer.alloc(1)));
+    });
+
+    it('refuses an initialLimit outside 1..maxFrameBytes', () => {
+      expect(() => new FrameDecoder(100, { initialLimit: 101 })).toThrow(RangeError);
+      expect(() => new FrameDecoder(100, { initialLimit: 0 })).toThrow(RangeError);
+    });
   });
 
   it('decodes any stream cut into random chunks, large frames included (property)', () => {

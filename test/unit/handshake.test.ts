@@ -2,7 +2,14 @@ import { describe, expect, it } from 'vitest';
 import { HandshakeError } from '../../src/errors.js';
 import { decode, encode } from '../../src/mesh/codec.js';
 import { FrameType } from '../../src/mesh/framing.js';
-import { acceptHandshake, type HandshakeChannel, type HelloInfo, initiateHandshake, PROTOCOL_VERSION } from '../../src/mesh/handshake.js';
+import {
+  acceptHandshake,
+  HANDSHAKE_MAX_FRAME_BYTES,
+  type HandshakeChannel,
+  type HelloInfo,
+  initiateHandshake,
+  PROTOCOL_VERSION,
+} from '../../src/mesh/handshake.js';
 
 type Frame = { type: number; body: Buffer };
 
@@ -11,6 +18,9 @@ function pipe() {
   const queues: [Frame[], Frame[]] = [[], []];
   const waiters: [((f: Frame) => void) | undefined, ((f: Frame) => void) | undefined] = [undefined, undefined];
   const sent: [Frame[], Frame[]] = [[], []];
+  /** Per end: how many frames it had received when told the peer authenticated (-1: never told). */
+  const authenticatedAt: [number, number] = [-1, -1];
+  const received: [number, number] = [0, 0];
   const end = (me: 0 | 1): HandshakeChannel => ({
     send(type, body) {
       const f = { type, body: Buffer.from(body) };
@@ -23,6 +33,7 @@ function pipe() {
       } else queues[other].push(f);
     },
     recv() {
+      received[me]++;
       const f = queues[me].shift();
       if (f) return Promise.resolve(f);
       return new Promise((resolve, reject) => {
@@ -30,8 +41,12 @@ function pipe() {
         setTimeout(() => reject(new HandshakeError('timeout', 'test timeout')), 500);
       });
     },
+    peerAuthenticated() {
+      expect(authenticatedAt[me]).toBe(-1);
+      authenticatedAt[me] = received[me];
+    },
   });
-  return { ini: end(0), acc: end(1), sent };
+  return { ini: end(0), acc: end(1), sent, authenticatedAt };
 }
 
 const info = (name: string, over: Partial<HelloInfo> = {}): HelloInfo => ({
@@ -158,6 +173,46 @@ describe('handshake', () => {
       p.ini.send(FrameType.HELLO, body);
       await expect(accepting).rejects.toMatchObject({ name: 'HandshakeError' });
     }
+  });
+
+  it('lifts the frame limit only once the peer proved the secret: initiator after step 2, acceptor after step 3', async () => {
+    const ok = pipe();
+    await Promise.all([initiateHandshake(ok.ini, info('a'), secret), acceptHandshake(ok.acc, info('b'), secret, admitAll)]);
+    expect(ok.authenticatedAt).toEqual([1, 2]);
+    const bad = pipe();
+    await Promise.allSettled([initiateHandshake(bad.ini, info('a'), Buffer.from('wrong')), acceptHandshake(bad.acc, info('b'), secret, admitAll)]);
+    expect(bad.authenticatedAt).toEqual([-1, -1]); // with different secrets neither proof checks out
+  });
+
+  it('sends no frame near HANDSHAKE_MAX_FRAME_BYTES, even with the longest names and host allowed', async () => {
+    // Start options allow 128-character node and cluster names; a DNS name has at most 253 characters.
+    const longest = (name: string, cluster: string): HelloInfo => ({
+      name: name.repeat(128),
+      address: `${'h'.repeat(253)}:65535`,
+      incarnation: Number.MAX_SAFE_INTEGER,
+      cluster: cluster.repeat(128),
+      hidden: true,
+      heartbeatPort: 65535,
+    });
+    const frames: Frame[] = [];
+    const ok = pipe();
+    await Promise.all([
+      initiateHandshake(ok.ini, longest('a', 'c'), secret),
+      acceptHandshake(ok.acc, longest('b', 'c'), secret, () => ({ ok: false, reason: 'stale-incarnation', message: 'm'.repeat(200) })),
+    ]).catch(() => {});
+    const mismatch = pipe();
+    await Promise.allSettled([initiateHandshake(mismatch.ini, longest('a', 'c'), secret), acceptHandshake(mismatch.acc, longest('b', 'd'), secret, admitAll)]);
+    const wrong = pipe();
+    await Promise.allSettled([
+      initiateHandshake(wrong.ini, longest('a', 'c'), Buffer.from('x')),
+      acceptHandshake(wrong.acc, longest('b', 'c'), secret, admitAll),
+    ]);
+    for (const p of [ok, mismatch, wrong]) frames.push(...p.sent[0], ...p.sent[1]);
+    expect(frames.some((f) => f.type === FrameType.REJECT)).toBe(true);
+    const largest = Math.max(...frames.map((f) => 1 + f.body.length));
+    // Measured: 682 bytes (a step-2 HELLO). The limit leaves more than 8x that.
+    expect(largest).toBeLessThan(1024);
+    expect(HANDSHAKE_MAX_FRAME_BYTES).toBeGreaterThanOrEqual(8 * largest);
   });
 
   it('refuses a connection to itself', async () => {
