@@ -33,6 +33,7 @@ import { type ChildProcess, execFile, execFileSync, spawn as spawnChild } from '
 import { readFileSync } from 'node:fs';
 import { constants as osConstants } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { describeMissing, missingTools, requireTools, toolsRequired } from './requires.js';
 
 // ---------------------------------------------------------------------------
 // Types
@@ -268,10 +269,13 @@ function escapeRe(s: string): string {
 
 let availability: { ok: boolean; why?: string } | undefined;
 
+/** Tools `createHosts` and the lab itself run: every netns suite needs them. */
+export const NETNS_BASE_TOOLS = ['ip', 'iptables', 'iptables-restore', 'sysctl'] as const;
+
 /**
- * Whether network namespaces can be used here: root, `ip` and `iptables`
- * usable, and a throwaway namespace with a veth and a bridge can be created and
- * deleted. Cached.
+ * Whether network namespaces can be used here: root, the tools of `NETNS_BASE_TOOLS`
+ * installed, and a throwaway namespace with a veth, a bridge and an iptables statistic rule
+ * can be created and deleted. Cached.
  */
 export function netnsAvailable(): { ok: boolean; why?: string } {
   if (availability) return availability;
@@ -284,6 +288,8 @@ function probe(): { ok: boolean; why?: string } {
   if (typeof process.getuid !== 'function' || process.getuid() !== 0) {
     return { ok: false, why: 'not running as root (uid 0 is needed for ip netns and iptables)' };
   }
+  const missing = missingTools(NETNS_BASE_TOOLS);
+  if (missing.length > 0) return { ok: false, why: `needs ${describeMissing(missing)}, not installed` };
   const ipv = tryExecSync('ip', ['-V']);
   if (!ipv.ok) return { ok: false, why: `'ip' (iproute2) is not usable: ${ipv.err}` };
   const ipt = tryExecSync('iptables', ['--version']);
@@ -315,23 +321,43 @@ function probe(): { ok: boolean; why?: string } {
   return { ok: true };
 }
 
-/** True when env FOUNDATION_REQUIRE_NETNS=1 (CI): an unusable netns must fail, not skip. */
+/** True when env FOUNDATION_REQUIRE_NETNS=1 (CI): unusable namespaces or a missing tool must fail, not skip. */
 export function netnsRequired(): boolean {
-  return process.env.FOUNDATION_REQUIRE_NETNS === '1';
+  return toolsRequired();
+}
+
+export interface NetnsGateOptions {
+  /**
+   * Tools the suite runs inside the lab besides `NETNS_BASE_TOOLS` (e.g. `ping`, `nft`,
+   * `avahi-browse`): missing ones skip the suite with the reason printed, like unusable
+   * namespaces do.
+   */
+  tools?: readonly string[];
+  /** Names the suite in the skip message. Default 'network-namespace tests'. */
+  what?: string;
 }
 
 /**
- * For `describe.skipIf(netnsGate().skip)`: skip (with a loud warning) when
- * namespaces are unavailable, unless FOUNDATION_REQUIRE_NETNS=1, in which case
- * `skip` is false and `createHosts` throws the reason, failing the test.
+ * For `describe.skipIf(netnsGate().skip)`: skip (with the reason printed to stderr) when
+ * namespaces are unavailable or a tool of `opts.tools` is missing. With
+ * FOUNDATION_REQUIRE_NETNS=1 nothing skips: unusable namespaces give `skip` false and
+ * `createHosts` throws the reason, failing the tests; a missing tool makes this call throw
+ * (see `requireTools`), failing the file.
  */
-export function netnsGate(): { skip: boolean; why?: string } {
+export function netnsGate(opts: NetnsGateOptions = {}): { skip: boolean; why?: string } {
+  const what = opts.what ?? 'network-namespace tests';
   const a = netnsAvailable();
-  if (a.ok) return { skip: false };
-  if (netnsRequired()) return { skip: false, why: a.why };
-  const msg = `\n!!! SKIPPING network-namespace tests: ${a.why}\n!!! (set FOUNDATION_REQUIRE_NETNS=1 to make this a failure)\n`;
-  process.stderr.write(msg);
-  return { skip: true, why: a.why };
+  if (!a.ok) {
+    // Name the suite's own missing tools too, so one run tells everything to install.
+    const extra = missingTools(opts.tools ?? []);
+    const why = extra.length > 0 ? `${a.why}; the suite also needs ${describeMissing(extra)}` : a.why;
+    if (netnsRequired()) return { skip: false, why };
+    const msg = `\n!!! SKIPPING ${what}: ${why}\n!!! (set FOUNDATION_REQUIRE_NETNS=1 to make this a failure)\n`;
+    process.stderr.write(msg);
+    return { skip: true, why };
+  }
+  const why = requireTools(opts.tools ?? [], what);
+  return why === undefined ? { skip: false } : { skip: true, why };
 }
 
 // ---------------------------------------------------------------------------

@@ -6,7 +6,7 @@ import { execFileSync, spawn } from 'node:child_process';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cleanupStale, createHosts, type Host, type NetLab, netnsGate } from '../helpers/netns.js';
 
-const gate = netnsGate();
+const gate = netnsGate({ tools: ['ping'], what: 'netns harness tests' });
 
 /** What the root namespace looks like: links, addresses, routes (v4 and v6, all tables). Read-only. */
 function rootSnapshot(): { links: string[]; addrs: string[]; routes: string[] } {

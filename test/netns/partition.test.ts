@@ -8,7 +8,7 @@ import { isDown, isUp, NodeProc } from '../helpers/cluster.js';
 import { createHosts, type NetLab, netnsGate } from '../helpers/netns.js';
 
 const NODE_PROC = fileURLToPath(new URL('../helpers/node-proc.mjs', import.meta.url));
-const gate = netnsGate();
+const gate = netnsGate({ what: 'mesh partition tests (network namespaces)' });
 const PORT = 7400;
 
 describe.skipIf(gate.skip)('mesh across hosts (network namespaces)', () => {
