@@ -3,6 +3,7 @@
  * compliance suite, with a real node:http registry on 127.0.0.1, plus the cases specific to an
  * HTTP poller: timeouts, malformed answers, aborting on stop, and Wizard-mode wiring.
  */
+import { createSocket, type Socket } from 'node:dgram';
 import { createServer, type IncomingHttpHeaders } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { describe, expect, it } from 'vitest';
@@ -10,8 +11,9 @@ import { HttpRegistryStrategy } from '../../examples/http-registry-strategy.js';
 import { parseOptions } from '../../src/config/options.js';
 import { resolveTopologies } from '../../src/discovery/modes.js';
 import { createStrategy } from '../../src/discovery/registry.js';
+import type { Strategy, StrategyContext } from '../../src/discovery/strategy.js';
 import { ConfigError, ErrorCodes, FoundationError } from '../../src/errors.js';
-import { describeStrategyCompliance, RecordingContext, until } from '../compliance/strategy-compliance.js';
+import { describeStrategyCompliance, RecordingContext, ResourceTracker, until } from '../compliance/strategy-compliance.js';
 
 const self = { name: 'self', address: '127.0.0.1:4000', incarnation: 1 };
 
@@ -57,6 +59,9 @@ const served = [self.address, '127.0.0.1:4001', '127.0.0.1:4002'];
 
 describeStrategyCompliance({
   name: 'http-registry',
+  // fetch leaves the idle connection to the registry in undici's shared pool, which closes it
+  // after its keep-alive timeout (4 s, under the registry server's 5 s).
+  releaseMs: 6000,
   async setup() {
     const registry = await startRegistry(served);
     let next = 4010;
@@ -213,5 +218,57 @@ describe('HttpRegistryStrategy beyond the shared suite', () => {
     }
     expect(err).toBeInstanceOf(ConfigError);
     expect((err as ConfigError).key).toBe('topologies.registry.config.intervalMs');
+  });
+});
+
+/**
+ * A strategy that forgets, on stop, to close its socket and clear its timer, and whose peer
+ * reports return early once aborted (as gossip's and mdns's do): the compliance suite's
+ * "goes quiet after stop" must catch it, where a check on peer sets alone would pass.
+ */
+class LeakyStrategy implements Strategy {
+  readonly name = 'leaky';
+  private socket?: Socket;
+  private timer?: NodeJS.Timeout;
+  constructor(private readonly leak: boolean) {}
+  async start(ctx: StrategyContext): Promise<void> {
+    const socket = createSocket('udp4');
+    await new Promise<void>((r) => socket.bind(0, '127.0.0.1', () => r()));
+    socket.unref();
+    this.socket = socket;
+    this.timer = setInterval(() => {
+      if (!ctx.signal.aborted) ctx.setPeers(['127.0.0.1:4001']);
+    }, 20);
+    this.timer.unref();
+    ctx.setPeers(['127.0.0.1:4001']);
+  }
+  async stop(): Promise<void> {
+    if (this.leak) return;
+    clearInterval(this.timer);
+    await new Promise<void>((r) => this.socket?.close(() => r()) ?? r());
+  }
+}
+
+describe('the "goes quiet after stop" check', () => {
+  it('finds the socket and the timer a leaking strategy keeps after stop, and nothing once it releases them', async () => {
+    for (const leak of [true, false]) {
+      const s = new LeakyStrategy(leak);
+      const ctx = new RecordingContext(self);
+      const tracker = new ResourceTracker();
+      try {
+        await tracker.run(() => s.start(ctx));
+        ctx.abort.abort();
+        await tracker.run(() => s.stop());
+        const held = await tracker.released(leak ? 300 : 2000);
+        // The peer-set check alone cannot tell the two apart: both go quiet.
+        const n = ctx.peerSets.length;
+        await new Promise((r) => setTimeout(r, 100));
+        expect(ctx.peerSets.length).toBe(n);
+        expect(held).toEqual(leak ? ['Timeout', 'UDPWRAP'] : []);
+      } finally {
+        tracker.dispose();
+        if (leak) await new LeakyStrategy(false).stop.call(s);
+      }
+    }
   });
 });
