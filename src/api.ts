@@ -5,35 +5,14 @@
 import type { EventEmitter } from 'node:events';
 import type { Registry } from 'prom-client';
 import type { TopologyStats } from './discovery/topology.js';
-import type { DownReason, LaneName, Member, NodeIdentity } from './mesh/types.js';
+import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
+
+export type { LaneCounters, MeshStats, MessageContext } from './mesh/types.js';
 
 /** The discovery topologies this node runs. */
 export interface DiscoveryView {
   /** Counters of each topology: peers it keeps, connect results, disconnects, lookup errors. */
   topologies(): TopologyStats[];
-}
-
-/** Per-lane counters of one link, or summed over all links. */
-export interface LaneCounters {
-  messagesSent: number;
-  bytesSent: number;
-  messagesReceived: number;
-  bytesReceived: number;
-  /** Messages dropped by the lane's overflow policy (telemetry lane: drop-oldest). */
-  dropped: number;
-  /** Bytes currently queued and not yet written to the socket. */
-  queuedBytes: number;
-}
-
-/** Counters the mesh keeps for metrics and diagnostics. */
-export interface MeshStats {
-  lanes: Record<LaneName, LaneCounters>;
-  handshakeFailures: Record<string, number>;
-  framesRejected: number;
-  heartbeatPacketsDropped: number;
-  memberEvents: { up: number; down: Record<DownReason, number> };
-  linksOpened: number;
-  linksClosed: number;
 }
 
 /** This node's own health as seen from inside. */
@@ -44,8 +23,16 @@ export interface LocalHealth {
   status: 'ok' | 'degraded';
 }
 
-/** Cluster membership as this node sees it. Events: 'up' (member), 'down' (member, reason), 'suspect' (member), 'alive' (member). */
-export interface ClusterView extends EventEmitter {
+/** Events of `ClusterView`: a member came up, went down (with why), became suspect, or is alive again. */
+export interface ClusterEvents {
+  up: [member: Member];
+  down: [member: Member, reason: DownReason];
+  suspect: [member: Member];
+  alive: [member: Member];
+}
+
+/** Cluster membership as this node sees it, with typed events (`ClusterEvents`). */
+export interface ClusterView extends EventEmitter<ClusterEvents> {
   /** This node. */
   readonly self: NodeIdentity;
   /** Current members other than this node, including down ones that have not been forgotten yet. Hidden nodes are excluded unless asked. */
@@ -66,14 +53,6 @@ export interface SendOptions {
 export interface RequestOptions extends SendOptions {
   /** Milliseconds to wait for the reply. Default 5000. */
   timeoutMs?: number;
-}
-
-/** Context given to a handler. */
-export interface MessageContext {
-  /** Sender node name. */
-  from: string;
-  topic: string;
-  lane: LaneName;
 }
 
 export type MessageHandler = (payload: unknown, ctx: MessageContext) => unknown | Promise<unknown>;

@@ -38,6 +38,10 @@ export const ErrorCodes = {
   TOPIC_INVALID: 'FOUNDATION_TOPIC_INVALID',
   /** A subscriber with the `disconnect` overflow policy fell behind its queue bound and was unsubscribed. */
   SUBSCRIBER_OVERFLOW: 'FOUNDATION_SUBSCRIBER_OVERFLOW',
+  /** A handler for that topic is already registered on this node (unregister the first one, or use another topic). */
+  HANDLER_EXISTS: 'FOUNDATION_HANDLER_EXISTS',
+  /** Another live node started with this node's name and a newer incarnation: this node is no longer a member. */
+  NAME_TAKEN: 'FOUNDATION_NAME_TAKEN',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -123,7 +127,8 @@ export class MessagingError extends FoundationError {
       | typeof ErrorCodes.REMOTE_ERROR
       | typeof ErrorCodes.NO_HANDLER
       | typeof ErrorCodes.LINK_CLOSED
-      | typeof ErrorCodes.NODE_STOPPED,
+      | typeof ErrorCodes.NODE_STOPPED
+      | typeof ErrorCodes.NAME_TAKEN,
     message: string,
     options?: { cause?: unknown },
   ) {

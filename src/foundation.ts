@@ -4,7 +4,7 @@
  */
 import { EventEmitter } from 'node:events';
 import type { Registry } from 'prom-client';
-import type { ClusterView, FoundationNode, LocalHealth, MeshMessaging, MessageHandler } from './api.js';
+import type { ClusterEvents, ClusterView, FoundationNode, LocalHealth, MeshMessaging, MessageHandler } from './api.js';
 import { mergeEnv, optionsFromEnv } from './config/env.js';
 import { parseOptions } from './config/options.js';
 import { mdnsAvailable } from './discovery/mdns.js';
@@ -20,7 +20,6 @@ import { Outbox, type OutboxOptions } from './mesh/lanes.js';
 import { Mesh, type MeshTlsOptions } from './mesh/mesh.js';
 import { resolveSecret } from './mesh/secret.js';
 import type { LaneName, Member } from './mesh/types.js';
-import { LANES } from './mesh/types.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
 import { createMetrics } from './surfaces/metrics.js';
 import { defaultLogger, type Logger } from './util/logger.js';
@@ -129,7 +128,7 @@ function failureDetectorKey(key: string): string {
   return names[key] ?? key.replace(/^heartbeat\.(detector\.)?/, 'failureDetector.');
 }
 
-class Cluster extends EventEmitter implements ClusterView {
+class Cluster extends EventEmitter<ClusterEvents> implements ClusterView {
   readyAt?: number;
   constructor(
     private readonly mesh: Mesh,
@@ -227,7 +226,7 @@ function messaging(mesh: Mesh): MeshMessaging & { raw: Mesh } {
     },
     handle: (topic: string, handler: MessageHandler) => {
       assertUserTopic(topic);
-      return mesh.handle(topic, (payload, from, t, lane) => handler(payload, { from, topic: t, lane: LANES[lane] ?? 'events' }));
+      return mesh.handle(topic, handler);
     },
     drained: (node, lane) => mesh.drained(node, lane ?? 'events'),
     stats: () => mesh.stats(),

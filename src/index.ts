@@ -2,6 +2,7 @@
  * foundation-cluster: the single public entry point. Types first, then values.
  */
 export type {
+  ClusterEvents,
   ClusterView,
   DiscoveryView,
   FoundationNode,

@@ -258,6 +258,17 @@ export class Outbox {
   private planCopyBytes = 0;
   /** Wire bytes of non-control DATA frames pulled and not yet acknowledged. */
   private inFlight = 0;
+  /**
+   * The non-control DATA frames pulled and not yet acknowledged, oldest first (a ring of
+   * parallel arrays: nothing allocated per frame). ACKs count consumed bytes in the order the
+   * frames were written, so they retire frames from the head. Read only when a link closes or is
+   * replaced, to count what may be lost with it (`unacknowledged`).
+   */
+  private flightLane = new Uint8Array(1024);
+  private flightBytes = new Int32Array(1024);
+  private flightFin = new Uint8Array(1024);
+  private flightHead = 0;
+  private flightCount = 0;
   /** Segments built by the current `emit`, and where the next copied segment starts in its buffer. */
   private segs: Buffer[] = [];
   private segStart = 0;
@@ -326,6 +337,102 @@ export class Outbox {
     if (!Number.isInteger(bytes) || bytes < 1) invalid(`ACK of ${String(bytes)} bytes`);
     if (bytes > this.inFlight) invalid(`ACK of ${bytes} bytes, but only ${this.inFlight} are unacknowledged`);
     this.inFlight -= bytes;
+    let left = bytes;
+    const mask = this.flightLane.length - 1;
+    while (left > 0 && this.flightCount > 0) {
+      const h = this.flightHead;
+      const b = this.flightBytes[h] as number;
+      if (b > left) {
+        // Only a split ACK (over 4 GiB) covers part of a frame.
+        this.flightBytes[h] = b - left;
+        return;
+      }
+      left -= b;
+      this.flightHead = (h + 1) & mask;
+      this.flightCount--;
+    }
+  }
+
+  /** Records one non-control DATA frame as written and not yet acknowledged. */
+  private recordFlight(lane: number, bytes: number, fin: boolean): void {
+    if (this.flightCount === this.flightLane.length) this.growFlight();
+    const slot = (this.flightHead + this.flightCount) & (this.flightLane.length - 1);
+    this.flightLane[slot] = lane;
+    this.flightBytes[slot] = bytes;
+    this.flightFin[slot] = fin ? 1 : 0;
+    this.flightCount++;
+  }
+
+  private growFlight(): void {
+    const cap = this.flightLane.length * 2;
+    const lane = new Uint8Array(cap);
+    const bytes = new Int32Array(cap);
+    const fin = new Uint8Array(cap);
+    const mask = this.flightLane.length - 1;
+    for (let i = 0; i < this.flightCount; i++) {
+      const s = (this.flightHead + i) & mask;
+      lane[i] = this.flightLane[s] as number;
+      bytes[i] = this.flightBytes[s] as number;
+      fin[i] = this.flightFin[s] as number;
+    }
+    this.flightLane = lane;
+    this.flightBytes = bytes;
+    this.flightFin = fin;
+    this.flightHead = 0;
+  }
+
+  /**
+   * Per lane, what was written and not acknowledged by the peer: messages whose last fragment is
+   * unacknowledged, and the wire bytes of the unacknowledged frames. Control frames are not
+   * acknowledged by the protocol, so lane 0 is always zero.
+   */
+  unacknowledged(): Array<{ messages: number; bytes: number }> {
+    const out = LANES.map(() => ({ messages: 0, bytes: 0 }));
+    const mask = this.flightLane.length - 1;
+    for (let i = 0; i < this.flightCount; i++) {
+      const s = (this.flightHead + i) & mask;
+      const o = out[this.flightLane[s] as number] as { messages: number; bytes: number };
+      o.bytes += this.flightBytes[s] as number;
+      if (this.flightFin[s] === 1) o.messages++;
+    }
+    return out;
+  }
+
+  /**
+   * Moves every queued message, per lane and in order, to the end of `target`'s queues: the
+   * link it belonged to was replaced by the one `target` serves. A message partly written to the
+   * old link moves whole (its fragments there will never complete: the peer's inbox for that
+   * link is gone). Drop-oldest lanes may drop the oldest on `target` if they pass its hard
+   * limit; backpressure lanes move whatever they hold, even past it (refusing would lose it).
+   * Returns what moved, per lane.
+   */
+  moveQueuedTo(target: Outbox): Array<{ messages: number; bytes: number }> {
+    const out = LANES.map(() => ({ messages: 0, bytes: 0 }));
+    for (let lane = 0; lane < LANE_COUNT; lane++) {
+      const q = this.queues[lane] as LaneQueue;
+      const tq = target.queues[lane] as LaneQueue;
+      const c = this.laneCounters[lane] as LaneCounters;
+      const tc = target.laneCounters[lane] as LaneCounters;
+      const moved = out[lane] as { messages: number; bytes: number };
+      while (q.count > 0) {
+        const slot = q.head;
+        const size = q.bodyLength(slot);
+        if (target.dropOldest[lane] && tc.bytesQueued + size > (target.hard[lane] as number)) target.makeRoom(tq, tc, size, target.hard[lane] as number);
+        tq.push(q.flags[slot] as number, q.corr[slot] as number, q.topic[slot] as Buffer, q.payload[slot] as Uint8Array, target.seq++);
+        target.pending++;
+        tc.messagesQueued++;
+        tc.bytesQueued += size;
+        moved.messages++;
+        moved.bytes += size;
+        q.shift();
+      }
+      c.messagesQueued = 0;
+      c.bytesQueued = 0;
+      this.needDrain[lane] = false;
+      if (tc.bytesQueued >= (target.hwm[lane] as number)) target.needDrain[lane] = true;
+    }
+    this.pending = 0;
+    return out;
   }
 
   /**
@@ -425,6 +532,7 @@ export class Outbox {
     }
     this.pending = 0;
     this.inFlight = 0;
+    this.flightCount = 0;
   }
 
   // Phase 1: decide the frames (lane + chunk length) without touching the queues, so the total
@@ -584,7 +692,10 @@ export class Outbox {
       const c = counters[lane] as LaneCounters;
       c.bytesQueued -= chunk;
       c.bytesSent += DATA_FRAME_OVERHEAD + chunk;
-      if (lane !== 0) this.inFlight += DATA_FRAME_OVERHEAD + chunk;
+      if (lane !== 0) {
+        this.inFlight += DATA_FRAME_OVERHEAD + chunk;
+        this.recordFlight(lane, DATA_FRAME_OVERHEAD + chunk, fin);
+      }
       if (fin) {
         q.shift();
         this.pending--;

@@ -7,7 +7,7 @@
  * burst of socket reads is over (a `setImmediate` after a read), so the peer never stalls.
  */
 import type { Socket } from 'node:net';
-import { FrameError, HandshakeError } from '../errors.js';
+import { ErrorCodes, FrameError, HandshakeError } from '../errors.js';
 import { decodeAck, encodeAck, encodeFrame, type Frame, FrameDecoder, FrameType } from './framing.js';
 import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel, type HandshakeResult } from './handshake.js';
 import { DEFAULT_WINDOW_BYTES, Inbox, Outbox, type OutboxOptions } from './lanes.js';
@@ -155,7 +155,7 @@ export class Link {
     // (Every node of a cluster is expected to share maxMessageBytes.)
     if (payload.length + 262 > this.opts.maxMessageBytes) {
       throw new FrameError(
-        'FOUNDATION_MESSAGE_TOO_LARGE',
+        ErrorCodes.MESSAGE_TOO_LARGE,
         `message of ${payload.length} bytes on topic "${topic}" exceeds maxMessageBytes (${this.opts.maxMessageBytes}); split it or raise maxMessageBytes on every node`,
       );
     }
@@ -270,7 +270,7 @@ export class Link {
             this.handshakeWaiter = undefined;
             w.resolve(f);
           } else {
-            if (this.handshakeQueue.length > 8) throw new FrameError('FOUNDATION_FRAME_INVALID', 'too many frames before the handshake finished');
+            if (this.handshakeQueue.length > 8) throw new FrameError(ErrorCodes.FRAME_INVALID, 'too many frames before the handshake finished');
             this.handshakeQueue.push(f);
           }
           continue;
@@ -297,7 +297,7 @@ export class Link {
     } else if (type === FrameType.LEAVE) {
       events.onLeave();
     } else {
-      throw new FrameError('FOUNDATION_FRAME_INVALID', `unexpected frame type ${type} after the handshake`);
+      throw new FrameError(ErrorCodes.FRAME_INVALID, `unexpected frame type ${type} after the handshake`);
     }
   }
 

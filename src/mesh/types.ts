@@ -44,3 +44,101 @@ export interface Member extends NodeIdentity {
 /** Names of the standard lanes, highest priority first. */
 export type LaneName = 'control' | 'events' | 'telemetry' | 'bulk';
 export const LANES: readonly LaneName[] = ['control', 'events', 'telemetry', 'bulk'];
+
+/** Per-lane counters of one link, or summed over all links. */
+export interface LaneCounters {
+  messagesSent: number;
+  bytesSent: number;
+  messagesReceived: number;
+  bytesReceived: number;
+  /** Messages dropped by the lane's overflow policy (telemetry lane: drop-oldest). */
+  dropped: number;
+  /**
+   * Messages queued for a peer and never written to a socket, because the peer went down
+   * (its link closed and no replacement link to the same incarnation came up). Certainly not
+   * delivered. Messages carried onto a replacement link are not lost.
+   */
+  lost: number;
+  /**
+   * Messages written to a link's socket whose delivery the peer had not acknowledged when that
+   * link closed or was replaced: they may or may not have reached the peer's handlers. Counted on
+   * the events, telemetry and bulk lanes; the control lane is not acknowledged, so it stays 0.
+   */
+  possiblyLost: number;
+  /** Bytes currently queued and not yet written to the socket. */
+  queuedBytes: number;
+}
+
+/** Counters the mesh keeps for metrics and diagnostics. */
+export interface MeshStats {
+  lanes: Record<LaneName, LaneCounters>;
+  handshakeFailures: Record<string, number>;
+  framesRejected: number;
+  heartbeatPacketsDropped: number;
+  memberEvents: { up: number; down: Record<DownReason, number> };
+  linksOpened: number;
+  linksClosed: number;
+  /** Links to a peer replaced by a newer link to the same incarnation (tie-break, re-dial). */
+  linksReplaced: number;
+}
+
+/** What a handler is told about the message it handles. */
+export interface MessageContext {
+  /** Sender node name (this node's own name for a message sent to itself). */
+  from: string;
+  topic: string;
+  lane: LaneName;
+  /**
+   * The sender's incarnation. A layer keeping state per peer compares it with the one it has:
+   * a larger value is a restarted node (resync), a smaller one a stale message (drop).
+   */
+  incarnation: number;
+  /**
+   * Id of the link the message came over (the handshake's link id; `"local"` for a message a
+   * node sent to itself). It changes when the link to the same incarnation is replaced: messages
+   * may have been lost between two sessions (see docs/guides/messaging.md), so a replicating
+   * layer resyncs when it sees a new one.
+   */
+  session: string;
+}
+
+/** Messages and bytes, per lane. */
+export type LaneTally = Record<LaneName, { messages: number; bytes: number }>;
+
+/**
+ * A link to a peer was replaced by a newer link to the same incarnation (the tie-break of two
+ * simultaneous dials, or a peer that re-dialed because it saw the old link die).
+ */
+export interface LinkReplacedEvent {
+  peer: string;
+  incarnation: number;
+  oldSession: string;
+  newSession: string;
+  /** Queued and not yet written to the old link: moved onto the new one, ahead of anything newer, in order. */
+  carried: LaneTally;
+  /** Written to the old link and not acknowledged by the peer: may be lost (control lane: not tracked). */
+  possiblyLost: LaneTally;
+}
+
+/** Another live node took this node's name with a newer incarnation: this node is out of the cluster. */
+export interface SelfReplacedEvent {
+  /** The incarnation of the node that holds this name now (when the peer said it). */
+  byIncarnation?: number;
+  /** The peer that told us. */
+  via: string;
+  /** One line for the log. */
+  message: string;
+}
+
+/** Events of the mesh itself (membership events are on `Membership`). */
+export interface MeshEvents {
+  'link-replaced': [event: LinkReplacedEvent];
+  'self-replaced': [event: SelfReplacedEvent];
+}
+
+/** Membership changes, as a layer subscribed with `watchMembers` sees them. */
+export type MembershipChange =
+  | { type: 'up'; member: Member }
+  | { type: 'down'; member: Member; reason: DownReason }
+  | { type: 'suspect'; member: Member }
+  | { type: 'alive'; member: Member };

@@ -1,10 +1,19 @@
 import { EventEmitter } from 'node:events';
 import { Agent, request } from 'node:http';
+import { connect } from 'node:net';
 import { Counter, Registry } from 'prom-client';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { ClusterView, LocalHealth } from '../../src/api.js';
+import type { ClusterEvents, ClusterView, LocalHealth } from '../../src/api.js';
 import type { Member, NodeIdentity } from '../../src/mesh/types.js';
-import { type AdminNode, type AdminServer, startAdminServer } from '../../src/surfaces/http.js';
+import {
+  type AdminNode,
+  type AdminServer,
+  CONNECTIONS_CHECK_INTERVAL_MS,
+  HEADERS_TIMEOUT_MS,
+  hostHeaderName,
+  makeHostCheck,
+  startAdminServer,
+} from '../../src/surfaces/http.js';
 
 const self: NodeIdentity = { name: 'node-a', address: '127.0.0.1:4001', incarnation: 1_723_456_789_012_345 };
 const members: Member[] = [
@@ -18,7 +27,7 @@ interface FakeState {
 }
 
 function fakeNode(state: FakeState): AdminNode {
-  const cluster = Object.assign(new EventEmitter(), {
+  const cluster = Object.assign(new EventEmitter<ClusterEvents>(), {
     self,
     members: (opts?: { includeDown?: boolean }) => (opts?.includeDown ? members : members.filter((m) => m.status !== 'down')),
     member: (name: string) => members.find((m) => m.name === name),
@@ -36,10 +45,10 @@ interface Res {
   body: string;
 }
 
-function call(address: string, path: string, method = 'GET', agent?: Agent): Promise<Res> {
+function call(address: string, path: string, method = 'GET', agent?: Agent, headers: Record<string, string> = {}): Promise<Res> {
   const [host, port] = address.split(':');
   return new Promise((resolve, reject) => {
-    const req = request({ host, port: Number(port), path, method, agent: agent ?? false }, (res) => {
+    const req = request({ host, port: Number(port), path, method, agent: agent ?? false, headers }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (chunk: string) => {
@@ -57,16 +66,22 @@ const okHealth = (): LocalHealth => ({ status: 'ok', loopLag: { p50Ms: 1, p99Ms:
 describe('admin HTTP server', () => {
   let server: AdminServer | undefined;
   const logged: { obj: object; msg?: string }[] = [];
-  const logger = { error: (obj: object, msg?: string) => logged.push({ obj, msg }), debug: () => {} };
+  const warned: { obj: object; msg?: string }[] = [];
+  const logger = {
+    error: (obj: object, msg?: string) => logged.push({ obj, msg }),
+    warn: (obj: object, msg?: string) => warned.push({ obj, msg }),
+    debug: () => {},
+  };
 
   afterEach(async () => {
     await server?.close();
     server = undefined;
     logged.length = 0;
+    warned.length = 0;
   });
 
-  async function start(state: FakeState) {
-    server = await startAdminServer(fakeNode(state), { host: '127.0.0.1', port: 0, logger });
+  async function start(state: FakeState, allowedHosts?: string[]) {
+    server = await startAdminServer(fakeNode(state), { host: '127.0.0.1', port: 0, logger, ...(allowedHosts ? { allowedHosts } : {}) });
     return server.address;
   }
 
@@ -191,4 +206,98 @@ describe('admin HTTP server', () => {
     const port = Number(address.split(':')[1]);
     await expect(startAdminServer(fakeNode({ ready: true, health: okHealth }), { host: '127.0.0.1', port })).rejects.toMatchObject({ code: 'EADDRINUSE' });
   });
+
+  it('answers only requests whose Host names this server (DNS rebinding): IP literals, localhost, the bound host, allowedHosts', async () => {
+    const address = await start({ ready: true, health: okHealth }, ['metrics.internal', '*.pods.local']);
+    const port = address.split(':')[1];
+    for (const host of [`127.0.0.1:${port}`, `localhost:${port}`, 'LOCALHOST.', '[::1]:9100', '10.1.2.3:80', `metrics.internal:${port}`, 'a.pods.local']) {
+      expect((await call(address, '/cluster', 'GET', undefined, { host })).status, host).toBe(200);
+    }
+    const refused = [
+      'rebind.attacker.example',
+      `rebind.attacker.example:${port}`,
+      'x.metrics.internal',
+      'pods.local',
+      'localhost.attacker.example',
+      'a@127.0.0.1',
+      '127.0.0.1.nip.io',
+    ];
+    for (const host of refused) {
+      const res = await call(address, '/cluster', 'GET', undefined, { host });
+      expect(res.status, host).toBe(403);
+      const body = JSON.parse(res.body) as { error: string; host: string; allowed: string[] };
+      expect(body).toEqual({ error: 'host not allowed', host, allowed: ['any IP address', 'localhost', 'metrics.internal', '*.pods.local'] });
+      expect(res.body).not.toContain('node-b');
+    }
+    // A remote party chooses the Host header: one log line per 10 s, the rest counted.
+    expect(warned).toHaveLength(1);
+    expect(warned[0]?.obj).toMatchObject({ host: refused[0], suppressedSinceLast: 0 });
+    expect(warned[0]?.msg).toMatch(/Host header/);
+  });
+
+  it('Host check: parsing and matching', () => {
+    expect(hostHeaderName('Example.COM.:8080')).toBe('example.com');
+    expect(hostHeaderName('[::1]:80')).toBe('::1');
+    for (const bad of ['', 'a b', 'user@host', 'host/path', 'host?x', 'host#f', '[::1', 'x'.repeat(301)]) expect(hostHeaderName(bad), bad).toBeUndefined();
+    const onAll = makeHostCheck('0.0.0.0');
+    expect(onAll(undefined)).toBe(true);
+    expect(onAll('192.168.1.9:9100')).toBe(true);
+    expect(onAll('[fe80::1]')).toBe(true);
+    expect(onAll('my-host:9100')).toBe(false);
+    const named = makeHostCheck('My-Host', ['*.svc.cluster.local']);
+    expect(named('my-host:9100')).toBe(true);
+    expect(named('foundation.default.svc.cluster.local:9100')).toBe(true);
+    expect(named('svc.cluster.local')).toBe(false);
+    expect(named('evil-svc.cluster.local')).toBe(false);
+  });
+
+  it(`closes a connection whose headers do not arrive within ${HEADERS_TIMEOUT_MS / 1000} s (a real slow client on 127.0.0.1)`, async () => {
+    const address = await start({ ready: true, health: okHealth });
+    const [host, port] = address.split(':');
+    /** Opens a connection, lets `behave` write to it, resolves with the ms until the server closed it and what it sent. */
+    const slowClient = (behave: (write: (s: string) => void) => () => void) =>
+      new Promise<{ ms: number; got: string }>((resolve, reject) => {
+        const started = Date.now();
+        const socket = connect({ host, port: Number(port) });
+        let got = '';
+        let stop = () => {};
+        socket.setEncoding('utf8');
+        socket.on('data', (d: string) => {
+          got += d;
+        });
+        socket.on('connect', () => {
+          stop = behave((s) => socket.write(s));
+        });
+        socket.on('error', () => {});
+        socket.on('close', () => {
+          stop();
+          resolve({ ms: Date.now() - started, got });
+        });
+        setTimeout(() => {
+          stop();
+          socket.destroy();
+          reject(new Error('the server kept a slow-header connection open for 20 s'));
+        }, 20_000).unref();
+      });
+    const [trickling, silent] = await Promise.all([
+      // Slowloris: a request line, then one header byte every 500 ms, never the blank line.
+      slowClient((write) => {
+        write('GET /cluster HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ');
+        const t = setInterval(() => write('a'), 500);
+        return () => clearInterval(t);
+      }),
+      // Connects and sends nothing.
+      slowClient(() => () => {}),
+    ]);
+    for (const [what, r] of [
+      ['trickling', trickling],
+      ['silent', silent],
+    ] as const) {
+      expect(r.ms, what).toBeGreaterThanOrEqual(HEADERS_TIMEOUT_MS - 50);
+      // The sweep runs every CONNECTIONS_CHECK_INTERVAL_MS; the rest is slack for a loaded machine.
+      expect(r.ms, what).toBeLessThan(HEADERS_TIMEOUT_MS + CONNECTIONS_CHECK_INTERVAL_MS + 1_500);
+    }
+    expect(trickling.got).toMatch(/^HTTP\/1\.1 408 /);
+    expect(trickling.got).not.toContain('node-b');
+  }, 30_000);
 });

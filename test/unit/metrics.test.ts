@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
 import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import type { ClusterView, LaneCounters, LocalHealth, MeshMessaging, MeshStats } from '../../src/api.js';
+import type { ClusterEvents, ClusterView, LaneCounters, LocalHealth, MeshMessaging, MeshStats } from '../../src/api.js';
 import type { Member, NodeIdentity } from '../../src/mesh/types.js';
 import { createMetrics, type MetricsNode } from '../../src/surfaces/metrics.js';
 
@@ -15,6 +15,8 @@ function lane(n: number): LaneCounters {
     messagesReceived: n * 2,
     bytesReceived: n * 200,
     dropped: n === 3 ? 7 : 0,
+    lost: 0,
+    possiblyLost: 0,
     queuedBytes: n * 10,
   };
 }
@@ -38,6 +40,7 @@ function fakeStats(): MeshStats {
     },
     linksOpened: 6,
     linksClosed: 2,
+    linksReplaced: 0,
   };
 }
 
@@ -50,7 +53,7 @@ const members: Member[] = [
 ];
 
 function fakeNode(stats: () => MeshStats = fakeStats): MetricsNode {
-  const cluster = Object.assign(new EventEmitter(), {
+  const cluster = Object.assign(new EventEmitter<ClusterEvents>(), {
     self,
     members: (opts?: { includeDown?: boolean }) => (opts?.includeDown ? members : members.filter((m) => m.status !== 'down')),
     member: (name: string) => members.find((m) => m.name === name),
