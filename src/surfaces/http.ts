@@ -12,10 +12,25 @@
  * - anything else: 404 `{ error: 'not found' }`.
  *
  * A handler never throws out: a failure answers 500 `{ error }` and logs one line.
+ *
+ * The `Host` header is checked before any route (DNS rebinding: a web page on an attacker's
+ * name that later resolves to 127.0.0.1 could otherwise read `/cluster` from a browser on this
+ * machine). Accepted: an IP literal (a rebinding page cannot use one, its origin would then be
+ * this server itself), `localhost`, the host the server is bound to, and the names in
+ * `allowedHosts`; the port is not checked (port mappings change it, and it does not stop
+ * rebinding). Anything else is 403 `{ error: 'host not allowed', host, allowed }`, logged at
+ * most once per 10 s with a count of what was held back.
+ *
+ * Slow clients: headers must arrive within {@link HEADERS_TIMEOUT_MS} of the first byte (or of
+ * the connection, for a client that sends nothing), the whole request within
+ * {@link REQUEST_TIMEOUT_MS}. Node enforces both from a periodic sweep, so the sweep runs every
+ * {@link CONNECTIONS_CHECK_INTERVAL_MS}: a slow client is closed at most that much after its
+ * deadline (Node's default sweep of 30 s let a slow-header client stay 21 to 30 s).
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo, Socket } from 'node:net';
+import { type AddressInfo, isIP, type Socket } from 'node:net';
 import type { FoundationNode } from '../api.js';
+import { type Logger, RateLimitedLog } from '../util/logger.js';
 
 /** The part of a node the admin server reads. */
 export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'>;
@@ -23,8 +38,21 @@ export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metr
 /** Minimal logger the admin server writes to; a pino logger fits. */
 export interface AdminLogger {
   error(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
   debug(obj: object, msg?: string): void;
 }
+
+/** Idle keep-alive connections are closed after this long. */
+export const KEEP_ALIVE_TIMEOUT_MS = 5_000;
+/** A request's headers must be complete this long after its first byte (or after the connection opened). */
+export const HEADERS_TIMEOUT_MS = 10_000;
+/** A whole request must be received within this long. */
+export const REQUEST_TIMEOUT_MS = 30_000;
+/**
+ * How often Node sweeps connections for the two timeouts above: the most a slow client
+ * outlives its deadline. Node's default is 30 s.
+ */
+export const CONNECTIONS_CHECK_INTERVAL_MS = 1_000;
 
 /** Options of {@link startAdminServer}. */
 export interface AdminServerOptions {
@@ -34,6 +62,13 @@ export interface AdminServerOptions {
   port: number;
   /** Where handler failures and server errors are logged. Default: nothing is logged. */
   logger?: AdminLogger;
+  /**
+   * Host names (without port) accepted in the `Host` header besides IP literals, `localhost` and
+   * `host`: the names clients use to reach this server, e.g. the DNS name in a Prometheus
+   * scrape target. Case-insensitive; a leading `*.` accepts every subdomain (`*.pods.internal`).
+   * Default none.
+   */
+  allowedHosts?: readonly string[];
 }
 
 /** A running admin server. */
@@ -69,7 +104,45 @@ export interface HealthJson {
 }
 
 const ALLOW = 'GET, HEAD';
-const noopLogger: AdminLogger = { error() {}, debug() {} };
+const noopLogger: AdminLogger = { error() {}, warn() {}, debug() {} };
+
+/** Lower case, no trailing dot, IPv6 without brackets. */
+function normalizeHostName(name: string): string {
+  let n = name.trim().toLowerCase();
+  if (n.endsWith('.')) n = n.slice(0, -1);
+  if (n.startsWith('[') && n.endsWith(']')) n = n.slice(1, -1);
+  return n;
+}
+
+/** The host name of a `Host` header value (`name`, `name:port`, `[v6]:port`), normalized; undefined when malformed. */
+export function hostHeaderName(value: string): string | undefined {
+  if (value.length === 0 || value.length > 300 || /[\s/\\?#@]/.test(value)) return undefined;
+  try {
+    const url = new URL(`http://${value}`);
+    if (url.username || url.password || url.pathname !== '/') return undefined;
+    return normalizeHostName(url.hostname);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The `Host` check described in the file comment: returns whether a header value names this
+ * server. `bound` is the host the server listens on; `allowed` the extra names.
+ */
+export function makeHostCheck(bound: string, allowed: readonly string[] = []): (hostHeader: string | undefined) => boolean {
+  const exact = new Set(['localhost', normalizeHostName(bound), ...allowed.filter((a) => !a.startsWith('*.')).map(normalizeHostName)]);
+  const suffixes = allowed.filter((a) => a.startsWith('*.')).map((a) => `.${normalizeHostName(a.slice(2))}`);
+  return (hostHeader) => {
+    // HTTP/1.1 requests without Host are refused by node:http itself; an HTTP/1.0 one has none,
+    // and no browser sends such a request, so it cannot be a rebinding page.
+    if (hostHeader === undefined) return true;
+    const name = hostHeaderName(hostHeader);
+    if (name === undefined) return false;
+    if (isIP(name) !== 0 || exact.has(name)) return true;
+    return suffixes.some((s) => name.endsWith(s) && name.length > s.length);
+  };
+}
 
 type Reply = { status: number; body: string; contentType: string };
 
@@ -124,9 +197,26 @@ function send(req: IncomingMessage, res: ServerResponse, reply: Reply, extraHead
   res.end(req.method === 'HEAD' ? undefined : body);
 }
 
-async function handle(node: AdminNode, logger: AdminLogger, req: IncomingMessage, res: ServerResponse): Promise<void> {
+/** What the server needs to answer one request. */
+interface Handling {
+  node: AdminNode;
+  logger: AdminLogger;
+  hostAllowed: (hostHeader: string | undefined) => boolean;
+  /** Host names to name in the 403 body. */
+  allowedNames: string[];
+  refusedLog: RateLimitedLog;
+}
+
+async function handle(h: Handling, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  const { node, logger } = h;
   let path = '/';
   try {
+    if (!h.hostAllowed(req.headers.host)) {
+      const host = req.headers.host ?? '';
+      h.refusedLog.warn('host', { host: host.slice(0, 100), remote: req.socket.remoteAddress }, 'admin HTTP request refused: Host header names another server');
+      send(req, res, json(403, { error: 'host not allowed', host: host.slice(0, 100), allowed: h.allowedNames }));
+      return;
+    }
     path = new URL(req.url ?? '/', 'http://admin.invalid').pathname;
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
     if (!route) {
@@ -162,17 +252,40 @@ function formatAddress(info: AddressInfo): string {
  */
 export async function startAdminServer(node: AdminNode, opts: AdminServerOptions): Promise<AdminServer> {
   const logger = opts.logger ?? noopLogger;
-  const server: Server = createServer((req, res) => {
-    // Drain any request body so the connection stays reusable for keep-alive.
-    req.resume();
-    handle(node, logger, req, res).catch((err: unknown) => {
-      logger.error({ err }, 'admin HTTP handler failed');
-      res.destroy();
-    });
-  });
-  server.keepAliveTimeout = 5_000;
-  server.headersTimeout = 10_000;
-  server.requestTimeout = 30_000;
+  const allowed = opts.allowedHosts ?? [];
+  const bound = normalizeHostName(opts.host);
+  // RateLimitedLog takes a full Logger; it only ever calls warn.
+  const asLogger: Logger = {
+    debug: (o, m) => logger.debug(o, m),
+    info: (o, m) => logger.debug(o, m),
+    warn: (o, m) => logger.warn(o, m),
+    error: (o, m) => logger.error(o, m),
+    child: () => asLogger,
+  };
+  const handling: Handling = {
+    node,
+    logger,
+    hostAllowed: makeHostCheck(opts.host, allowed),
+    allowedNames: [...new Set(['any IP address', 'localhost', ...(isIP(bound) === 0 ? [bound] : []), ...allowed])],
+    refusedLog: new RateLimitedLog(asLogger),
+  };
+  const server: Server = createServer(
+    {
+      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
+      headersTimeout: HEADERS_TIMEOUT_MS,
+      requestTimeout: REQUEST_TIMEOUT_MS,
+      // Only settable at creation: see the file comment.
+      connectionsCheckingInterval: CONNECTIONS_CHECK_INTERVAL_MS,
+    },
+    (req, res) => {
+      // Drain any request body so the connection stays reusable for keep-alive.
+      req.resume();
+      handle(handling, req, res).catch((err: unknown) => {
+        logger.error({ err }, 'admin HTTP handler failed');
+        res.destroy();
+      });
+    },
+  );
 
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
