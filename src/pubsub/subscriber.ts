@@ -21,6 +21,8 @@ export interface DeliveryMeta {
   readonly from: string;
   /** The mesh lane that carried it (`events` unless the publisher or channel chose another). */
   readonly lane: LaneName;
+  /** The W3C `traceparent` the publisher attached, if any. */
+  readonly traceparent?: string;
 }
 
 /** A message as a stream yields it: the payload plus the same fields a handler's second argument carries. */

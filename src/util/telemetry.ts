@@ -23,6 +23,12 @@ export const TelemetryChannels = {
   discoveryDisconnect: 'foundation:discovery:disconnect',
   /** `{ node, topology, strategy, error }` — a discovery lookup failed; membership is kept. */
   discoveryLookupError: 'foundation:discovery:lookup-error',
+  /** `{ node, topic, pattern, group?, error }` — a pubsub subscription handler threw or rejected; it stays subscribed. */
+  pubsubHandlerError: 'foundation:pubsub:handler-error',
+  /** `{ node, topic, pattern, group?, policy }` — a subscriber's queue was full: its oldest message was dropped (`drop-oldest`) or the subscription ended (`disconnect`). */
+  pubsubOverflow: 'foundation:pubsub:overflow',
+  /** `{ node, from, reason }` — a published frame from a peer was dropped (malformed, undecodable). */
+  pubsubFrameDropped: 'foundation:pubsub:frame-dropped',
 } as const;
 
 const channels = new Map<string, Channel>();

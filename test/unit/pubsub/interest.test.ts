@@ -148,7 +148,9 @@ const opArb = fc.oneof(
   fc.record({ k: fc.constant('restart' as const), n: nodeArb }),
 );
 
-function run(ops: fc.infer<typeof opArb>[]): Sim {
+type Op = typeof opArb extends fc.Arbitrary<infer T> ? T : never;
+
+function run(ops: Op[]): Sim {
   const sim = new Sim(NAMES);
   for (const a of NAMES) for (const b of NAMES) if (a < b) sim.connect(a, b);
   for (const op of ops) {

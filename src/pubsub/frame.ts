@@ -1,0 +1,159 @@
+/**
+ * The bytes of one published message between nodes, built once per publish and sent unchanged
+ * to every destination (so the queue-group choices travel in it, for every node to read its own).
+ *
+ * Layout: `[u8 version][u8 flags][u8 topicLength][topic]`, then when flagged
+ * `[u8 length][traceparent]`, `[u8 count]` and `count` × `[u8 length][group][u8 length][node]`,
+ * then the body: the payload encoded by the mesh codec (or the raw bytes, flag RAW), deflated
+ * when flag DEFLATE is set.
+ */
+import { deflateRawSync, inflateRawSync } from 'node:zlib';
+import { decode, encode } from '../mesh/codec.js';
+
+const VERSION = 1;
+
+export const FrameFlags = {
+  /** The body is the caller's own bytes (a Uint8Array payload), not codec output. */
+  RAW: 1,
+  /** The body is deflated (raw deflate). */
+  DEFLATE: 2,
+  /** A W3C traceparent follows the topic. */
+  TRACE: 4,
+  /** Queue-group assignments follow. */
+  GROUPS: 8,
+  /** Sent to one node (`directBroadcast`): it delivers to one member of each of its own queue groups. */
+  DIRECT: 16,
+} as const;
+
+/** One publish, ready for the wire. */
+export interface OutboundFrame {
+  topic: string;
+  /** The encoded (and possibly deflated) payload. */
+  body: Uint8Array;
+  flags: number;
+  traceparent?: string;
+  /** Queue group → the node chosen to deliver it. */
+  groups?: Array<[group: string, node: string]>;
+}
+
+/** A received frame, payload not yet decoded (most receivers decode it once, lazily). */
+export interface InboundFrame {
+  topic: string;
+  flags: number;
+  traceparent?: string;
+  groups?: Array<[group: string, node: string]>;
+  body: Buffer;
+}
+
+const textBytes = (s: string): Buffer => Buffer.from(s, 'utf8');
+
+/** Encodes a payload into a frame body: codec (or raw bytes), then deflate above `compressAbove` bytes. */
+export function encodeBody(payload: unknown, compressAbove: number | undefined): { body: Uint8Array; flags: number } {
+  let flags = 0;
+  let body: Uint8Array;
+  if (payload instanceof Uint8Array) {
+    body = payload;
+    flags |= FrameFlags.RAW;
+  } else {
+    body = encode(payload);
+  }
+  if (compressAbove !== undefined && body.length > compressAbove) {
+    const deflated = deflateRawSync(body);
+    // Incompressible data (already compressed, random) is sent as it is.
+    if (deflated.length < body.length) {
+      body = deflated;
+      flags |= FrameFlags.DEFLATE;
+    }
+  }
+  return { body, flags };
+}
+
+/** Decodes the body of a received frame into the payload. Throws on bad bytes (the caller drops the frame). */
+export function decodeBody(frame: InboundFrame): unknown {
+  const bytes = frame.flags & FrameFlags.DEFLATE ? inflateRawSync(frame.body) : frame.body;
+  return frame.flags & FrameFlags.RAW ? bytes : decode(bytes);
+}
+
+function short(s: string, what: string): Buffer {
+  const b = textBytes(s);
+  if (b.length > 255) throw new RangeError(`${what} longer than 255 bytes`);
+  return b;
+}
+
+/** Builds the frame's bytes: one allocation, one copy of the body. */
+export function writeFrame(f: OutboundFrame): Buffer {
+  const topic = short(f.topic, 'topic');
+  let flags = f.flags;
+  let extra = 0;
+  let trace: Buffer | undefined;
+  if (f.traceparent !== undefined) {
+    trace = short(f.traceparent, 'traceparent');
+    flags |= FrameFlags.TRACE;
+    extra += 1 + trace.length;
+  }
+  let groups: Array<[Buffer, Buffer]> | undefined;
+  if (f.groups && f.groups.length > 0) {
+    if (f.groups.length > 255) throw new RangeError('more than 255 queue groups match one topic');
+    groups = f.groups.map(([g, n]) => [short(g, 'queue group'), short(n, 'node name')]);
+    flags |= FrameFlags.GROUPS;
+    extra += 1;
+    for (const [g, n] of groups) extra += 2 + g.length + n.length;
+  }
+  const out = Buffer.allocUnsafe(3 + topic.length + extra + f.body.length);
+  out[0] = VERSION;
+  out[1] = flags;
+  out[2] = topic.length;
+  let at = 3 + topic.copy(out, 3);
+  if (trace) {
+    out[at++] = trace.length;
+    at += trace.copy(out, at);
+  }
+  if (groups) {
+    out[at++] = groups.length;
+    for (const [g, n] of groups) {
+      out[at++] = g.length;
+      at += g.copy(out, at);
+      out[at++] = n.length;
+      at += n.copy(out, at);
+    }
+  }
+  out.set(f.body, at);
+  return out;
+}
+
+/** Parses a frame; undefined when the bytes are not a valid frame (dropped and counted by the caller). */
+export function readFrame(buf: Buffer): InboundFrame | undefined {
+  if (buf.length < 3 || buf[0] !== VERSION) return undefined;
+  const flags = buf[1] as number;
+  const topicLen = buf[2] as number;
+  let at = 3;
+  const take = (n: number): string | undefined => {
+    if (at + n > buf.length) return undefined;
+    const s = buf.toString('utf8', at, at + n);
+    at += n;
+    return s;
+  };
+  const topic = take(topicLen);
+  if (topic === undefined || topic.length === 0) return undefined;
+  let traceparent: string | undefined;
+  if (flags & FrameFlags.TRACE) {
+    if (at >= buf.length) return undefined;
+    traceparent = take(buf[at++] as number);
+    if (traceparent === undefined) return undefined;
+  }
+  let groups: Array<[string, string]> | undefined;
+  if (flags & FrameFlags.GROUPS) {
+    if (at >= buf.length) return undefined;
+    const count = buf[at++] as number;
+    groups = [];
+    for (let i = 0; i < count; i++) {
+      if (at >= buf.length) return undefined;
+      const g = take(buf[at++] as number);
+      if (g === undefined || at >= buf.length) return undefined;
+      const n = take(buf[at++] as number);
+      if (n === undefined) return undefined;
+      groups.push([g, n]);
+    }
+  }
+  return { topic, flags, traceparent, groups, body: buf.subarray(at) };
+}
