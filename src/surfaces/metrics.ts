@@ -13,8 +13,10 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { FoundationNode, LocalHealth, MeshStats } from '../api.js';
+import type { TopologyStats } from '../discovery/topology.js';
 import type { HandshakeFailureReason } from '../errors.js';
-import { type DownReason, LANES, type LaneName, type Member, type MemberStatus } from '../mesh/types.js';
+import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
+import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
 
 /** The part of a node that metrics are computed from. */
 export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery'>>;
@@ -53,6 +55,8 @@ interface Snapshot {
   stats: MeshStats | undefined;
   members: Member[] | undefined;
   health: LocalHealth | undefined;
+  /** The node's topologies; empty when it has none or reading them threw. */
+  topologies: TopologyStats[];
 }
 
 function attempt<T>(read: () => T): T | undefined {
@@ -76,6 +80,7 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         stats: attempt(() => node.mesh.stats()),
         members: attempt(() => node.cluster.members({ includeDown: true })),
         health: attempt(() => node.health()),
+        topologies: attempt(() => node.discovery?.topologies()) ?? [],
       };
       setImmediate(() => {
         cached = undefined;
@@ -95,23 +100,6 @@ function count(value: unknown): number | undefined {
   return typeof value === 'number' && Number.isFinite(value) && value >= 0 ? value : undefined;
 }
 
-/** Sets a labelled counter to absolute values (see the module comment). */
-function setCounterValues<L extends string>(counter: Counter<L>, values: Iterable<[Partial<Record<L, string>>, unknown]>): void {
-  counter.reset();
-  for (const [labels, raw] of values) {
-    const value = count(raw);
-    if (value !== undefined) counter.inc(labels, value);
-  }
-}
-
-/** Sets an unlabelled counter to an absolute value. */
-function setCounterValue(counter: Counter<string>, raw: unknown): void {
-  const value = count(raw);
-  if (value === undefined) return;
-  counter.reset();
-  counter.inc(value);
-}
-
 /** The lanes to report: the standard ones first, then any other lane the mesh counts. */
 function laneNames(stats: MeshStats): string[] {
   const names: string[] = [...LANES];
@@ -119,259 +107,263 @@ function laneNames(stats: MeshStats): string[] {
   return names;
 }
 
-function laneValue(stats: MeshStats, lane: string, key: keyof MeshStats['lanes'][LaneName]): unknown {
-  return (stats.lanes as Record<string, MeshStats['lanes'][LaneName] | undefined>)[lane]?.[key] ?? 0;
+function laneValue(stats: MeshStats, lane: string, key: keyof LaneCounters): unknown {
+  return (stats.lanes as Record<string, Partial<LaneCounters> | undefined>)[lane]?.[key] ?? 0;
+}
+
+/** Labels and value of one sample. */
+type Sample = [labels: Record<string, string>, value: unknown];
+
+/** What a metric is computed from, read once per scrape. */
+interface Reading extends Snapshot {
+  node: MetricsNode;
+}
+
+/**
+ * One metric: its name, help, type and labels, and how a scrape computes it. `collect` returns
+ * every sample, or `undefined` when what it reads is unavailable (the metric then keeps serving
+ * its last values). Counters are set to the absolute value the node counted (see the module
+ * comment); a sample whose value is not a finite number (or, for a counter, is negative) is left out.
+ */
+interface MetricDefinition {
+  name: string;
+  help: string;
+  type: 'counter' | 'gauge';
+  labels?: readonly string[];
+  collect(r: Reading): Sample[] | undefined;
+}
+
+/** A counter per lane, read from `stats.lanes[lane][key]`. */
+const laneCounter = (name: string, help: string, key: keyof LaneCounters): MetricDefinition => ({
+  name,
+  help,
+  type: 'counter',
+  labels: ['lane'],
+  collect: ({ stats }) => stats && laneNames(stats).map((lane) => [{ lane }, laneValue(stats, lane, key)]),
+});
+
+/** An unlabelled counter read from the mesh stats. */
+const meshCounter = (name: string, help: string, read: (stats: MeshStats) => unknown): MetricDefinition => ({
+  name,
+  help,
+  type: 'counter',
+  collect: ({ stats }) => stats && [[{}, read(stats)]],
+});
+
+/** This node's loop lag in seconds, from its health. */
+const loopLagGauge = (name: string, help: string, read: (lag: LocalHealth['loopLag']) => number): MetricDefinition => ({
+  name,
+  help,
+  type: 'gauge',
+  collect: ({ health }) => {
+    const ms = health ? read(health.loopLag) : undefined;
+    return typeof ms === 'number' && Number.isFinite(ms) ? [[{}, seconds(ms)]] : undefined;
+  },
+});
+
+/** A counter by `reason`: the known reasons first (reported at 0 from the start, so the first one shows up in `increase()`), then any other. */
+function byReason(known: readonly string[], counts: Record<string, unknown>): Sample[] {
+  const reasons = [...known, ...Object.keys(counts).filter((r) => !known.includes(r))];
+  return reasons.map((reason) => [{ reason }, counts[reason] ?? 0]);
+}
+
+/**
+ * Heartbeat drops by reason. The mesh may report them as a record per reason or, as before, one
+ * total: a total is reported under `reason="unknown"`.
+ */
+function heartbeatDrops(raw: unknown): Sample[] {
+  if (typeof raw === 'number') return [[{ reason: 'unknown' }, raw]];
+  if (raw && typeof raw === 'object') return byReason(HEARTBEAT_DROP_REASONS, raw as Record<string, unknown>);
+  return [];
+}
+
+/** Every Foundation metric. Names and labels are part of the public interface (dashboards, alerts). */
+const METRICS: readonly MetricDefinition[] = [
+  {
+    name: 'foundation_node_info',
+    help: 'Identity of this node; always 1',
+    type: 'gauge',
+    labels: ['name', 'address', 'incarnation'],
+    collect: ({ node }) => [[{ name: node.id.name, address: node.id.address, incarnation: String(node.id.incarnation) }, 1]],
+  },
+
+  // --- Membership
+  {
+    name: 'foundation_members',
+    help: 'Cluster members this node knows, by status (hidden nodes excluded)',
+    type: 'gauge',
+    labels: ['status'],
+    collect: ({ members }) => members && MEMBER_STATUSES.map((status) => [{ status }, members.filter((m) => m.status === status).length]),
+  },
+  {
+    name: 'foundation_member_rtt_seconds',
+    help: 'Last heartbeat round-trip time to each member that is not down',
+    type: 'gauge',
+    labels: ['peer'],
+    collect: ({ members }) =>
+      members?.flatMap((m): Sample[] =>
+        m.status !== 'down' && typeof m.rttMs === 'number' && Number.isFinite(m.rttMs) ? [[{ peer: m.name }, seconds(m.rttMs)]] : [],
+      ),
+  },
+  {
+    name: 'foundation_member_loop_lag_seconds',
+    help: 'Event-loop lag each member that is not down reported in its heartbeats',
+    type: 'gauge',
+    labels: ['peer'],
+    collect: ({ members }) =>
+      members?.flatMap((m): Sample[] => (m.status !== 'down' && Number.isFinite(m.loopLagMs) ? [[{ peer: m.name }, seconds(m.loopLagMs)]] : [])),
+  },
+  // Separate gauges rather than one with a `quantile` label: promtool rejects `quantile` outside summaries.
+  loopLagGauge('foundation_event_loop_lag_p50_seconds', "This node's main-thread event-loop delay, median", (l) => l.p50Ms),
+  loopLagGauge('foundation_event_loop_lag_p99_seconds', "This node's main-thread event-loop delay, 99th percentile", (l) => l.p99Ms),
+  loopLagGauge('foundation_event_loop_lag_max_seconds', "This node's main-thread event-loop delay, maximum", (l) => l.maxMs),
+
+  // --- Lanes
+  laneCounter('foundation_lane_messages_sent_total', 'Messages sent, summed over all links', 'messagesSent'),
+  laneCounter('foundation_lane_bytes_sent_total', 'Bytes sent, summed over all links', 'bytesSent'),
+  laneCounter('foundation_lane_messages_received_total', 'Messages received, summed over all links', 'messagesReceived'),
+  laneCounter('foundation_lane_bytes_received_total', 'Bytes received, summed over all links', 'bytesReceived'),
+  laneCounter('foundation_lane_dropped_total', "Messages dropped by the lane's overflow policy", 'dropped'),
+  laneCounter('foundation_lane_lost_total', 'Messages queued for a peer that went down and never written to a socket (certainly not delivered)', 'lost'),
+  laneCounter(
+    'foundation_lane_possibly_lost_total',
+    'Messages written to a link that closed or was replaced before the peer acknowledged them (delivery unknown)',
+    'possiblyLost',
+  ),
+  {
+    name: 'foundation_lane_queued_bytes',
+    help: 'Bytes queued and not yet written to the socket, summed over all links',
+    type: 'gauge',
+    labels: ['lane'],
+    collect: ({ stats }) => stats && laneNames(stats).map((lane) => [{ lane }, count(laneValue(stats, lane, 'queuedBytes'))]),
+  },
+
+  // --- Links and failures
+  {
+    name: 'foundation_handshake_failures_total',
+    help: 'Link handshakes refused, by reason',
+    type: 'counter',
+    labels: ['reason'],
+    collect: ({ stats }) => stats && byReason(HANDSHAKE_REASONS, { ...(stats.handshakeFailures ?? {}) }),
+  },
+  meshCounter('foundation_frames_rejected_total', 'Frames rejected as malformed or oversized', (s) => s.framesRejected),
+  {
+    name: 'foundation_heartbeat_packets_dropped_total',
+    help: 'Heartbeat packets dropped, by reason (malformed, unknown-link, bad-mac, replay, reflected, peer-down)',
+    type: 'counter',
+    labels: ['reason'],
+    collect: ({ stats }) => stats && heartbeatDrops((stats as { heartbeatPacketsDropped?: unknown }).heartbeatPacketsDropped),
+  },
+  meshCounter('foundation_member_up_total', 'Times a member came up', (s) => s.memberEvents?.up),
+  meshCounter('foundation_links_opened_total', 'Links opened (after a successful handshake)', (s) => s.linksOpened),
+  meshCounter('foundation_links_closed_total', 'Links closed', (s) => s.linksClosed),
+  meshCounter(
+    'foundation_links_replaced_total',
+    'Links to a peer replaced by a newer link to the same incarnation (tie-break, re-dial)',
+    (s) => (s as { linksReplaced?: unknown }).linksReplaced ?? 0,
+  ),
+  {
+    name: 'foundation_member_down_total',
+    help: 'Times a member went down, by reason',
+    type: 'counter',
+    labels: ['reason'],
+    collect: ({ stats }) => stats && byReason(DOWN_REASONS, { ...(stats.memberEvents?.down ?? {}) }),
+  },
+
+  // --- Discovery
+  {
+    name: 'foundation_discovery_connects_total',
+    help: 'Connect attempts made for discovered nodes, by topology, strategy and result',
+    type: 'counter',
+    labels: ['topology', 'strategy', 'result'],
+    collect: ({ topologies }) =>
+      topologies.flatMap((t): Sample[] => [
+        [{ topology: t.topology, strategy: t.strategy, result: 'ok' }, t.connects.ok],
+        [{ topology: t.topology, strategy: t.strategy, result: 'error' }, t.connects.failed],
+      ]),
+  },
+  {
+    name: 'foundation_discovery_disconnects_total',
+    help: 'Nodes dropped because their topology no longer found them',
+    type: 'counter',
+    labels: ['topology', 'strategy'],
+    collect: ({ topologies }) => topologies.map((t) => [{ topology: t.topology, strategy: t.strategy }, t.disconnects]),
+  },
+  {
+    name: 'foundation_discovery_lookup_errors_total',
+    help: 'Failed discovery lookups (the members were kept)',
+    type: 'counter',
+    labels: ['topology', 'strategy'],
+    collect: ({ topologies }) => topologies.map((t) => [{ topology: t.topology, strategy: t.strategy }, t.lookupErrors]),
+  },
+  {
+    name: 'foundation_discovery_peers',
+    help: 'Addresses each topology currently keeps connected',
+    type: 'gauge',
+    labels: ['topology', 'strategy'],
+    collect: ({ topologies }) => topologies.map((t) => [{ topology: t.topology, strategy: t.strategy }, t.peers]),
+  },
+];
+
+/** The value a sample may take: for a counter a finite count (≥ 0), for a gauge any finite number. */
+function valid(type: MetricDefinition['type'], raw: unknown): number | undefined {
+  if (type === 'counter') return count(raw);
+  return typeof raw === 'number' && Number.isFinite(raw) ? raw : undefined;
+}
+
+/** Registers one definition: at scrape time, the metric is reset and set to what `collect` returns. */
+function register(def: MetricDefinition, registers: Registry[], read: () => Reading): void {
+  const labelNames = [...(def.labels ?? [])];
+  const collect = function (this: Counter<string> | Gauge<string>) {
+    const samples = def.collect(read());
+    if (samples === undefined) return;
+    const values = samples.flatMap(([labels, raw]): Array<[Record<string, string>, number]> => {
+      const value = valid(def.type, raw);
+      return value === undefined ? [] : [[labels, value]];
+    });
+    // An unlabelled metric with no valid value keeps its last one rather than dropping to 0.
+    if (labelNames.length === 0 && values.length === 0) return;
+    this.reset();
+    for (const [labels, value] of values) {
+      if (this instanceof Counter) this.inc(labels, value);
+      else this.set(labels, value);
+    }
+  };
+  if (def.type === 'counter') new Counter({ name: def.name, help: def.help, labelNames, registers, collect });
+  else new Gauge({ name: def.name, help: def.help, labelNames, registers, collect });
 }
 
 /**
  * Creates the Prometheus registry of one node.
  *
- * Metrics (all computed at scrape time):
+ * Metrics (all computed at scrape time, see `METRICS`):
  * - `foundation_node_info{name,address,incarnation}` = 1
  * - `foundation_members{status}`: members per status (`up`, `suspect`, `down`)
  * - `foundation_member_rtt_seconds{peer}`, `foundation_member_loop_lag_seconds{peer}`: per
  *   member that is not down (RTT only once measured)
  * - `foundation_event_loop_lag_p50_seconds`, `..._p99_seconds`, `..._max_seconds`: this node's own loop lag
  * - `foundation_lane_{messages,bytes}_{sent,received}_total{lane}`, `foundation_lane_dropped_total{lane}`,
- *   `foundation_lane_queued_bytes{lane}`
+ *   `foundation_lane_lost_total{lane}`, `foundation_lane_possibly_lost_total{lane}`, `foundation_lane_queued_bytes{lane}`
  * - `foundation_handshake_failures_total{reason}`, `foundation_frames_rejected_total`,
- *   `foundation_heartbeat_packets_dropped_total`
+ *   `foundation_heartbeat_packets_dropped_total{reason}`
  * - `foundation_member_up_total`, `foundation_member_down_total{reason}`
- * - `foundation_links_opened_total`, `foundation_links_closed_total`
+ * - `foundation_links_opened_total`, `foundation_links_closed_total`, `foundation_links_replaced_total`
+ * - `foundation_discovery_{connects,disconnects,lookup_errors}_total`, `foundation_discovery_peers`
  * - prom-client's default process metrics, prefixed `foundation_process_` (see {@link MetricsOptions.processMetrics}),
  *   minus the three `nodejs_active_*_total` gauges that promtool rejects
  */
 export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): Registry {
-  const register = new Registry();
-  const registers = [register];
+  const registry = new Registry();
   const snapshot = snapshotter(node);
 
   if (options.processMetrics !== false) {
-    collectDefaultMetrics({ register, prefix: PROCESS_PREFIX });
+    collectDefaultMetrics({ register: registry, prefix: PROCESS_PREFIX });
     // prom-client names these gauges `*_total`, which promtool rejects for non-counters; the
     // same figures remain available, by type, in the `..._nodejs_active_{handles,requests,resources}` gauges.
-    for (const name of NON_COUNTER_TOTALS) register.removeSingleMetric(`${PROCESS_PREFIX}${name}`);
+    for (const name of NON_COUNTER_TOTALS) registry.removeSingleMetric(`${PROCESS_PREFIX}${name}`);
   }
 
-  new Gauge({
-    name: 'foundation_node_info',
-    help: 'Identity of this node; always 1',
-    labelNames: ['name', 'address', 'incarnation'],
-    registers,
-    collect() {
-      this.reset();
-      this.set({ name: node.id.name, address: node.id.address, incarnation: String(node.id.incarnation) }, 1);
-    },
-  });
-
-  // --- Membership -------------------------------------------------------------------
-  new Gauge({
-    name: 'foundation_members',
-    help: 'Cluster members this node knows, by status (hidden nodes excluded)',
-    labelNames: ['status'],
-    registers,
-    collect() {
-      const { members } = snapshot();
-      if (!members) return;
-      this.reset();
-      for (const status of MEMBER_STATUSES) {
-        this.set({ status }, members.filter((m) => m.status === status).length);
-      }
-    },
-  });
-
-  new Gauge({
-    name: 'foundation_member_rtt_seconds',
-    help: 'Last heartbeat round-trip time to each member that is not down',
-    labelNames: ['peer'],
-    registers,
-    collect() {
-      const { members } = snapshot();
-      if (!members) return;
-      this.reset();
-      for (const m of members) {
-        if (m.status !== 'down' && typeof m.rttMs === 'number' && Number.isFinite(m.rttMs)) {
-          this.set({ peer: m.name }, seconds(m.rttMs));
-        }
-      }
-    },
-  });
-
-  new Gauge({
-    name: 'foundation_member_loop_lag_seconds',
-    help: 'Event-loop lag each member that is not down reported in its heartbeats',
-    labelNames: ['peer'],
-    registers,
-    collect() {
-      const { members } = snapshot();
-      if (!members) return;
-      this.reset();
-      for (const m of members) {
-        if (m.status !== 'down' && Number.isFinite(m.loopLagMs)) this.set({ peer: m.name }, seconds(m.loopLagMs));
-      }
-    },
-  });
-
-  const loopLagGauge = (name: string, help: string, read: (lag: LocalHealth['loopLag']) => number) =>
-    new Gauge({
-      name,
-      help,
-      registers,
-      collect() {
-        const { health } = snapshot();
-        const ms = health ? read(health.loopLag) : undefined;
-        if (typeof ms === 'number' && Number.isFinite(ms)) this.set(seconds(ms));
-      },
-    });
-  // Separate gauges rather than one with a `quantile` label: promtool rejects `quantile` outside summaries.
-  loopLagGauge('foundation_event_loop_lag_p50_seconds', "This node's main-thread event-loop delay, median", (l) => l.p50Ms);
-  loopLagGauge('foundation_event_loop_lag_p99_seconds', "This node's main-thread event-loop delay, 99th percentile", (l) => l.p99Ms);
-  loopLagGauge('foundation_event_loop_lag_max_seconds', "This node's main-thread event-loop delay, maximum", (l) => l.maxMs);
-
-  // --- Lanes ------------------------------------------------------------------------
-  const laneCounter = (name: string, help: string, key: keyof MeshStats['lanes'][LaneName]) =>
-    new Counter({
-      name,
-      help,
-      labelNames: ['lane'],
-      registers,
-      collect() {
-        const { stats } = snapshot();
-        if (!stats) return;
-        setCounterValues(
-          this,
-          laneNames(stats).map((lane) => [{ lane }, laneValue(stats, lane, key)]),
-        );
-      },
-    });
-  laneCounter('foundation_lane_messages_sent_total', 'Messages sent, summed over all links', 'messagesSent');
-  laneCounter('foundation_lane_bytes_sent_total', 'Bytes sent, summed over all links', 'bytesSent');
-  laneCounter('foundation_lane_messages_received_total', 'Messages received, summed over all links', 'messagesReceived');
-  laneCounter('foundation_lane_bytes_received_total', 'Bytes received, summed over all links', 'bytesReceived');
-  laneCounter('foundation_lane_dropped_total', "Messages dropped by the lane's overflow policy", 'dropped');
-
-  new Gauge({
-    name: 'foundation_lane_queued_bytes',
-    help: 'Bytes queued and not yet written to the socket, summed over all links',
-    labelNames: ['lane'],
-    registers,
-    collect() {
-      const { stats } = snapshot();
-      if (!stats) return;
-      this.reset();
-      for (const lane of laneNames(stats)) {
-        const value = count(laneValue(stats, lane, 'queuedBytes'));
-        if (value !== undefined) this.set({ lane }, value);
-      }
-    },
-  });
-
-  // --- Links and failures -----------------------------------------------------------
-  new Counter({
-    name: 'foundation_handshake_failures_total',
-    help: 'Link handshakes refused, by reason',
-    labelNames: ['reason'],
-    registers,
-    collect() {
-      const { stats } = snapshot();
-      if (!stats) return;
-      const failures: Record<string, number> = { ...(stats.handshakeFailures ?? {}) };
-      const reasons = new Set<string>([...HANDSHAKE_REASONS, ...Object.keys(failures)]);
-      setCounterValues(
-        this,
-        [...reasons].map((reason) => [{ reason }, failures[reason] ?? 0]),
-      );
-    },
-  });
-
-  const plainCounter = (name: string, help: string, read: (stats: MeshStats) => unknown) =>
-    new Counter({
-      name,
-      help,
-      registers,
-      collect() {
-        const { stats } = snapshot();
-        if (stats) setCounterValue(this, read(stats));
-      },
-    });
-  plainCounter('foundation_frames_rejected_total', 'Frames rejected as malformed or oversized', (s) => s.framesRejected);
-  plainCounter(
-    'foundation_heartbeat_packets_dropped_total',
-    'Heartbeat packets dropped (unauthenticated, stale or malformed)',
-    (s) => s.heartbeatPacketsDropped,
-  );
-  plainCounter('foundation_member_up_total', 'Times a member came up', (s) => s.memberEvents?.up);
-  plainCounter('foundation_links_opened_total', 'Links opened (after a successful handshake)', (s) => s.linksOpened);
-  plainCounter('foundation_links_closed_total', 'Links closed', (s) => s.linksClosed);
-
-  // --- Discovery --------------------------------------------------------------------
-  const topologies = () => attempt(() => node.discovery?.topologies()) ?? [];
-  new Counter({
-    name: 'foundation_discovery_connects_total',
-    help: 'Connect attempts made for discovered nodes, by topology, strategy and result',
-    labelNames: ['topology', 'strategy', 'result'],
-    registers,
-    collect() {
-      setCounterValues(
-        this,
-        topologies().flatMap((t) => [
-          [{ topology: t.topology, strategy: t.strategy, result: 'ok' }, t.connects.ok],
-          [{ topology: t.topology, strategy: t.strategy, result: 'error' }, t.connects.failed],
-        ]),
-      );
-    },
-  });
-  new Counter({
-    name: 'foundation_discovery_disconnects_total',
-    help: 'Nodes dropped because their topology no longer found them',
-    labelNames: ['topology', 'strategy'],
-    registers,
-    collect() {
-      setCounterValues(
-        this,
-        topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.disconnects]),
-      );
-    },
-  });
-  new Counter({
-    name: 'foundation_discovery_lookup_errors_total',
-    help: 'Failed discovery lookups (the members were kept)',
-    labelNames: ['topology', 'strategy'],
-    registers,
-    collect() {
-      setCounterValues(
-        this,
-        topologies().map((t) => [{ topology: t.topology, strategy: t.strategy }, t.lookupErrors]),
-      );
-    },
-  });
-  new Gauge({
-    name: 'foundation_discovery_peers',
-    help: 'Addresses each topology currently keeps connected',
-    labelNames: ['topology', 'strategy'],
-    registers,
-    collect() {
-      this.reset();
-      for (const t of topologies()) this.set({ topology: t.topology, strategy: t.strategy }, t.peers);
-    },
-  });
-
-  new Counter({
-    name: 'foundation_member_down_total',
-    help: 'Times a member went down, by reason',
-    labelNames: ['reason'],
-    registers,
-    collect() {
-      const { stats } = snapshot();
-      if (!stats) return;
-      const down: Record<string, number> = { ...(stats.memberEvents?.down ?? {}) };
-      const reasons = [...DOWN_REASONS, ...Object.keys(down).filter((r) => !DOWN_REASONS.includes(r as DownReason))];
-      setCounterValues(
-        this,
-        reasons.map((reason) => [{ reason }, down[reason] ?? 0]),
-      );
-    },
-  });
-
-  return register;
+  const read = (): Reading => ({ ...snapshot(), node });
+  for (const def of METRICS) register(def, [registry], read);
+  return registry;
 }

@@ -1,12 +1,10 @@
 import { spawnSync } from 'node:child_process';
 import { EventEmitter } from 'node:events';
-import { existsSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import type { ClusterEvents, ClusterView, LaneCounters, LocalHealth, MeshMessaging, MeshStats } from '../../src/api.js';
 import type { Member, NodeIdentity } from '../../src/mesh/types.js';
 import { createMetrics, type MetricsNode } from '../../src/surfaces/metrics.js';
-
-const PROMTOOL = '/usr/bin/promtool';
+import { findTool, requireTools } from '../helpers/requires.js';
 
 function lane(n: number): LaneCounters {
   return {
@@ -15,8 +13,8 @@ function lane(n: number): LaneCounters {
     messagesReceived: n * 2,
     bytesReceived: n * 200,
     dropped: n === 3 ? 7 : 0,
-    lost: 0,
-    possiblyLost: 0,
+    lost: n === 4 ? 4 : 0,
+    possiblyLost: n === 2 ? 1 : 0,
     queuedBytes: n * 10,
   };
 }
@@ -40,7 +38,7 @@ function fakeStats(): MeshStats {
     },
     linksOpened: 6,
     linksClosed: 2,
-    linksReplaced: 0,
+    linksReplaced: 1,
   };
 }
 
@@ -124,13 +122,31 @@ describe('createMetrics', () => {
       expect((await metricValue(r, 'foundation_handshake_failures_total', { reason: 'bad-secret' })).value).toBe(2);
       expect((await metricValue(r, 'foundation_handshake_failures_total', { reason: 'cluster-mismatch' })).value).toBe(0);
       expect((await metricValue(r, 'foundation_frames_rejected_total')).value).toBe(3);
-      expect((await metricValue(r, 'foundation_heartbeat_packets_dropped_total')).value).toBe(4);
+      // The mesh reports one total here: it goes under reason="unknown".
+      expect((await metricValue(r, 'foundation_heartbeat_packets_dropped_total', { reason: 'unknown' })).value).toBe(4);
+      expect((await metricValue(r, 'foundation_lane_lost_total', { lane: 'bulk' })).value).toBe(4);
+      expect((await metricValue(r, 'foundation_lane_possibly_lost_total', { lane: 'events' })).value).toBe(1);
+      expect((await metricValue(r, 'foundation_links_replaced_total')).value).toBe(1);
       expect((await metricValue(r, 'foundation_member_up_total')).value).toBe(5);
       expect((await metricValue(r, 'foundation_member_down_total', { reason: 'heartbeat-timeout' })).value).toBe(2);
       expect((await metricValue(r, 'foundation_member_down_total', { reason: 'left' })).value).toBe(0);
       expect((await metricValue(r, 'foundation_links_opened_total')).value).toBe(6);
       expect((await metricValue(r, 'foundation_links_closed_total')).value).toBe(2);
     }
+  });
+
+  it('labels heartbeat drops by reason when the mesh counts them per reason', async () => {
+    // MeshStats.heartbeatPacketsDropped as a record per reason (what heartbeat.dropped() returns).
+    const perReason = { malformed: 0, 'unknown-link': 2, 'bad-mac': 3, replay: 1, reflected: 0, 'peer-down': 0 };
+    const r = createMetrics(
+      fakeNode(() => ({ ...fakeStats(), heartbeatPacketsDropped: perReason as unknown as number })),
+      { processMetrics: false },
+    );
+    const text = await r.metrics();
+    expect(text).toMatch(/^foundation_heartbeat_packets_dropped_total\{reason="bad-mac"\} 3$/m);
+    expect(text).toMatch(/^foundation_heartbeat_packets_dropped_total\{reason="unknown-link"\} 2$/m);
+    expect(text).toMatch(/^foundation_heartbeat_packets_dropped_total\{reason="reflected"\} 0$/m);
+    expect(text).not.toMatch(/reason="unknown"/);
   });
 
   it('follows the mesh counters as they grow', async () => {
@@ -161,11 +177,9 @@ describe('createMetrics', () => {
   });
 
   it('prints valid Prometheus text (promtool check metrics)', async (ctx) => {
-    if (!existsSync(PROMTOOL)) {
-      if (process.env.CI) throw new Error(`${PROMTOOL} is required in CI`);
-      ctx.skip();
-      return;
-    }
+    const why = requireTools(['promtool'], 'promtool check of the metrics exposition');
+    if (why) return ctx.skip(why);
+    const promtool = findTool('promtool') as string;
     const text = await createMetrics(fakeNode()).metrics();
     for (const name of [
       'foundation_members',
@@ -191,7 +205,7 @@ describe('createMetrics', () => {
     ]) {
       expect(text).toContain(`# TYPE ${name} `);
     }
-    const result = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8' });
+    const result = spawnSync(promtool, ['check', 'metrics'], { input: text, encoding: 'utf8' });
     expect({ status: result.status, stdout: result.stdout, stderr: result.stderr }).toEqual({ status: 0, stdout: '', stderr: '' });
   });
 });
