@@ -12,14 +12,17 @@
  *     ...
  *   });
  *
+ * `requireBuild(what)` does the same for tests that run `dist/`.
+ *
  * A missing tool is a skip (printed to stderr, with the Debian package that provides it) on a
  * developer machine, and a failure (the call throws) where the tools are required:
  * FOUNDATION_REQUIRE_NETNS=1, which `.ci/run` sets after installing them. A tool the CI machine
  * cannot get (today: promtool, only when Debian stops shipping prometheus) is listed by `.ci/run`
  * in FOUNDATION_OPTIONAL_TOOLS (comma or space separated) and skips even there.
  */
-import { accessSync, constants } from 'node:fs';
+import { accessSync, constants, existsSync } from 'node:fs';
 import { delimiter, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 
 /** Debian package that provides each tool the tests use (for the skip message). */
 const PACKAGES: Record<string, string> = {
@@ -108,6 +111,27 @@ export function requireTools(tools: readonly string[], what: string): string | u
     }
   }
   const key = `${what}\0${missing.join(',')}`;
+  if (!printed.has(key)) {
+    printed.add(key);
+    process.stderr.write(`\n!!! SKIPPING ${what}: ${reason}\n`);
+  }
+  return reason;
+}
+
+/** The build that multi-process tests run (`npm test` and `npm run test:unit` build it first). */
+const DIST_ENTRY = fileURLToPath(new URL('../../dist/foundation.js', import.meta.url));
+
+/**
+ * For a test that runs `dist/` (child processes, the CLI): undefined when it is built; otherwise
+ * prints `!!! SKIPPING <what>: dist/ is not built ...` and returns that reason (or throws when
+ * FOUNDATION_REQUIRE_NETNS=1), like `requireTools`. Only a bare `npx vitest run <file>` can get
+ * here: the npm scripts build first.
+ */
+export function requireBuild(what: string): string | undefined {
+  if (existsSync(DIST_ENTRY)) return undefined;
+  const reason = 'dist/ is not built (run npm run build; npm test and npm run test:unit build first)';
+  if (toolsRequired()) throw new Error(`${what}: ${reason}`);
+  const key = `${what}\0dist`;
   if (!printed.has(key)) {
     printed.add(key);
     process.stderr.write(`\n!!! SKIPPING ${what}: ${reason}\n`);

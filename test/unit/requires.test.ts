@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { findTool, missingTools, requireTools } from '../helpers/requires.js';
+import { findTool, missingTools, requireBuild, requireTools } from '../helpers/requires.js';
 
 const NONE = 'fdn-no-such-tool-7f3a';
 
@@ -36,5 +36,9 @@ describe('requireTools (test gate for external tools)', () => {
     expect(() => requireTools([NONE], 'a suite')).toThrow(/a suite needs fdn-no-such-tool-7f3a.*FOUNDATION_REQUIRE_NETNS=1/);
     process.env.FOUNDATION_OPTIONAL_TOOLS = `promtool, ${NONE}`;
     expect(requireTools([NONE], 'a suite')).toBe(`needs ${NONE}, not installed`);
+  });
+
+  it('requireBuild: no reason once dist/ is built (npm run test:unit builds first)', () => {
+    expect(requireBuild('a suite')).toBeUndefined();
   });
 });
