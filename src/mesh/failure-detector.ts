@@ -127,6 +127,21 @@ export function phiOf(timeDiffMs: number, meanMs: number, stdDevMs: number): num
 }
 
 /**
+ * The normalised silence `y = (t − μ) / σ` at which {@link phiOf} equals `phi` (0 < phi < MAX_PHI):
+ * solves log10(1 + e^z) = phi for z, then the cubic z = y · (1.5976 + 0.070566 · y²), which is
+ * strictly increasing, with Cardano's formula (one real root).
+ */
+export function yForPhi(phi: number): number {
+  // z = ln(10^phi − 1), written so that 10^phi never overflows.
+  const z = phi * LN10 + Math.log1p(-(10 ** -phi));
+  const a = 0.070566;
+  const p = 1.5976 / a;
+  const q = -z / a;
+  const d = Math.sqrt((q * q) / 4 + (p * p * p) / 27);
+  return Math.cbrt(-q / 2 + d) + Math.cbrt(-q / 2 - d);
+}
+
+/**
  * Bounded history of inter-arrival intervals with running sums, so that mean and variance are
  * O(1) per heartbeat.
  */
@@ -245,6 +260,20 @@ export class PhiAccrualDetector {
     const mean = this.history.mean + this.options.acceptablePauseMs;
     const stdDev = Math.max(this.history.stdDev, this.options.minStdDevMs);
     return phiOf(timeDiff, mean, stdDev);
+  }
+
+  /**
+   * When φ will reach `phi` if no heartbeat arrives before: the timestamp (same clock as the
+   * arrivals) at which to look again. `Infinity` before the first heartbeat or for a `phi` the
+   * detector never reports (≤ 0, ≥ {@link MAX_PHI}, not finite). Inverts {@link phiOf} exactly, so
+   * a caller can sleep until a threshold is crossed instead of polling φ.
+   */
+  reachesPhiAt(phi: number): number {
+    const last = this.lastTimestamp;
+    if (last === undefined || !(phi > 0 && phi < MAX_PHI)) return Number.POSITIVE_INFINITY;
+    const mean = this.history.mean + this.options.acceptablePauseMs;
+    const stdDev = Math.max(this.history.stdDev, this.options.minStdDevMs);
+    return last + mean + yForPhi(phi) * stdDev;
   }
 
   /** Whether φ at `nowMs` is below `threshold`. */

@@ -3,20 +3,28 @@
  *
  *     offset size
  *      0     2   magic 'FH'
- *      2     1   version (1)
- *      3     1   type: 1 = ping, 2 = pong
+ *      2     1   version (2)
+ *      3     1   type: 3 = heartbeat (carries the echo of the last heartbeat received)
  *      4     8   linkId (random, shared by both ends of a mesh link)
  *     12     4   seq, u32 big-endian
  *     16     8   sendTimeMicros, f64 big-endian (sender's clock)
- *     24     8   echoTimeMicros, f64 big-endian (pong: the ping's sendTimeMicros; ping: 0)
- *     32     4   mainLagMs, u32 big-endian (sender's main-thread lag, saturating)
- *     36     1   flags
- *     37    16   HMAC-SHA256(sessionKey, bytes 0..36), truncated to 16 bytes
- *     53         (total)
+ *     24     8   echoTimeMicros, f64 big-endian: `sendTimeMicros` of the last heartbeat the sender
+ *                received on this link (0: none yet)
+ *     32     4   echoHoldMicros, u32 big-endian: how long the sender held that echo before this
+ *                send (saturating)
+ *     36     4   mainLagMs, u32 big-endian (sender's main-thread lag, saturating)
+ *     40     1   flags
+ *     41    16   HMAC-SHA256(sessionKey, bytes 0..40), truncated to 16 bytes
+ *     57         (total)
+ *
+ * One datagram per direction and interval: each end sends its own heartbeat on its own timer and
+ * echoes the last one it received, so the round trip is `now − echoTime − echoHold` on arrival
+ * and nobody answers a packet with a packet. (Version 1 had a ping and an immediate pong: two
+ * datagrams each way, twice the wake-ups.)
  *
  * Every field is covered by the MAC, so an attacker without the link's session key can neither
- * forge nor alter a heartbeat. Replays are stopped by the receiver with {@link ReplayWindow}s on
- * `seq`; reflection (sending a node's own packet back to it — both ends share the key) is
+ * forge nor alter a heartbeat. Replays are stopped by the receiver with a {@link ReplayWindow}
+ * on `seq`; reflection (sending a node's own packet back to it — both ends share the key) is
  * stopped by the {@link FLAG_SENDER_LOW} direction bit.
  *
  * `decodeHeartbeat` is fed raw datagrams from the network: it never throws, whatever the input.
@@ -27,12 +35,10 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
 /** 'FH' (Foundation Heartbeat). */
 export const HEARTBEAT_MAGIC_0 = 0x46;
 export const HEARTBEAT_MAGIC_1 = 0x48;
-/** Current packet version. Packets of other versions are rejected as malformed. */
-export const HEARTBEAT_VERSION = 1;
-/** Type byte of a ping. */
-export const HEARTBEAT_TYPE_PING = 1;
-/** Type byte of a pong. */
-export const HEARTBEAT_TYPE_PONG = 2;
+/** Current packet version. Packets of other versions (version 1's ping/pong) are rejected as malformed. */
+export const HEARTBEAT_VERSION = 2;
+/** Type byte of a heartbeat. */
+export const HEARTBEAT_TYPE = 3;
 /** Length of the link id, in bytes (16 hex characters). */
 export const LINK_ID_BYTES = 8;
 /** Length of the session key, in bytes. */
@@ -40,34 +46,32 @@ export const SESSION_KEY_BYTES = 32;
 /** Length of the truncated HMAC, in bytes. */
 export const HEARTBEAT_MAC_BYTES = 16;
 /** Length of the authenticated part of the packet. */
-export const HEARTBEAT_BODY_BYTES = 37;
+export const HEARTBEAT_BODY_BYTES = 41;
 /** Total packet length: every valid heartbeat is exactly this long. */
 export const HEARTBEAT_PACKET_BYTES = HEARTBEAT_BODY_BYTES + HEARTBEAT_MAC_BYTES;
-/** Largest value of the u32 fields (seq, mainLagMs). */
+/** Largest value of the u32 fields (seq, echoHoldMicros, mainLagMs). */
 export const U32_MAX = 0xffff_ffff;
 
 /**
  * Direction bit: set when the sender's node name sorts before the receiver's (JS string
  * comparison). Both ends of a link share one key, so without it an attacker could bounce a
- * node's own pings back at it and fake the peer's liveness. Receivers that know their own name
- * check that the bit is the opposite of the one they would send.
+ * node's own heartbeats back at it and fake the peer's liveness. Receivers that know their own
+ * name check that the bit is the opposite of the one they would send.
  */
 export const FLAG_SENDER_LOW = 0x01;
 
-/** Heartbeat packet kind. */
-export type HeartbeatType = 'ping' | 'pong';
-
 /** Fields of a heartbeat packet. */
 export interface HeartbeatFields {
-  readonly type: HeartbeatType;
-  /** 16 lowercase hex characters. */
+  /** 16 hex characters (decoded packets carry lower case). */
   readonly linkId: string;
-  /** Sequence number, u32. A pong carries the seq of the ping it answers. */
+  /** Sequence number, u32, strictly increasing per link and direction. */
   readonly seq: number;
   /** Sender's clock at send time, in microseconds (finite, ≥ 0). */
   readonly sendTimeMicros: number;
-  /** Pong: the answered ping's `sendTimeMicros`. Ping: 0. */
+  /** `sendTimeMicros` of the last heartbeat the sender received on this link; 0 when none yet. */
   readonly echoTimeMicros: number;
+  /** Microseconds the sender held that echo before sending (u32, saturates at {@link U32_MAX}); 0 without an echo. */
+  readonly echoHoldMicros: number;
   /** Sender's main-thread lag in ms (u32, saturates at {@link U32_MAX}). */
   readonly mainLagMs: number;
   /** Flag bits ({@link FLAG_SENDER_LOW}); unknown bits are carried and ignored. */
@@ -94,6 +98,11 @@ function mac(key: Uint8Array, body: Uint8Array): Buffer {
   return createHmac('sha256', key).update(body).digest().subarray(0, HEARTBEAT_MAC_BYTES);
 }
 
+/** A measurement, not an identifier: saturate into a u32 instead of refusing to heartbeat. */
+function saturateU32(v: number): number {
+  return Number.isFinite(v) ? Math.min(U32_MAX, Math.max(0, Math.round(v))) : U32_MAX;
+}
+
 /**
  * Encodes and authenticates a heartbeat.
  * @throws RangeError / TypeError when a field is out of range (a local programming error).
@@ -114,23 +123,19 @@ export function encodeHeartbeat(fields: HeartbeatFields, sessionKey: Uint8Array)
   if (!Number.isFinite(fields.echoTimeMicros) || fields.echoTimeMicros < 0) {
     throw new RangeError('echoTimeMicros must be finite and >= 0');
   }
-  const type = fields.type === 'ping' ? HEARTBEAT_TYPE_PING : fields.type === 'pong' ? HEARTBEAT_TYPE_PONG : 0;
-  if (type === 0) throw new TypeError(`type must be 'ping' or 'pong'`);
-  if (type === HEARTBEAT_TYPE_PING && fields.echoTimeMicros !== 0) throw new RangeError('a ping has echoTimeMicros 0');
-  // Lag is a measurement, not an identifier: saturate instead of refusing to heartbeat.
-  const lag = Number.isFinite(fields.mainLagMs) ? Math.min(U32_MAX, Math.max(0, Math.round(fields.mainLagMs))) : U32_MAX;
 
-  const buf = Buffer.alloc(HEARTBEAT_PACKET_BYTES);
+  const buf = Buffer.allocUnsafe(HEARTBEAT_PACKET_BYTES);
   buf[0] = HEARTBEAT_MAGIC_0;
   buf[1] = HEARTBEAT_MAGIC_1;
   buf[2] = HEARTBEAT_VERSION;
-  buf[3] = type;
+  buf[3] = HEARTBEAT_TYPE;
   buf.write(fields.linkId.toLowerCase(), 4, LINK_ID_BYTES, 'hex');
   buf.writeUInt32BE(fields.seq, 12);
   buf.writeDoubleBE(fields.sendTimeMicros, 16);
   buf.writeDoubleBE(fields.echoTimeMicros, 24);
-  buf.writeUInt32BE(lag, 32);
-  buf[36] = fields.flags & 0xff;
+  buf.writeUInt32BE(fields.echoTimeMicros === 0 ? 0 : saturateU32(fields.echoHoldMicros), 32);
+  buf.writeUInt32BE(saturateU32(fields.mainLagMs), 36);
+  buf[40] = fields.flags & 0xff;
   mac(sessionKey, buf.subarray(0, HEARTBEAT_BODY_BYTES)).copy(buf, HEARTBEAT_BODY_BYTES);
   return buf;
 }
@@ -152,9 +157,7 @@ const BAD_MAC: HeartbeatDecodeFailure = Object.freeze({ error: 'bad-mac' });
 export function decodeHeartbeat(buf: Uint8Array, lookupKey: (linkIdHex: string) => Uint8Array | undefined): HeartbeatDecodeResult {
   try {
     if (!(buf instanceof Uint8Array) || buf.length !== HEARTBEAT_PACKET_BYTES) return MALFORMED;
-    if (buf[0] !== HEARTBEAT_MAGIC_0 || buf[1] !== HEARTBEAT_MAGIC_1 || buf[2] !== HEARTBEAT_VERSION) return MALFORMED;
-    const typeByte = buf[3];
-    if (typeByte !== HEARTBEAT_TYPE_PING && typeByte !== HEARTBEAT_TYPE_PONG) return MALFORMED;
+    if (buf[0] !== HEARTBEAT_MAGIC_0 || buf[1] !== HEARTBEAT_MAGIC_1 || buf[2] !== HEARTBEAT_VERSION || buf[3] !== HEARTBEAT_TYPE) return MALFORMED;
     const b = Buffer.from(buf.buffer, buf.byteOffset, buf.byteLength);
     const linkId = b.toString('hex', 4, 4 + LINK_ID_BYTES);
 
@@ -173,16 +176,16 @@ export function decodeHeartbeat(buf: Uint8Array, lookupKey: (linkIdHex: string) 
     const echoTimeMicros = b.readDoubleBE(24);
     if (!Number.isFinite(sendTimeMicros) || sendTimeMicros < 0) return MALFORMED;
     if (!Number.isFinite(echoTimeMicros) || echoTimeMicros < 0) return MALFORMED;
-    const type: HeartbeatType = typeByte === HEARTBEAT_TYPE_PING ? 'ping' : 'pong';
-    if (type === 'ping' && echoTimeMicros !== 0) return MALFORMED;
+    const echoHoldMicros = b.readUInt32BE(32);
+    if (echoTimeMicros === 0 && echoHoldMicros !== 0) return MALFORMED;
     return {
-      type,
       linkId,
       seq: b.readUInt32BE(12),
       sendTimeMicros,
       echoTimeMicros,
-      mainLagMs: b.readUInt32BE(32),
-      flags: b[36] ?? 0,
+      echoHoldMicros,
+      mainLagMs: b.readUInt32BE(36),
+      flags: b[40] ?? 0,
     };
   } catch {
     // Defensive: nothing above should throw, but hostile input must never escape as an exception.
@@ -193,8 +196,8 @@ export function decodeHeartbeat(buf: Uint8Array, lookupKey: (linkIdHex: string) 
 /**
  * Sliding anti-replay window over u32 sequence numbers (in the spirit of RFC 4303 §3.4.3).
  *
- * With `size` 1 it is strict: only a seq greater than every one accepted so far passes (pings).
- * With a larger size, a seq up to `size - 1` below the highest passes once (reordered pongs).
+ * With `size` 1 it is strict: only a seq greater than every one accepted so far passes.
+ * With a larger size, a seq up to `size - 1` below the highest passes once (reordered datagrams).
  * Anything at or below `highest - size`, or already seen, is a replay.
  */
 export class ReplayWindow {

@@ -1,8 +1,10 @@
 /**
  * Heartbeat worker (entry point of a `worker_threads` Worker; runs as dist/mesh/heartbeat-worker.js).
  *
- * It owns a UDP socket and, for every peer, pings every `intervalMs`, answers the peer's pings
- * with pongs, and runs a phi accrual detector fed by every authentic, fresh ping or pong.
+ * It owns a UDP socket and, every `intervalMs`, sends each peer one heartbeat that carries the
+ * echo of the last heartbeat it received from that peer (see heartbeat-packet.ts): one datagram
+ * per direction and interval, RTT from the echo. Every authentic, fresh heartbeat feeds the
+ * peer's phi accrual detector.
  *
  * Why a worker: a main thread busy for 2 s must not be declared down by its peers (Moleculer's
  * false positive). The worker keeps heartbeating while the main thread is stuck and reports the
@@ -10,15 +12,24 @@
  * too, so it is still detected; a main thread stuck for more than `maxMainStallMs` is a dead
  * node, so the worker then goes silent on purpose.
  *
+ * What an idle node costs is mostly wake-ups (each costs ~100 µs of CPU on a small VM, far more
+ * than the work done in it), so the worker wakes only when it has something to do:
+ * - one send timer for all peers, aligned to multiples of `intervalMs` on the epoch clock, so all
+ *   sends of a tick share one wake-up, and so do the arrivals from peers on the same host (they
+ *   tick in phase);
+ * - no polling of φ: one deadline timer sleeps until the earliest moment a peer's φ can reach
+ *   the next threshold (an arrival only moves that moment later, so the timer then re-arms);
+ * - no timers at all without peers; `stats` ride on the send tick.
+ *
  * Hostile datagrams (garbage, wrong key, unknown link, replays, reflections) are dropped and
- * counted; nothing an outsider sends can throw in here.
+ * counted by reason; nothing an outsider sends can throw in here.
  */
 
 import dgram from 'node:dgram';
 import { isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
-import { FoundationError } from '../errors.js';
+import { ErrorCodes, FoundationError } from '../errors.js';
 import { PhiAccrualDetector } from './failure-detector.js';
 import { decodeHeartbeat, encodeHeartbeat, FLAG_SENDER_LOW, ReplayWindow, SESSION_KEY_BYTES, U32_MAX } from './heartbeat-packet.js';
 import {
@@ -36,25 +47,23 @@ import {
   type WorkerToMainMessage,
 } from './heartbeat-protocol.js';
 
-if (!parentPort) throw new Error('heartbeat-worker.js must be started as a worker thread');
+if (!parentPort) throw new FoundationError(ErrorCodes.HEARTBEAT_FAILED, 'heartbeat-worker.js must be started as a worker thread');
 const port = parentPort;
 const data = workerData as HeartbeatWorkerData;
 const mainTick = new BigInt64Array(data.mainTick, 0, 1);
 
-/** Width of the pong anti-replay window: pongs may arrive reordered by up to this many pings. */
-const PONG_WINDOW = 64;
+/** Width of the anti-replay window: heartbeats may arrive reordered by up to this many. */
+const RECEIVE_WINDOW = 64;
 /** Removed links whose sequence state we remember, so a re-added link cannot be fed replays. */
 const MAX_RETAINED_LINKS = 4096;
 /** RTTs above this are not measurements but stale echoes (e.g. answered after a pause). */
 const MAX_PLAUSIBLE_RTT_MS = 60_000;
 
 interface SeqState {
-  /** Seq of the last ping we sent on this link (0 = none yet). */
+  /** Seq of the last heartbeat we sent on this link (0 = none yet). */
   sendSeq: number;
-  /** Fresh pings from the peer must be strictly increasing. */
-  readonly pings: ReplayWindow;
-  /** Pongs echo our ping seqs; reordering within the window is tolerated, duplicates are not. */
-  readonly pongs: ReplayWindow;
+  /** Heartbeats from the peer: each seq once, reordering within the window tolerated. */
+  readonly received: ReplayWindow;
 }
 
 interface Peer {
@@ -70,6 +79,10 @@ interface Peer {
   loopLagMs: number;
   /** performance.now() of the last arrival, or of the add. */
   lastArrivalMs: number;
+  /** `sendTimeMicros` of the newest heartbeat received from the peer (0: none); echoed back. */
+  echoTimeMicros: number;
+  /** Our clock (microseconds) when that heartbeat arrived, to tell the peer how long we held it. */
+  echoReceivedAtMicros: number;
   /** Flag byte we stamp on packets to this peer. */
   readonly outFlags: number;
   /** Expected direction bit on packets from this peer; undefined when `self` is not configured. */
@@ -87,9 +100,15 @@ let lastSendErrorReportAt = Number.NEGATIVE_INFINITY;
 let socket: dgram.Socket | undefined;
 let listening = false;
 let stopped = false;
-let pingTimer: NodeJS.Timeout | undefined;
-let checkTimer: NodeJS.Timeout | undefined;
-let lastCheckAt = performance.now();
+/** The send tick (a chain of timeouts on the epoch grid); only while there are peers. */
+let tickTimer: NodeJS.Timeout | undefined;
+/** performance.now() when the last tick ran (or the first peer was added): the self-pause reference. */
+let lastTickRanAt = performance.now();
+/** Sleeps until the earliest moment a peer's φ can cross its next threshold. */
+let deadlineTimer: NodeJS.Timeout | undefined;
+let deadlineAt = Number.POSITIVE_INFINITY;
+/** One-shot `stats` after drops while no tick runs (no peers), so drop counters stay current. */
+let statsFlushTimer: NodeJS.Timeout | undefined;
 let lastStatsAt = performance.now();
 
 function post(msg: WorkerToMainMessage): void {
@@ -118,35 +137,38 @@ function currentMainLag(): { lag: number; stalled: boolean } {
   return { lag, stalled: lag > config.maxMainStallMs };
 }
 
-function drop(reason: HeartbeatDropReason, from: string): void {
+function drop(reason: HeartbeatDropReason, rinfo: dgram.RemoteInfo): void {
   const count = ++dropCounts[reason];
   const now = performance.now();
   const last = dropReportedAt.get(reason);
   // Rate limit: a flood of garbage must not become a flood of messages to the main thread.
   if (last === undefined || now - last >= DROPPED_REPORT_INTERVAL_MS) {
     dropReportedAt.set(reason, now);
-    post({ type: 'dropped', reason, from, count });
+    post({ type: 'dropped', reason, from: `${rinfo.address}:${rinfo.port}`, count });
+  }
+  if (!tickTimer && !statsFlushTimer && !stopped) {
+    statsFlushTimer = setTimeout(() => {
+      statsFlushTimer = undefined;
+      postStats(performance.now());
+    }, config.statsIntervalMs);
+    statsFlushTimer.unref();
   }
 }
 
-function send(p: Peer, type: 'ping' | 'pong', seq: number, echoTimeMicros: number, lag: number): void {
-  if (!socket || !listening) return;
-  const buf = encodeHeartbeat({ type, linkId: p.linkId, seq, sendTimeMicros: microsNow(), echoTimeMicros, mainLagMs: lag, flags: p.outFlags }, p.key);
-  socket.send(buf, p.port, p.host, (err) => {
-    if (!err) return;
-    // Unreachable hosts are what the detector is for; just don't spam the main thread.
-    const now = performance.now();
-    if (now - lastSendErrorReportAt >= DROPPED_REPORT_INTERVAL_MS) {
-      lastSendErrorReportAt = now;
-      postError(err, 'heartbeat send failed');
-    }
-  });
+function onSendError(err: Error | null): void {
+  if (!err) return;
+  // Unreachable hosts are what the detector is for; just don't spam the main thread.
+  const now = performance.now();
+  if (now - lastSendErrorReportAt >= DROPPED_REPORT_INTERVAL_MS) {
+    lastSendErrorReportAt = now;
+    postError(err, 'heartbeat send failed');
+  }
 }
 
-function ping(p: Peer, lag: number): void {
-  if (p.status === 'down') return;
+function sendHeartbeat(p: Peer, lag: number, nowMicros: number): void {
+  if (p.status === 'down' || !socket || !listening) return;
   if (p.seq.sendSeq >= U32_MAX) {
-    // 2^32 pings is 34 years at 4 Hz; if it ever happens, the link must be re-handshaken.
+    // 2^32 heartbeats is 34 years at 4 Hz; if it ever happens, the link must be re-handshaken.
     if (!p.exhaustedReported) {
       p.exhaustedReported = true;
       post({ type: 'error', message: `heartbeat sequence exhausted on link ${p.linkId} to ${p.peer}; re-add the peer with a new link`, code: undefined });
@@ -154,84 +176,94 @@ function ping(p: Peer, lag: number): void {
     return;
   }
   p.seq.sendSeq++;
-  send(p, 'ping', p.seq.sendSeq, 0, lag);
+  const echoTimeMicros = p.echoTimeMicros;
+  const buf = encodeHeartbeat(
+    {
+      linkId: p.linkId,
+      seq: p.seq.sendSeq,
+      sendTimeMicros: nowMicros,
+      echoTimeMicros,
+      echoHoldMicros: echoTimeMicros === 0 ? 0 : nowMicros - p.echoReceivedAtMicros,
+      mainLagMs: lag,
+      flags: p.outFlags,
+    },
+    p.key,
+  );
+  socket.send(buf, p.port, p.host, onSendError);
 }
 
-function onPingTimer(): void {
-  const { lag, stalled } = currentMainLag();
-  if (stalled) return;
-  for (const p of peers.values()) ping(p, lag);
+// ---------------------------------------------------------------------------------------------
+// Timers
+
+/** Arms the send tick for the next multiple of `intervalMs` on the epoch clock. */
+function scheduleTick(): void {
+  if (tickTimer) clearTimeout(tickTimer);
+  tickTimer = undefined;
+  if (stopped || peers.size === 0) return;
+  const interval = config.intervalMs;
+  const delay = interval - (epochNowMs() % interval);
+  tickTimer = setTimeout(onTick, Math.max(1, Math.ceil(delay)));
 }
 
-function newDetector(): PhiAccrualDetector {
-  return new PhiAccrualDetector(config.detector);
+/**
+ * If our own timers ran far too late, this thread (so the process) was stopped or starved:
+ * every peer looks silent, but the silence was ours. Pretend everyone just spoke; real failures
+ * are caught one detection period later. Returns whether that happened.
+ */
+function selfPaused(now: number): boolean {
+  const late = now - lastTickRanAt - config.intervalMs;
+  if (late <= config.detector.acceptablePauseMs) return false;
+  lastTickRanAt = now;
+  for (const p of peers.values()) p.detector.reset(now);
+  post({ type: 'self-pause', ms: Math.round(late) });
+  return true;
 }
 
-function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-  const from = `${rinfo.address}:${rinfo.port}`;
-  const r = decodeHeartbeat(msg, (id) => byLink.get(id)?.key);
-  if ('error' in r) {
-    drop(r.error, from);
-    return;
-  }
-  const p = byLink.get(r.linkId);
-  if (!p) {
-    drop('unknown-link', from);
-    return;
-  }
-  if (p.inLow !== undefined && ((r.flags & FLAG_SENDER_LOW) !== 0) !== p.inLow) {
-    drop('reflected', from);
-    return;
-  }
-  if (p.status === 'down') {
-    drop('peer-down', from);
-    return;
-  }
-
-  const now = performance.now();
-  if (r.type === 'ping') {
-    if (!p.seq.pings.accept(r.seq)) {
-      drop('replay', from);
-      return;
-    }
-    arrival(p, now, r.mainLagMs);
+function onTick(): void {
+  tickTimer = undefined;
+  try {
+    const now = performance.now();
+    if (selfPaused(now)) scheduleDeadline(now);
+    lastTickRanAt = now;
     const { lag, stalled } = currentMainLag();
-    if (!stalled) send(p, 'pong', r.seq, r.sendTimeMicros, lag);
-    return;
+    if (!stalled) {
+      const nowMicros = microsNow();
+      for (const p of peers.values()) sendHeartbeat(p, lag, nowMicros);
+    }
+    if (now - lastStatsAt >= config.statsIntervalMs) postStats(now);
+  } catch (err) {
+    postError(err, 'heartbeat worker error');
   }
-  // A pong answers one of our pings: anything we never sent, or already got, is not an arrival.
-  if (r.seq === 0 || r.seq > p.seq.sendSeq || !p.seq.pongs.accept(r.seq)) {
-    drop('replay', from);
-    return;
-  }
-  const rtt = (microsNow() - r.echoTimeMicros) / 1000;
-  if (rtt >= 0 && rtt <= MAX_PLAUSIBLE_RTT_MS) p.rttMs = rtt;
-  arrival(p, now, r.mainLagMs);
+  scheduleTick();
 }
 
-function arrival(p: Peer, now: number, peerLag: number): void {
-  p.detector.heartbeat(now);
-  p.lastArrivalMs = now;
-  p.loopLagMs = peerLag;
+/** (Re)arms the deadline timer for the earliest threshold crossing among the peers. */
+function scheduleDeadline(now: number): void {
+  let at = Number.POSITIVE_INFINITY;
+  for (const p of peers.values()) {
+    if (p.status === 'down') continue;
+    const t = p.detector.reachesPhiAt(p.status === 'suspect' ? config.phiThreshold : config.suspectPhi);
+    if (t < at) at = t;
+  }
+  if (at === deadlineAt && deadlineTimer) return;
+  if (deadlineTimer) clearTimeout(deadlineTimer);
+  deadlineTimer = undefined;
+  deadlineAt = at;
+  if (stopped || at === Number.POSITIVE_INFINITY) return;
+  // +1 ms: timers have millisecond resolution and φ must have crossed when we look.
+  deadlineTimer = setTimeout(onDeadline, Math.max(1, Math.ceil(at - now) + 1));
 }
 
-function onCheckTimer(): void {
+function onDeadline(): void {
+  deadlineTimer = undefined;
+  deadlineAt = Number.POSITIVE_INFINITY;
   const now = performance.now();
-  const late = now - lastCheckAt - config.checkIntervalMs;
-  lastCheckAt = now;
-  if (late > config.detector.acceptablePauseMs) {
-    // This whole thread (so the process) was stopped or starved: every peer looks silent, but
-    // the silence was ours. Pretend everyone just spoke; real failures are caught one detection
-    // period later.
-    for (const p of peers.values()) p.detector.reset(now);
-    post({ type: 'self-pause', ms: Math.round(late) });
-  } else {
-    for (const p of peers.values()) evaluate(p, now);
+  try {
+    if (!selfPaused(now)) for (const p of peers.values()) evaluate(p, now);
+  } catch (err) {
+    postError(err, 'heartbeat worker error');
   }
-  if (now - lastStatsAt >= config.statsIntervalMs) {
-    lastStatsAt = now;
-    postStats(now);
-  }
+  scheduleDeadline(now);
 }
 
 function evaluate(p: Peer, now: number): void {
@@ -252,11 +284,56 @@ function evaluate(p: Peer, now: number): void {
 }
 
 function postStats(now: number): void {
+  lastStatsAt = now;
   const list: PeerHeartbeatStats[] = [];
   for (const p of peers.values()) {
     list.push({ peer: p.peer, rttMs: p.rttMs, loopLagMs: p.loopLagMs, phi: p.detector.phi(now), status: p.status });
   }
   post({ type: 'stats', peers: list, dropped: { ...dropCounts }, mainLagMs: Math.round(mainLagMs(mainTick)) });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arrivals
+
+function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  const r = decodeHeartbeat(msg, (id) => byLink.get(id)?.key);
+  if ('error' in r) {
+    drop(r.error, rinfo);
+    return;
+  }
+  const p = byLink.get(r.linkId);
+  if (!p) {
+    drop('unknown-link', rinfo);
+    return;
+  }
+  if (p.inLow !== undefined && ((r.flags & FLAG_SENDER_LOW) !== 0) !== p.inLow) {
+    drop('reflected', rinfo);
+    return;
+  }
+  if (p.status === 'down') {
+    drop('peer-down', rinfo);
+    return;
+  }
+  if (!p.seq.received.accept(r.seq)) {
+    drop('replay', rinfo);
+    return;
+  }
+  const now = performance.now();
+  const nowMicros = microsNow();
+  if (r.seq === p.seq.received.highest) {
+    // The newest heartbeat is the one to echo (a reordered older one is an arrival, not an echo).
+    p.echoTimeMicros = r.sendTimeMicros;
+    p.echoReceivedAtMicros = nowMicros;
+  }
+  if (r.echoTimeMicros !== 0) {
+    const rtt = (nowMicros - r.echoTimeMicros - r.echoHoldMicros) / 1000;
+    if (rtt >= 0 && rtt <= MAX_PLAUSIBLE_RTT_MS) p.rttMs = rtt;
+  }
+  p.detector.heartbeat(now);
+  p.lastArrivalMs = now;
+  p.loopLagMs = r.mainLagMs;
+  // A suspect that speaks again is alive at once; the deadline timer re-arms on its own.
+  if (p.status === 'suspect') evaluate(p, now);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -276,24 +353,32 @@ function removePeer(name: string): void {
     if (oldest === undefined) break;
     retained.delete(oldest);
   }
+  if (peers.size === 0) {
+    scheduleTick(); // stops it
+    scheduleDeadline(performance.now()); // stops it
+  }
+}
+
+/** Refuses a malformed `add` (a local programming error; reported to the main thread as an error). */
+function invalidAdd(what: string): never {
+  throw new FoundationError(ErrorCodes.HEARTBEAT_FAILED, `heartbeat add: ${what}`);
 }
 
 function addPeer(m: AddPeerMessage): void {
-  if (typeof m.peer !== 'string' || m.peer.length === 0) throw new TypeError('add: peer must be a non-empty string');
-  if (typeof m.linkId !== 'string' || !/^[0-9a-f]{16}$/i.test(m.linkId)) throw new TypeError('add: linkId must be 16 hex characters');
-  if (!(m.sessionKey instanceof Uint8Array) || m.sessionKey.length !== SESSION_KEY_BYTES)
-    throw new TypeError(`add: sessionKey must be ${SESSION_KEY_BYTES} bytes`);
-  if (typeof m.host !== 'string' || m.host.length === 0) throw new TypeError('add: host must be a non-empty string');
-  if (!Number.isInteger(m.port) || m.port < 1 || m.port > 65535) throw new TypeError('add: port must be an integer in 1..65535');
+  if (typeof m.peer !== 'string' || m.peer.length === 0) invalidAdd('peer must be a non-empty string');
+  if (typeof m.linkId !== 'string' || !/^[0-9a-f]{16}$/i.test(m.linkId)) invalidAdd('linkId must be 16 hex characters');
+  if (!(m.sessionKey instanceof Uint8Array) || m.sessionKey.length !== SESSION_KEY_BYTES) invalidAdd(`sessionKey must be ${SESSION_KEY_BYTES} bytes`);
+  if (typeof m.host !== 'string' || m.host.length === 0) invalidAdd('host must be a non-empty string');
+  if (!Number.isInteger(m.port) || m.port < 1 || m.port > 65535) invalidAdd('port must be an integer in 1..65535');
   const linkId = m.linkId.toLowerCase();
   removePeer(m.peer);
   const clash = byLink.get(linkId);
   if (clash) removePeer(clash.peer);
 
-  const seq = retained.get(linkId) ?? { sendSeq: 0, pings: new ReplayWindow(1), pongs: new ReplayWindow(PONG_WINDOW) };
+  const seq = retained.get(linkId) ?? { sendSeq: 0, received: new ReplayWindow(RECEIVE_WINDOW) };
   retained.delete(linkId);
   const now = performance.now();
-  const detector = newDetector();
+  const detector = new PhiAccrualDetector(config.detector);
   // Start the clock at the add: a peer that never answers is declared down like one that fell silent.
   detector.reset(now);
   const self = config.self;
@@ -309,42 +394,36 @@ function addPeer(m: AddPeerMessage): void {
     rttMs: null,
     loopLagMs: 0,
     lastArrivalMs: now,
+    echoTimeMicros: 0,
+    echoReceivedAtMicros: 0,
     outFlags: self !== undefined && self < m.peer ? FLAG_SENDER_LOW : 0,
     inLow: self === undefined ? undefined : m.peer < self,
     exhaustedReported: false,
   };
+  if (peers.size === 0) lastTickRanAt = now; // the tick starts now; nothing was "late"
   peers.set(p.peer, p);
   byLink.set(linkId, p);
-  // First ping right away: the first RTT and arrival should not wait for the next tick.
+  // First heartbeat right away: the peer's first arrival should not wait for the next tick.
   const { lag, stalled } = currentMainLag();
-  if (!stalled) ping(p, lag);
+  if (!stalled) sendHeartbeat(p, lag, microsNow());
+  if (!tickTimer) scheduleTick();
+  scheduleDeadline(now);
 }
 
 function applyConfig(c: ResolvedHeartbeatConfig): void {
   const old = config;
   config = c;
-  if (old.intervalMs !== c.intervalMs || !pingTimer) restartPingTimer();
-  if (old.checkIntervalMs !== c.checkIntervalMs || !checkTimer) restartCheckTimer();
   const now = performance.now();
   // Detector options may have changed: start every peer over with a fresh model.
   for (const p of peers.values()) {
-    p.detector = newDetector();
+    p.detector = new PhiAccrualDetector(config.detector);
     p.detector.reset(now);
   }
+  if (old.intervalMs !== c.intervalMs) scheduleTick();
+  scheduleDeadline(now);
   if (old.self !== c.self && peers.size > 0) {
     post({ type: 'error', message: 'heartbeat.self changed while peers exist; it applies to peers added from now on', code: undefined });
   }
-}
-
-function restartPingTimer(): void {
-  if (pingTimer) clearInterval(pingTimer);
-  pingTimer = setInterval(guard(onPingTimer), config.intervalMs);
-}
-
-function restartCheckTimer(): void {
-  if (checkTimer) clearInterval(checkTimer);
-  lastCheckAt = performance.now();
-  checkTimer = setInterval(guard(onCheckTimer), config.checkIntervalMs);
 }
 
 /** Nothing may kill the worker: report unexpected exceptions instead. */
@@ -359,13 +438,14 @@ function guard<A extends unknown[]>(fn: (...args: A) => void): (...args: A) => v
 }
 
 function stop(): void {
-  if (pingTimer) clearInterval(pingTimer);
-  if (checkTimer) clearInterval(checkTimer);
-  pingTimer = checkTimer = undefined;
+  stopped = true;
+  scheduleTick(); // with `stopped` set, these only clear
+  if (deadlineTimer) clearTimeout(deadlineTimer);
+  if (statsFlushTimer) clearTimeout(statsFlushTimer);
+  deadlineTimer = statsFlushTimer = undefined;
   const s = socket;
   socket = undefined;
   listening = false;
-  stopped = true;
   const close = () => port.close(); // with no handle left the thread exits
   if (s) {
     try {
@@ -428,5 +508,3 @@ s.on('listening', () => {
   post({ type: 'listening', port: s.address().port });
 });
 s.bind({ address: data.host, port: data.port, exclusive: true });
-restartPingTimer();
-restartCheckTimer();

@@ -2,14 +2,18 @@
  * Main-thread side of heartbeating: spawns the heartbeat worker, keeps the main-thread tick it
  * uses to measure our loop lag, relays its events, and measures this node's own event-loop lag.
  *
- * See heartbeat-worker.ts for why heartbeats run off the main thread.
+ * See heartbeat-worker.ts for why heartbeats run off the main thread. The main thread wakes for
+ * heartbeating only on its own tick (every {@link MAIN_TICK_INTERVAL_MS}) and for the worker's
+ * `stats` (every `statsIntervalMs` while there are peers): one timer serves both the tick the
+ * worker reads and this node's loop-lag figures, instead of a separate event-loop-delay monitor
+ * that would wake the process 50 times a second.
  */
 
 import { EventEmitter } from 'node:events';
-import { type IntervalHistogram, monitorEventLoopDelay, performance } from 'node:perf_hooks';
+import { createHistogram, performance, type RecordableHistogram } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { ConfigError } from '../errors.js';
+import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { SESSION_KEY_BYTES } from './heartbeat-packet.js';
 import {
   type AddPeerMessage,
@@ -26,12 +30,10 @@ import {
   writeMainTick,
 } from './heartbeat-protocol.js';
 
-/** Resolution of the event-loop delay monitor, ms. */
-const LOOP_DELAY_RESOLUTION_MS = 20;
 /** Loop-lag percentiles cover a window of this length (the max covers up to twice that). */
 const LOOP_LAG_WINDOW_MS = 10_000;
-/** Below this many samples the current window is too young; report the previous one. */
-const LOOP_LAG_MIN_SAMPLES = 50;
+/** Below this many samples (2 s of ticks) the current window is too young; report the previous one. */
+const LOOP_LAG_MIN_SAMPLES = 20;
 /** How long start() waits for the worker to bind. */
 const START_TIMEOUT_MS = 5000;
 /** How long stop() lets the worker close its socket before terminating it. */
@@ -65,7 +67,7 @@ export interface HeartbeatPeer {
 
 /** Heartbeat figures of one peer. */
 export interface HeartbeatPeerStats {
-  /** Last round trip, ms; null before the first pong. */
+  /** Last round trip, ms; null before the first echo. */
   rttMs: number | null;
   /** The peer's main-thread lag as it reported it, ms. */
   loopLagMs: number;
@@ -74,7 +76,7 @@ export interface HeartbeatPeerStats {
   status: 'alive' | 'suspect' | 'down';
 }
 
-/** This node's main-thread event-loop lag, ms (beyond the monitor's 20 ms sampling period). */
+/** This node's main-thread event-loop lag, ms: how late the 100 ms main tick fires. */
 export interface LoopLag {
   /** Median over the last ~10 s. */
   p50Ms: number;
@@ -82,7 +84,7 @@ export interface LoopLag {
   p99Ms: number;
   /** Maximum over the last 10–20 s. */
   maxMs: number;
-  /** How late the most recent 50 ms main tick fired. */
+  /** How late the most recent main tick fired, or how overdue the next one is if that is more. */
   currentMs: number;
 }
 
@@ -122,9 +124,10 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
   private readonly tickView: BigInt64Array;
   private lastTickAt: number;
   private lastTickLateMs = 0;
-  private readonly loopMonitor: IntervalHistogram;
+  /** Lateness of the main ticks in the current window, µs + 1 (a histogram records integers ≥ 1). */
+  private lagWindow: RecordableHistogram = createHistogram();
+  private lagWindowStart: number;
   private previousWindow: { p50Ms: number; p99Ms: number; maxMs: number } = { p50Ms: 0, p99Ms: 0, maxMs: 0 };
-  private readonly rotateTimer: NodeJS.Timeout;
   private peerStats = new Map<string, HeartbeatPeerStats>();
   private droppedCounts: Record<HeartbeatDropReason, number> = Object.fromEntries(HEARTBEAT_DROP_REASONS.map((r) => [r, 0])) as Record<
     HeartbeatDropReason,
@@ -169,13 +172,16 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
           cleanup();
           resolve(m.port);
         } else if (m.type === 'error') {
+          // Like the mesh and admin ports: a port that cannot be bound rejects with the system
+          // code (`EADDRINUSE`...), which the mesh's fallback to an ephemeral port relies on.
           fail(Object.assign(new Error(`Heartbeat socket could not bind ${options.host}:${options.port}: ${m.message}`), { code: m.code }));
         }
       };
       const onError = (err: Error) => fail(err);
-      const onExit = (code: number) => fail(new Error(`Heartbeat worker exited with code ${code} during start`));
+      const onExit = (code: number) => fail(new FoundationError(ErrorCodes.HEARTBEAT_FAILED, `Heartbeat worker exited with code ${code} during start`));
       const timer = setTimeout(
-        () => fail(new Error(`Heartbeat worker did not bind ${options.host}:${options.port} within ${START_TIMEOUT_MS} ms`)),
+        () =>
+          fail(new FoundationError(ErrorCodes.HEARTBEAT_FAILED, `Heartbeat worker did not bind ${options.host}:${options.port} within ${START_TIMEOUT_MS} ms`)),
         START_TIMEOUT_MS,
       );
       worker.on('message', onMessage);
@@ -195,30 +201,36 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     this.logger = logger;
 
     this.lastTickAt = performance.now();
-    this.tickTimer = setInterval(() => {
-      const now = performance.now();
-      this.lastTickLateMs = Math.max(0, now - this.lastTickAt - MAIN_TICK_INTERVAL_MS);
-      this.lastTickAt = now;
-      writeMainTick(this.tickView);
-    }, MAIN_TICK_INTERVAL_MS);
+    this.lagWindowStart = this.lastTickAt;
+    this.tickTimer = setInterval(() => this.onMainTick(), MAIN_TICK_INTERVAL_MS);
     this.tickTimer.unref();
-
-    this.loopMonitor = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
-    this.loopMonitor.enable();
-    this.rotateTimer = setInterval(() => {
-      const w = this.currentWindow();
-      if (w) this.previousWindow = w;
-      this.loopMonitor.reset();
-    }, LOOP_LAG_WINDOW_MS);
-    this.rotateTimer.unref();
 
     worker.on('message', (m: WorkerToMainMessage) => this.onWorkerMessage(m));
     worker.on('error', (err) => this.reportError(err));
     worker.on('exit', (code) => {
-      if (!this.stopping) this.reportError(new Error(`Heartbeat worker exited unexpectedly with code ${code}; peers will see this node down`));
+      if (!this.stopping) {
+        this.reportError(
+          new FoundationError(ErrorCodes.HEARTBEAT_FAILED, `Heartbeat worker exited unexpectedly with code ${code}; peers will see this node down`),
+        );
+      }
     });
     // Only now: attaching a 'message' listener re-refs the worker, and it must never keep the process alive.
     worker.unref();
+  }
+
+  /** The main thread is running: tell the worker, and record how late this tick came (loop lag). */
+  private onMainTick(): void {
+    const now = performance.now();
+    this.lastTickLateMs = Math.max(0, now - this.lastTickAt - MAIN_TICK_INTERVAL_MS);
+    this.lastTickAt = now;
+    writeMainTick(this.tickView);
+    this.lagWindow.record(Math.round(this.lastTickLateMs * 1000) + 1);
+    if (now - this.lagWindowStart >= LOOP_LAG_WINDOW_MS) {
+      const w = this.currentWindow();
+      if (w) this.previousWindow = w;
+      this.lagWindow.reset();
+      this.lagWindowStart = now;
+    }
   }
 
   private onWorkerMessage(m: WorkerToMainMessage): void {
@@ -253,9 +265,11 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
         this.emit('stats', map);
         return;
       }
-      case 'error':
-        this.reportError(Object.assign(new Error(`Heartbeat: ${m.message}`), { code: m.code }));
+      case 'error': {
+        const cause = m.code === undefined || m.code.startsWith('FOUNDATION_') ? undefined : Object.assign(new Error(m.message), { code: m.code });
+        this.reportError(new FoundationError(ErrorCodes.HEARTBEAT_FAILED, `Heartbeat: ${m.message}`, { cause }));
         return;
+      }
       case 'listening':
         return;
     }
@@ -318,6 +332,14 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     return { ...this.droppedCounts };
   }
 
+  /**
+   * Datagrams dropped since start, per reason (every reason of {@link HEARTBEAT_DROP_REASONS}
+   * present, 0 when none): the `reason` label of the drop metric. Same as {@link dropped}.
+   */
+  droppedPacketsByReason(): Record<HeartbeatDropReason, number> {
+    return this.dropped();
+  }
+
   /** Total datagrams dropped since start, all reasons together. */
   droppedPackets(): number {
     let n = 0;
@@ -331,11 +353,9 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
   }
 
   private currentWindow(): { p50Ms: number; p99Ms: number; maxMs: number } | undefined {
-    const h = this.loopMonitor;
+    const h = this.lagWindow;
     if (h.count < LOOP_LAG_MIN_SAMPLES) return undefined;
-    // The histogram records the whole sampling period; the lag is what exceeds it.
-    const lag = (ns: number) => Math.max(0, ns / 1e6 - LOOP_DELAY_RESOLUTION_MS);
-    return { p50Ms: lag(h.percentile(50)), p99Ms: lag(h.percentile(99)), maxMs: lag(h.max) };
+    return { p50Ms: lagMsOf(h.percentile(50)), p99Ms: lagMsOf(h.percentile(99)), maxMs: lagMsOf(h.max) };
   }
 
   /** This node's own main-thread event-loop lag. */
@@ -346,7 +366,7 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     return {
       p50Ms: (cur ?? prev).p50Ms,
       p99Ms: (cur ?? prev).p99Ms,
-      maxMs: Math.max(prev.maxMs, cur?.maxMs ?? 0, this.loopMonitor.count > 0 ? Math.max(0, this.loopMonitor.max / 1e6 - LOOP_DELAY_RESOLUTION_MS) : 0),
+      maxMs: Math.max(prev.maxMs, cur?.maxMs ?? 0, this.lagWindow.count > 0 ? lagMsOf(this.lagWindow.max) : 0),
       currentMs: Math.max(this.lastTickLateMs, sinceTick),
     };
   }
@@ -355,8 +375,6 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
   stop(): Promise<void> {
     if (this.stopping) return this.stopping;
     clearInterval(this.tickTimer);
-    clearInterval(this.rotateTimer);
-    this.loopMonitor.disable();
     this.worker.postMessage({ type: 'stop' } satisfies MainToWorkerMessage);
     this.stopping = new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
@@ -370,6 +388,11 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     });
     return this.stopping;
   }
+}
+
+/** A recorded tick lateness (µs + 1) back in ms. */
+function lagMsOf(recorded: number): number {
+  return Math.max(0, (recorded - 1) / 1000);
 }
 
 function toStats(p: PeerHeartbeatStats): HeartbeatPeerStats {
