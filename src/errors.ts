@@ -42,6 +42,8 @@ export const ErrorCodes = {
   HANDLER_EXISTS: 'FOUNDATION_HANDLER_EXISTS',
   /** Another live node started with this node's name and a newer incarnation: this node is no longer a member. */
   NAME_TAKEN: 'FOUNDATION_NAME_TAKEN',
+  /** The heartbeat worker failed: it did not start in time, exited, or reported an error; peers may see this node down. */
+  HEARTBEAT_FAILED: 'FOUNDATION_HEARTBEAT_FAILED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
