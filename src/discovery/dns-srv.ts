@@ -29,6 +29,7 @@ import {
   validateResolverOptions,
 } from './dns.js';
 import { rejectUnknownKeys } from './strategy.js';
+import { booleanOption } from './strategy-config.js';
 
 /** Configuration of the `dns-srv` strategy. */
 export interface DnsSrvStrategyConfig extends DnsResolverOptions {
@@ -62,12 +63,10 @@ export class DnsSrvStrategy extends PollingDnsStrategy {
       throw new ConfigError('service', 'expected a DNS name, e.g. "_foundation._tcp.my-app.default.svc.cluster.local"');
     rejectUnknownKeys(config, DNS_SRV_CONFIG_KEYS);
     const service = validateDnsName('service', config.service, '_foundation._tcp.my-app.default.svc.cluster.local');
-    if (config.resolveTargets !== undefined && typeof config.resolveTargets !== 'boolean') {
-      throw new ConfigError('resolveTargets', `expected true or false, got ${JSON.stringify(config.resolveTargets)}`);
-    }
+    const resolveTargets = booleanOption('resolveTargets', config.resolveTargets, true);
     super(validateResolverOptions(config));
     this.service = service;
-    this.resolveTargets = config.resolveTargets ?? true;
+    this.resolveTargets = resolveTargets;
   }
 
   override stop(): void {

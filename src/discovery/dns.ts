@@ -23,7 +23,9 @@ import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
+import { LogOnce } from '../util/logger.js';
 import { rejectUnknownKeys, type Strategy, type StrategyContext } from './strategy.js';
+import { intOption } from './strategy-config.js';
 
 /** Which address records to ask for: `ipv4` = A, `ipv6` = AAAA, `both` = A and AAAA. */
 export type DnsFamily = 'ipv4' | 'ipv6' | 'both';
@@ -99,13 +101,6 @@ export function validateDnsName(key: string, value: unknown, example: string): s
   return value.replace(/\.$/, '');
 }
 
-function intInRange(key: string, value: unknown, def: number, min: number, max: number): number {
-  const v = value ?? def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max)
-    throw new ConfigError(key, `expected an integer from ${min} to ${max}, got ${JSON.stringify(v)}`);
-  return v;
-}
-
 /** Validated, defaulted resolver options. */
 export interface ResolvedDnsOptions {
   family: DnsFamily;
@@ -121,9 +116,9 @@ export function validateResolverOptions(config: DnsResolverOptions): ResolvedDns
   if (family !== 'ipv4' && family !== 'ipv6' && family !== 'both') {
     throw new ConfigError('family', `expected one of 'ipv4', 'ipv6', 'both', got ${JSON.stringify(family)}`);
   }
-  const pollIntervalMs = intInRange('pollIntervalMs', config.pollIntervalMs, 5000, 50, 86_400_000);
-  const timeoutMs = intInRange('timeoutMs', config.timeoutMs, 2000, 10, 60_000);
-  const tries = intInRange('tries', config.tries, 2, 1, 10);
+  const pollIntervalMs = intOption('pollIntervalMs', config.pollIntervalMs, 5000, 50, 86_400_000);
+  const timeoutMs = intOption('timeoutMs', config.timeoutMs, 2000, 10, 60_000);
+  const tries = intOption('tries', config.tries, 2, 1, 10);
   let servers: string[] | undefined;
   if (config.servers !== undefined) {
     if (!Array.isArray(config.servers) || config.servers.length === 0) {
@@ -245,7 +240,8 @@ export abstract class PollingDnsStrategy implements Strategy {
   private timer?: NodeJS.Timeout;
   private running = false;
   private failing = false;
-  private readonly warned = new Set<string>();
+  /** Partial-failure warnings logged, each once until a lookup answers in full. */
+  private readonly warned = new LogOnce();
   private onAbort?: () => void;
 
   constructor(protected readonly options: ResolvedDnsOptions) {}
@@ -284,8 +280,7 @@ export abstract class PollingDnsStrategy implements Strategy {
       if (this.failing) ctx.logger.info({ strategy: this.name }, `${this.name} lookup answers again`);
       this.failing = false;
       for (const w of result.warnings) {
-        if (this.warned.has(w)) continue;
-        this.warned.add(w);
+        if (!this.warned.first(w)) continue;
         ctx.logger.warn({ strategy: this.name, error: w }, 'dns lookup partly failed: keeping the last known addresses of the part that failed');
       }
       if (result.warnings.length === 0) this.warned.clear();
@@ -325,7 +320,7 @@ export class DnsStrategy extends PollingDnsStrategy {
     rejectUnknownKeys(config, DNS_CONFIG_KEYS);
     const query = validateDnsName('query', config.query, 'my-app.internal');
     if (config.port === undefined) throw new ConfigError('port', 'required: the mesh port the peers listen on (integer from 1 to 65535)');
-    const port = intInRange('port', config.port, 0, 1, 65535);
+    const port = intOption('port', config.port, 0, 1, 65535);
     super(validateResolverOptions(config));
     this.query = query;
     this.port = port;

@@ -23,7 +23,9 @@ import { networkInterfaces } from 'node:os';
 import { join } from 'node:path';
 import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { formatAddress, parseAddress } from '../mesh/identity.js';
+import { LogOnce } from '../util/logger.js';
 import { rejectUnknownKeys, type Strategy, type StrategyContext, startConfigError } from './strategy.js';
+import { intOption, oneOfOption } from './strategy-config.js';
 
 /** Configuration of the `kubernetes` strategy. */
 export interface KubernetesStrategyConfig {
@@ -198,22 +200,6 @@ function isObj(v: unknown): boolean {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
-function intIn(config: Record<string, unknown>, key: string, def: number, min: number, max: number): number {
-  const v = config[key] ?? def;
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new ConfigError(key, `expected an integer between ${min} and ${max}, got ${JSON.stringify(v)}`);
-  }
-  return v;
-}
-
-function oneOf<T extends string>(config: Record<string, unknown>, key: string, allowed: readonly T[], def: T): T {
-  const v = config[key] ?? def;
-  if (typeof v !== 'string' || !allowed.includes(v as T)) {
-    throw new ConfigError(key, `expected one of ${allowed.map((a) => `'${a}'`).join(', ')}, got ${JSON.stringify(v)}`);
-  }
-  return v as T;
-}
-
 /** `system:serviceaccount:<ns>:<name>` from a service-account JWT, without verifying it (only for error messages). */
 function tokenSubject(token: string): string | undefined {
   try {
@@ -279,13 +265,13 @@ export class KubernetesStrategy implements Strategy {
   private namespace = '';
   private selfPort = 0;
   private selfHosts = new Set<string>();
-  private readonly warned = new Set<string>();
+  private readonly warned = new LogOnce();
 
   constructor(config: KubernetesStrategyConfig) {
     const c = (config ?? {}) as unknown;
     if (!isObject(c)) throw new ConfigError('config', 'expected an object');
     rejectUnknownKeys(c, KNOWN_KEYS);
-    this.mode = oneOf(c, 'mode', MODES, 'endpointslices');
+    this.mode = oneOfOption('mode', c.mode, MODES, 'endpointslices');
 
     if (c.service !== undefined) {
       if (typeof c.service !== 'string' || !SERVICE_NAME.test(c.service)) {
@@ -317,7 +303,7 @@ export class KubernetesStrategy implements Strategy {
       }
       this.configuredNamespace = c.namespace;
     }
-    if (c.port !== undefined) this.port = intIn(c, 'port', 0, 1, 65535);
+    if (c.port !== undefined) this.port = intOption('port', c.port, 0, 1, 65535);
     if (c.portName !== undefined) {
       if (this.port !== undefined) throw new ConfigError('portName', 'set either `port` or `portName`, not both');
       if (typeof c.portName !== 'string' || !/^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/.test(c.portName)) {
@@ -325,7 +311,7 @@ export class KubernetesStrategy implements Strategy {
       }
       this.portName = c.portName;
     }
-    this.addressMode = oneOf(c, 'addressMode', ADDRESS_MODES, 'ip');
+    this.addressMode = oneOfOption('addressMode', c.addressMode, ADDRESS_MODES, 'ip');
     const domain = c.clusterDomain ?? 'cluster.local';
     if (typeof domain !== 'string' || !DNS_NAME.test(domain)) {
       throw new ConfigError('clusterDomain', `expected a DNS domain such as "cluster.local" (no leading or trailing dot), got ${JSON.stringify(domain)}`);
@@ -334,10 +320,10 @@ export class KubernetesStrategy implements Strategy {
     const inr = c.includeNotReady ?? false;
     if (typeof inr !== 'boolean') throw new ConfigError('includeNotReady', `expected true or false, got ${JSON.stringify(inr)}`);
     this.includeNotReady = inr;
-    this.pollIntervalMs = intIn(c, 'pollIntervalMs', 5000, 50, 3_600_000);
-    this.timeoutMs = intIn(c, 'timeoutMs', 5000, 50, 600_000);
-    this.pageSize = intIn(c, 'pageSize', 500, 1, 10_000);
-    this.maxResponseBytes = intIn(c, 'maxResponseBytes', 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024);
+    this.pollIntervalMs = intOption('pollIntervalMs', c.pollIntervalMs, 5000, 50, 3_600_000);
+    this.timeoutMs = intOption('timeoutMs', c.timeoutMs, 5000, 50, 600_000);
+    this.pageSize = intOption('pageSize', c.pageSize, 500, 1, 10_000);
+    this.maxResponseBytes = intOption('maxResponseBytes', c.maxResponseBytes, 32 * 1024 * 1024, 1024, 1024 * 1024 * 1024);
     const sa = c.serviceAccountPath ?? DEFAULT_SERVICE_ACCOUNT_PATH;
     if (typeof sa !== 'string' || sa.length === 0) throw new ConfigError('serviceAccountPath', 'expected a non-empty directory path');
     this.saPath = sa;
@@ -645,8 +631,7 @@ export class KubernetesStrategy implements Strategy {
   }
 
   private warnOnce(key: string, obj: object, msg: string): void {
-    if (this.warned.has(key)) return;
-    this.warned.add(key);
+    if (!this.warned.first(key)) return;
     this.ctx?.logger.warn(obj, msg);
   }
 

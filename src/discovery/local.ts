@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { ConfigError } from '../errors.js';
 import { parseAddress } from '../mesh/identity.js';
 import { rejectUnknownKeys, type Strategy, type StrategyContext } from './strategy.js';
+import { intOption, requireConfigObject } from './strategy-config.js';
 
 /** Configuration of the `local` strategy. */
 export interface LocalStrategyConfig {
@@ -79,14 +80,12 @@ export class LocalStrategy implements Strategy {
   private readonly scanIntervalMs: number;
 
   constructor(private readonly config: LocalStrategyConfig = {}) {
-    if (config === null || typeof config !== 'object') throw new ConfigError('config', 'expected an object');
+    requireConfigObject(config);
     rejectUnknownKeys(config, LOCAL_CONFIG_KEYS);
     if (config.dir !== undefined && (typeof config.dir !== 'string' || config.dir.length === 0)) {
       throw new ConfigError('dir', 'expected a non-empty directory path');
     }
-    const interval = config.scanIntervalMs ?? 1000;
-    if (!Number.isInteger(interval) || interval < 50) throw new ConfigError('scanIntervalMs', 'expected an integer >= 50');
-    this.scanIntervalMs = interval;
+    this.scanIntervalMs = intOption('scanIntervalMs', config.scanIntervalMs, 1000, 50, 3_600_000);
   }
 
   start(ctx: StrategyContext): void {

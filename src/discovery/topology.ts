@@ -5,7 +5,7 @@
  */
 import { HandshakeError } from '../errors.js';
 import type { Mesh } from '../mesh/mesh.js';
-import type { Logger } from '../util/logger.js';
+import { type Logger, LogOnce } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { Strategy, StrategyContext } from './strategy.js';
 
@@ -22,7 +22,8 @@ export interface TopologyStats {
 export class Topology {
   private readonly abort = new AbortController();
   private readonly owned = new Set<string>();
-  private readonly seenErrors = new Set<string>();
+  /** Lookup errors logged since the last successful lookup, so each is logged once. */
+  private readonly seenErrors = new LogOnce();
   private readonly failing = new Map<string, string>();
   private readonly stats_: TopologyStats;
   private readonly unsubscribe: () => void;
@@ -118,8 +119,7 @@ export class Topology {
   private lookupFailed(error: Error): void {
     this.stats_.lookupErrors++;
     publish(TelemetryChannels.discoveryLookupError, { node: this.mesh.self.name, topology: this.name, strategy: this.strategy.name, error: error.message });
-    if (this.seenErrors.has(error.message)) return;
-    this.seenErrors.add(error.message);
+    if (!this.seenErrors.first(error.message)) return;
     this.log.warn({ error: error.message, keptPeers: this.owned.size }, 'discovery lookup failed: keeping the current members');
   }
 

@@ -405,7 +405,7 @@ describe('dns strategies: configuration', () => {
 
   it('names the allowed values', () => {
     expect(catchErr(() => new DnsStrategy({ query: 'a.test', port: 1, family: 'v4' as never }))?.message).toContain("'ipv4', 'ipv6', 'both'");
-    expect(catchErr(() => new DnsStrategy({ query: 'a.test', port: 0 }))?.message).toContain('1 to 65535');
+    expect(catchErr(() => new DnsStrategy({ query: 'a.test', port: 0 }))?.message).toContain('between 1 and 65535');
   });
 
   it('accepts the documented forms', () => {
