@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Foundation, type FoundationNode } from '../../dist/index.js';
 import { silentLogger } from '../compliance/strategy-compliance.js';
+import { requireTools } from '../helpers/requires.js';
 
 let dir: string;
 const pem: Record<string, string> = {};
@@ -59,7 +60,9 @@ function waitUp(node: FoundationNode, name: string, ms = 3000): Promise<boolean>
   });
 }
 
-describe('TLS links', () => {
+const noOpenssl = requireTools(['openssl'], 'TLS link tests (certificates are made with openssl)');
+
+describe.skipIf(noOpenssl !== undefined)('TLS links', () => {
   const nodes: FoundationNode[] = [];
   beforeAll(() => {
     dir = mkdtempSync(join(tmpdir(), 'foundation-tls-'));
