@@ -119,6 +119,8 @@ export class HandshakeAdmission {
   private readonly perSource = new Map<string, number>();
   private readonly limits: AdmissionLimits;
   private refusals = 0;
+  /** Sockets refused here: a TLS server still reports their hang-up as a TLS client error. */
+  private readonly refusedSockets = new WeakSet<Socket>();
 
   constructor(
     /** Told of each refusal, with reason `OVER_CAPACITY` (the mesh counts it in `handshakeFailures`). */
@@ -156,6 +158,7 @@ export class HandshakeAdmission {
     const overTotal = this.slots.size >= this.limits.total;
     if (overTotal || (fromSource >= this.limits.perAddress && !(this.limits.loopbackExempt && isLoopback(source)))) {
       socket.destroy();
+      this.refusedSockets.add(socket);
       this.refusals++;
       this.countFailure(OVER_CAPACITY);
       const why = overTotal
@@ -168,6 +171,15 @@ export class HandshakeAdmission {
     this.perSource.set(source, fromSource + 1);
     socket.once('close', () => this.release(endpoint));
     return true;
+  }
+
+  /**
+   * Whether `socket` (or, for a TLS socket, the raw socket under it) was refused here: its TLS
+   * "socket hang up" is then no TLS failure, and is neither counted again nor logged.
+   */
+  wasRefused(socket: Socket): boolean {
+    const parent = (socket as { _parent?: unknown })._parent;
+    return this.refusedSockets.has(socket) || (typeof parent === 'object' && parent !== null && this.refusedSockets.has(parent as Socket));
   }
 
   /** The handshake on `socket` ended (authenticated or failed): frees its slot. */

@@ -3,8 +3,12 @@
  * address, freed on close or when the handshake ends) and log lines (per source address, capped
  * overall). Real sockets on loopback; the last block runs real nodes (the built library).
  */
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createServer as createTlsServer, connect as tlsConnect } from 'node:tls';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Foundation as FoundationApi, FoundationNode } from '../../src/index.js';
@@ -165,6 +169,51 @@ describe('HandshakeAdmission', () => {
     await open(8);
     expect(accepted).toHaveLength(6);
     expect(failures[OVER_CAPACITY]).toBe(2);
+  });
+});
+
+const HAS_OPENSSL = (() => {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'pipe' });
+    return true;
+  } catch {
+    return false;
+  }
+})();
+
+describe.skipIf(!HAS_OPENSSL)(`HandshakeAdmission on a TLS server${HAS_OPENSSL ? '' : ' (skipped: no openssl to make a certificate)'}`, () => {
+  it('counts TLS handshakes against the cap, and knows the hang-up of a refused socket is no TLS failure', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'foundation-admission-'));
+    try {
+      execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', 'k.pem', '-out', 'c.pem', '-days', '1', '-subj', '/CN=localhost'], {
+        cwd: dir,
+        stdio: 'pipe',
+      });
+      const failures: Record<string, number> = {};
+      const admission = new HandshakeAdmission(counter(failures), new SourceRateLimitedLog(recordingLogger()), { total: 1 });
+      const server = createTlsServer({ key: readFileSync(join(dir, 'k.pem')), cert: readFileSync(join(dir, 'c.pem')) });
+      const tlsErrors: boolean[] = [];
+      server.on('connection', (raw: Socket) => admission.accept(raw));
+      server.on('tlsClientError', (_err, socket) => tlsErrors.push(admission.wasRefused(socket)));
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+      const port = (server.address() as { port: number }).port;
+      // A plain-TCP client that never starts TLS holds the only slot...
+      const holder = connect({ port, host: '127.0.0.1' });
+      holder.on('error', () => {});
+      await until(() => admission.inProgress === 1, 'the first connection admitted');
+      // ...so a TLS client is refused before its TLS handshake.
+      const refused = tlsConnect({ port, host: '127.0.0.1', rejectUnauthorized: false });
+      refused.on('error', () => {});
+      await until(() => tlsErrors.length === 1, 'the refused socket reported by the TLS server');
+      expect(tlsErrors).toEqual([true]);
+      expect(failures[OVER_CAPACITY]).toBe(1);
+      holder.destroy();
+      refused.destroy();
+      await until(() => admission.inProgress === 0, 'slot freed');
+      await new Promise<void>((r) => server.close(() => r()));
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
