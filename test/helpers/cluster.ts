@@ -3,6 +3,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
 const NODE_PROC = fileURLToPath(new URL('./node-proc.mjs', import.meta.url));
+const MESH_PROC = fileURLToPath(new URL('./mesh-proc.mjs', import.meta.url));
 
 export interface NodeEvent {
   at: number;
@@ -106,6 +107,21 @@ export class TestCluster {
     this.nodes.push(proc);
     const started = await proc.waitFor((e) => e.event === 'started' || e.event === 'start-failed', 10_000, 'start');
     if (started.event !== 'started') throw new Error(`${label} failed to start: ${JSON.stringify(started)}`);
+    return { proc, id: started.id as never };
+  }
+
+  /** Starts a bare mesh (no discovery) driven through the internal interface: test/helpers/mesh-proc.mjs. */
+  async startMesh(
+    label: string,
+    opts: { name: string; port?: number; secret?: string; peers?: string[]; helloOnUp?: boolean },
+  ): Promise<{ proc: NodeProc; id: { name: string; address: string; incarnation: number } }> {
+    const child = spawn(process.execPath, ['--import', 'tsx', MESH_PROC, JSON.stringify(opts)], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, FOUNDATION_LOG_LEVEL: 'info' },
+    });
+    const proc = new NodeProc(child, label);
+    this.nodes.push(proc);
+    const started = await proc.waitFor((e) => e.event === 'started', 15_000, 'start');
     return { proc, id: started.id as never };
   }
 
