@@ -5,8 +5,9 @@
  * succeeds hands its link to `ConnectorHooks.admitted`; from there on the link belongs to the
  * peer's state machine (peers.ts).
  *
- * Pre-authentication admission control (caps on concurrent handshakes, per-source limits) belongs
- * in `onInbound`, before `acceptHandshake`, and the per-source log limit in `handshakeFailed`.
+ * Pre-authentication bounds (admission.ts): `listen` takes a handshake slot for each inbound
+ * socket (or closes it at the cap), `onInbound` frees it when the handshake ends, and handshake
+ * failures are logged per source address, capped overall, through `failureLog`.
  */
 import type { Server, Socket } from 'node:net';
 import { connect as tcpConnect } from 'node:net';
@@ -114,6 +115,7 @@ export class Connector {
       server.on('connection', (raw: Socket) => this.admission.accept(raw));
       server.on('secureConnection', (socket: Socket) => this.onInbound(socket));
       server.on('tlsClientError', (err: Error, socket: Socket) => {
+        if (this.admission.wasRefused(socket)) return; // counted and logged as over-capacity
         this.hooks.countHandshakeFailure('tls');
         const remote = socket.remoteAddress ?? (socket as { _parent?: Socket })._parent?.remoteAddress ?? 'unknown address';
         this.failureLog.warn(sourceAddress(remote), { remote }, `TLS handshake from ${remote} failed: ${err.message}`);
