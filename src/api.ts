@@ -3,7 +3,6 @@
  * Surfaces (HTTP, CLI) are written against these interfaces only.
  */
 import type { EventEmitter } from 'node:events';
-import type { Registry } from 'prom-client';
 import type { TopologyStats } from './discovery/topology.js';
 import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
 
@@ -71,6 +70,18 @@ export interface MeshMessaging {
   stats(): MeshStats;
 }
 
+/**
+ * This node's metrics, as Foundation exposes them: the Prometheus text exposition and its
+ * content type. Foundation's own interface, so the public API does not depend on the metrics
+ * library behind it (prom-client today).
+ */
+export interface MetricsRegistry {
+  /** Every metric of this node in the Prometheus text format, collected now. */
+  metrics(): Promise<string>;
+  /** The HTTP `Content-Type` of that text. */
+  readonly contentType: string;
+}
+
 /** A running Foundation node. */
 export interface FoundationNode {
   /** Name, address and incarnation. */
@@ -79,8 +90,8 @@ export interface FoundationNode {
   readonly mesh: MeshMessaging;
   /** Discovery topologies and their counters. */
   readonly discovery: DiscoveryView;
-  /** Prometheus registry holding this node's metrics. */
-  readonly metrics: Registry;
+  /** This node's metrics, in the Prometheus text format (what `/metrics` serves). */
+  readonly metrics: MetricsRegistry;
   /** Address of the HTTP admin server (`host:port`), when enabled. */
   readonly httpAddress: string | undefined;
   health(): LocalHealth;

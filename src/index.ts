@@ -12,9 +12,11 @@ export type {
   MeshStats,
   MessageContext,
   MessageHandler,
+  MetricsRegistry,
   RequestOptions,
   SendOptions,
 } from './api.js';
+export type { FailureDetectorOptions, FoundationOptions, HttpOptions, LaneOptions, LanesOptions } from './config/options.js';
 export type { DnsFamily, DnsResolverOptions, DnsStrategyConfig } from './discovery/dns.js';
 export { DnsStrategy } from './discovery/dns.js';
 export type { DnsSrvStrategyConfig } from './discovery/dns-srv.js';
@@ -46,7 +48,6 @@ export {
   SecretRequiredError,
   SerializationError,
 } from './errors.js';
-export type { FailureDetectorOptions, FoundationOptions, LaneOptions } from './foundation.js';
 export { Foundation } from './foundation.js';
 export type { MeshTlsOptions } from './mesh/mesh.js';
 export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';

@@ -2,12 +2,14 @@
  * Twelve-factor configuration: the same options from `FOUNDATION_*` environment variables.
  * Explicit options always win over the environment. Errors name the variable and the allowed values.
  */
+import { CLUSTER_SHORTHANDS, SHORTHAND_NAMES, type ShorthandEnv, type ShorthandName } from '../discovery/modes.js';
 import { ConfigError } from '../errors.js';
-import type { FoundationOptions } from '../foundation.js';
 import { didYouMean, levenshtein } from '../util/suggest.js';
+import { hostPortShape, parseHostPort } from './address.js';
+import type { FoundationOptions } from './options.js';
 
-/** Apprentice strategies accepted by FOUNDATION_CLUSTER. */
-export const ENV_CLUSTER_VALUES = ['true', 'mortal', 'false', 'kubernetes', 'dns', 'dns-srv', 'gossip', 'mdns', 'static', 'fly', 'local'] as const;
+/** Values accepted by FOUNDATION_CLUSTER: `true`/`mortal` (Mortal mode), `false`, or an Apprentice strategy. */
+export const ENV_CLUSTER_VALUES = ['true', 'mortal', 'false', ...SHORTHAND_NAMES] as const;
 
 /** Every variable read, with what it sets: the table in docs/guides/configuration.md. */
 export const ENV_VARIABLES: Record<string, string> = {
@@ -19,18 +21,11 @@ export const ENV_VARIABLES: Record<string, string> = {
   FOUNDATION_SECRET: 'secret',
   FOUNDATION_INSECURE: 'insecure (true/false)',
   FOUNDATION_HIDDEN: 'hidden (true/false)',
+  FOUNDATION_COOKIE_FILE: 'cookieFile',
   FOUNDATION_HTTP: 'http: `port` or `host:port`',
-  FOUNDATION_CLUSTER: `cluster: ${ENV_CLUSTER_VALUES.join(' | ')}`,
+  FOUNDATION_CLUSTER: `cluster: ${ENV_CLUSTER_VALUES.join(' | ')} (mortal is the same as true)`,
   FOUNDATION_CLUSTER_PORT: "peers' mesh port for kubernetes / dns / fly (default: FOUNDATION_PORT)",
-  FOUNDATION_K8S_APP_NAME: 'kubernetes appName',
-  FOUNDATION_K8S_NAMESPACE: 'kubernetes namespace',
-  FOUNDATION_K8S_MODE: 'kubernetes mode: endpointslices | pods',
-  FOUNDATION_DNS_QUERY: 'dns query',
-  FOUNDATION_DNS_SERVICE: 'dns-srv service',
-  FOUNDATION_GOSSIP_SECRET: 'gossip secret (default: FOUNDATION_SECRET)',
-  FOUNDATION_STATIC: 'static hosts, comma-separated `host:port` (implies FOUNDATION_CLUSTER=static)',
-  FOUNDATION_FLY_APP: 'fly app (default: FLY_APP_NAME, which Fly sets)',
-  FOUNDATION_LOCAL_DIR: 'local dir',
+  ...Object.assign({}, ...SHORTHAND_NAMES.map((n) => CLUSTER_SHORTHANDS[n].variables)),
   FOUNDATION_TOPOLOGIES: 'Wizard topologies as JSON: {"name": {"strategy": "...", "config": {...}}}',
 };
 
@@ -57,21 +52,22 @@ function bool(env: NodeJS.ProcessEnv, key: string): boolean | undefined {
 function int(env: NodeJS.ProcessEnv, key: string): number | undefined {
   const v = env[key];
   if (v === undefined || v === '') return undefined;
-  if (!/^\d+$/.test(v.trim())) throw new ConfigError(key, `"${v}" is not a port number (0-65535)`);
-  return Number(v.trim());
+  const n = Number(v.trim());
+  if (!/^\d{1,5}$/.test(v.trim()) || n > 65535) throw new ConfigError(key, `"${v}" is not a port number (0-65535)`);
+  return n;
 }
 
-function required(env: NodeJS.ProcessEnv, key: string, because: string): string {
-  const v = env[key];
-  if (!v) throw new ConfigError(key, `is required when ${because}`);
-  return v;
-}
-
-function list(v: string): string[] {
-  return v
-    .split(',')
-    .map((s) => s.trim())
-    .filter(Boolean);
+/** What the Apprentice shorthands read their companion variables through. */
+function shorthandEnv(env: NodeJS.ProcessEnv): ShorthandEnv {
+  return {
+    get: (key) => env[key] || undefined,
+    required: (key, because) => {
+      const v = env[key];
+      if (!v) throw new ConfigError(key, `is required when ${because}`);
+      return v;
+    },
+    port: (key) => int(env, key),
+  };
 }
 
 /** Reads the options the environment sets. Unknown FOUNDATION_* variables get a did-you-mean error. */
@@ -94,68 +90,24 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): FoundationOptions {
   if (insecure !== undefined) o.insecure = insecure;
   const hidden = bool(env, 'FOUNDATION_HIDDEN');
   if (hidden !== undefined) o.hidden = hidden;
+  if (env.FOUNDATION_COOKIE_FILE) o.cookieFile = env.FOUNDATION_COOKIE_FILE;
   if (env.FOUNDATION_HTTP) {
-    const m = /^(?:(.+):)?(\d{1,5})$/.exec(env.FOUNDATION_HTTP.trim());
-    if (!m) throw new ConfigError('FOUNDATION_HTTP', `"${env.FOUNDATION_HTTP}" is not \`port\` or \`host:port\``);
-    o.http = { port: Number(m[2]), ...(m[1] ? { host: m[1].replace(/^\[|\]$/g, '') } : {}) };
+    const rules = { allowBarePort: true };
+    const http = parseHostPort(env.FOUNDATION_HTTP, rules);
+    if (!http) throw new ConfigError('FOUNDATION_HTTP', `"${env.FOUNDATION_HTTP}" is not ${hostPortShape(rules)}`);
+    o.http = http.host === undefined ? http.port : { host: http.host, port: http.port };
   }
-  const clusterPort = int(env, 'FOUNDATION_CLUSTER_PORT');
   let kind = env.FOUNDATION_CLUSTER?.trim().toLowerCase();
   if (!kind && env.FOUNDATION_STATIC) kind = 'static';
-  if (kind) {
-    switch (kind) {
-      case 'true':
-      case 'mortal':
-        o.cluster = true;
-        break;
-      case 'false':
-        o.cluster = false;
-        break;
-      case 'kubernetes': {
-        const mode = env.FOUNDATION_K8S_MODE;
-        if (mode && mode !== 'endpointslices' && mode !== 'pods')
-          throw new ConfigError('FOUNDATION_K8S_MODE', `"${mode}" is not allowed. Allowed values: endpointslices, pods`);
-        o.cluster = {
-          strategy: 'kubernetes',
-          appName: required(env, 'FOUNDATION_K8S_APP_NAME', 'FOUNDATION_CLUSTER=kubernetes'),
-          ...(env.FOUNDATION_K8S_NAMESPACE ? { namespace: env.FOUNDATION_K8S_NAMESPACE } : {}),
-          ...(mode ? { mode: mode as 'endpointslices' | 'pods' } : {}),
-          ...(clusterPort ? { port: clusterPort } : {}),
-        };
-        break;
-      }
-      case 'dns':
-        o.cluster = { strategy: 'dns', query: required(env, 'FOUNDATION_DNS_QUERY', 'FOUNDATION_CLUSTER=dns'), ...(clusterPort ? { port: clusterPort } : {}) };
-        break;
-      case 'dns-srv':
-        o.cluster = { strategy: 'dns-srv', service: required(env, 'FOUNDATION_DNS_SERVICE', 'FOUNDATION_CLUSTER=dns-srv') };
-        break;
-      case 'gossip':
-        o.cluster = { strategy: 'gossip', ...(env.FOUNDATION_GOSSIP_SECRET ? { secret: env.FOUNDATION_GOSSIP_SECRET } : {}) };
-        break;
-      case 'mdns':
-        o.cluster = { strategy: 'mdns' };
-        break;
-      case 'static':
-        o.cluster = { strategy: 'static', hosts: list(required(env, 'FOUNDATION_STATIC', 'FOUNDATION_CLUSTER=static')) };
-        break;
-      case 'fly': {
-        const app = env.FOUNDATION_FLY_APP ?? env.FLY_APP_NAME;
-        if (!app) throw new ConfigError('FOUNDATION_FLY_APP', 'is required when FOUNDATION_CLUSTER=fly (or run on Fly, which sets FLY_APP_NAME)');
-        o.cluster = { strategy: 'fly', app, ...(clusterPort ? { port: clusterPort } : {}) };
-        break;
-      }
-      case 'local':
-        o.cluster = { strategy: 'local', ...(env.FOUNDATION_LOCAL_DIR ? { dir: env.FOUNDATION_LOCAL_DIR } : {}) };
-        break;
-      default: {
-        const hint = didYouMean(kind, ENV_CLUSTER_VALUES);
-        throw new ConfigError(
-          'FOUNDATION_CLUSTER',
-          `"${kind}" is not allowed${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${ENV_CLUSTER_VALUES.join(', ')}`,
-        );
-      }
-    }
+  if (kind === 'true' || kind === 'mortal') o.cluster = true;
+  else if (kind === 'false') o.cluster = false;
+  else if (kind && Object.hasOwn(CLUSTER_SHORTHANDS, kind)) o.cluster = CLUSTER_SHORTHANDS[kind as ShorthandName].fromEnv(shorthandEnv(env));
+  else if (kind) {
+    const hint = didYouMean(kind, ENV_CLUSTER_VALUES);
+    throw new ConfigError(
+      'FOUNDATION_CLUSTER',
+      `"${kind}" is not allowed${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${ENV_CLUSTER_VALUES.join(', ')}`,
+    );
   }
   if (env.FOUNDATION_TOPOLOGIES) {
     let parsed: unknown;
@@ -169,14 +121,8 @@ export function optionsFromEnv(env: NodeJS.ProcessEnv): FoundationOptions {
   return o;
 }
 
-/** Variables read elsewhere (the cookie file, log level, test and CLI switches), not by the option mapping. */
-const IGNORED = new Set([
-  'FOUNDATION_COOKIE_FILE',
-  'FOUNDATION_LOG_LEVEL',
-  'FOUNDATION_EMIT_STARTED',
-  'FOUNDATION_EXIT_WITH_PARENT',
-  'FOUNDATION_REQUIRE_NETNS',
-]);
+/** Variables read elsewhere (log level, test and CLI switches), not by the option mapping. */
+const IGNORED = new Set(['FOUNDATION_LOG_LEVEL', 'FOUNDATION_EMIT_STARTED', 'FOUNDATION_EXIT_WITH_PARENT', 'FOUNDATION_REQUIRE_NETNS']);
 
 /** Explicit options win key by key; the environment fills the rest. */
 export function mergeEnv(options: FoundationOptions, fromEnv: FoundationOptions): FoundationOptions {

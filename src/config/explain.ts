@@ -1,16 +1,13 @@
 /**
  * `foundation config explain`: the topologies a set of options and environment resolves to,
- * exactly as `Foundation.start` would run them. Secrets are redacted.
+ * exactly as `Foundation.start` would run them (both call `resolveOptions`). Secrets are redacted.
  */
 
-import { mdnsAvailable } from '../discovery/mdns.js';
-import { type ClusterOption, type ModeName, resolveTopologies } from '../discovery/modes.js';
-import { createStrategy, type TopologySpec } from '../discovery/registry.js';
-import { SecretRequiredError } from '../errors.js';
-import type { FoundationOptions } from '../foundation.js';
+import type { ModeName } from '../discovery/modes.js';
+import type { TopologySpec } from '../discovery/registry.js';
 import { formatAddress } from '../mesh/identity.js';
-import { mergeEnv, optionsFromEnv } from './env.js';
-import { parseOptions } from './options.js';
+import type { FoundationOptions } from './options.js';
+import { resolveOptions } from './resolve.js';
 
 export interface Explanation {
   mode: ModeName;
@@ -33,35 +30,29 @@ function strategyName(spec: TopologySpec): string {
   return typeof spec.strategy === 'string' ? spec.strategy : `class ${spec.strategy.name || '(anonymous)'}`;
 }
 
-/** Resolves options + environment the way `Foundation.start` does, without starting anything. */
+/**
+ * Resolves options + environment with the resolver `Foundation.start` uses, without starting
+ * anything (and without creating the development cookie file). Rejects exactly when start would
+ * reject before binding, with the same error.
+ */
 export async function explainConfig(options: FoundationOptions, env: NodeJS.ProcessEnv = process.env): Promise<Explanation> {
-  const o = parseOptions(mergeEnv(options, optionsFromEnv(env)));
-  const secret = o.secret ? 'set' : o.insecure ? 'insecure' : 'cookie-file';
-  const resolved = resolveTopologies(o.cluster as ClusterOption | undefined, o.topologies as Record<string, TopologySpec> | undefined, {
-    port: o.port ?? 0,
-    // The real secret never reaches the output: a placeholder marks where it would be used.
-    secret: secret === 'insecure' ? undefined : '<node secret>',
-    mdnsAvailable: o.cluster === true ? await mdnsAvailable() : false,
-  });
-  // Build every strategy as start would, so a bad topology fails here too (constructors only validate).
-  for (const [name, spec] of Object.entries(resolved.topologies)) createStrategy(name, spec);
-  if (secret === 'cookie-file' && (env.NODE_ENV ?? process.env.NODE_ENV) === 'production') throw new SecretRequiredError();
+  const r = await resolveOptions(options, env, 'explain');
   const topologies: Explanation['topologies'] = {};
-  for (const [name, spec] of Object.entries(resolved.topologies)) {
+  for (const [name, spec] of Object.entries(r.topologies)) {
     topologies[name] = { strategy: strategyName(spec), config: redact(spec.config ?? {}) as Record<string, unknown> };
   }
   return {
-    mode: resolved.mode,
+    mode: r.mode,
     node: {
-      name: o.name ?? null,
-      host: o.host ?? '127.0.0.1',
-      port: o.port ?? 0,
-      advertiseHost: o.advertiseHost ?? null,
-      clusterName: o.clusterName ?? 'foundation',
-      secret,
+      name: r.given.name ?? null,
+      host: r.host,
+      port: r.port,
+      advertiseHost: r.advertiseHost ?? null,
+      clusterName: r.clusterName,
+      secret: r.secret.source === 'option' ? 'set' : r.secret.source,
     },
     topologies,
-    notes: resolved.notes,
+    notes: r.notes,
   };
 }
 

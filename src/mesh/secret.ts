@@ -18,18 +18,34 @@ export interface ResolvedSecret {
 }
 
 /**
+ * Fewest bytes of a secret without a warning. The handshake lets a peer test guesses offline, so
+ * only entropy protects the secret: 32 random bytes (256 bits), as docs/guides/security.md says.
+ */
+export const MIN_SECRET_BYTES = 32;
+
+/**
  * Decides which shared secret authenticates links.
  * - An explicit secret always wins.
  * - In production (NODE_ENV=production) no secret is an error unless `insecure`.
  * - In development a per-user cookie file is created once (mode 0600) and reused,
- *   so every node a user starts on this machine shares it, and a warning says so.
+ *   so every node a user starts on this machine shares it, and a warning says so. With
+ *   `createCookie: false` (for `config explain`) a missing cookie file is not created: the secret
+ *   is then empty and the warning says the file would be created.
  */
-export function resolveSecret(opts: { secret?: string | Uint8Array; insecure?: boolean; cookieFile?: string; env?: string }): ResolvedSecret {
+export function resolveSecret(opts: {
+  secret?: string | Uint8Array;
+  insecure?: boolean;
+  cookieFile?: string;
+  env?: string;
+  createCookie?: boolean;
+}): ResolvedSecret {
   if (opts.secret !== undefined && opts.secret.length > 0) {
     const secret = Buffer.from(opts.secret as string);
     // The handshake lets a peer test guesses offline, as Erlang's cookie does: only entropy protects it.
     const warning =
-      secret.length < 16 ? `the secret is only ${secret.length} bytes: use at least 16 random bytes (a short secret can be guessed offline)` : undefined;
+      secret.length < MIN_SECRET_BYTES
+        ? `the secret is only ${secret.length} bytes: use at least ${MIN_SECRET_BYTES} random bytes (a short secret can be guessed offline)`
+        : undefined;
     return warning ? { secret, source: 'option', warning } : { secret, source: 'option' };
   }
   if (opts.insecure) {
@@ -53,6 +69,13 @@ export function resolveSecret(opts: { secret?: string | Uint8Array; insecure?: b
     };
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+  if (opts.createCookie === false) {
+    return {
+      secret: Buffer.alloc(0),
+      source: 'cookie-file',
+      warning: `no secret configured: start would create a development cookie in ${file} (set \`secret\` or FOUNDATION_SECRET in production)`,
+    };
   }
   const cookie = randomBytes(32).toString('base64url');
   mkdirSync(dirname(file), { recursive: true });
