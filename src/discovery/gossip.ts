@@ -69,10 +69,11 @@ export interface GossipStrategyConfig {
   /** Multicast TTL (0 – 255): 1 keeps announcements on the local segment. Default `1`. */
   ttl?: number;
   /**
-   * IPv4 address of the interface to join the group on and send from. Default: derived
-   * from the node's advertised address — `127.0.0.1` when that is a loopback address (or a
-   * wildcard, or cannot be resolved to an IPv4 address), else that address (a host name
-   * is resolved). A node on `127.0.0.1` therefore never announces beyond loopback.
+   * IPv4 address of the interface to join the group on and send from; it must be an address of
+   * this host (checked at start). Default: derived from the node's advertised address —
+   * `127.0.0.1` when that is a loopback address or a wildcard, else that address (a host name
+   * is resolved) if it is an address of this host, else `127.0.0.1` with a warning. A node on
+   * `127.0.0.1` therefore never announces beyond loopback.
    */
   interface?: string;
   /** Announce period in ms (integer, 50 – 3 600 000). Default `1000`. */

@@ -76,10 +76,11 @@ export interface MdnsStrategyConfig {
   /** Domain the names live in (dot-separated labels of letters, digits and hyphens). Default `local`. */
   domain?: string;
   /**
-   * IPv4 address of the local interface to join the mDNS group on and send from. Default:
-   * derived from the node's advertised address — `127.0.0.1` when that is a loopback address
-   * (or a wildcard, or cannot be resolved to an IPv4 address), else that address (a host name
-   * is resolved). A node on `127.0.0.1` therefore never sends beyond loopback.
+   * IPv4 address of the local interface to join the mDNS group on and send from; it must be an
+   * address of this host (checked at start). Default: derived from the node's advertised address
+   * — `127.0.0.1` when that is a loopback address or a wildcard, else that address (a host name
+   * is resolved) if it is an address of this host, else `127.0.0.1` with a warning. A node on
+   * `127.0.0.1` therefore never sends beyond loopback.
    */
   interface?: string;
   /** TTL, in seconds, of the records this node publishes (integer, 1 - 86 400). Default `120`. */
