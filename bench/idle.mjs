@@ -16,7 +16,7 @@
 // Traffic stays on 127.0.0.1 (the nodes bind and dial loopback only). Every process is
 // SIGKILLed on the way out.
 import { spawn } from 'node:child_process';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -86,6 +86,51 @@ function cpuTicks(pid) {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * Per thread of a process: CPU ticks and voluntary context switches (each one a wake-up after
+ * sleeping: what an idle process pays for). Keyed by thread id; the main thread's id is the pid.
+ */
+function threadCounters(pid) {
+  const out = new Map();
+  let tids = [];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const st = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = st.slice(st.lastIndexOf(')') + 2).split(' ');
+      const status = readFileSync(`/proc/${pid}/task/${tid}/status`, 'utf8');
+      const vol = Number(/^voluntary_ctxt_switches:\s+(\d+)/m.exec(status)?.[1] ?? 0);
+      out.set(tid, { ticks: Number(f[11]) + Number(f[12]), wakeups: vol });
+    } catch {}
+  }
+  return out;
+}
+
+/**
+ * Wake-ups per second and CPU % of the main thread and of the busiest other thread (the
+ * heartbeat worker, in an idle node), and wake-ups of all threads together, over the window.
+ */
+function threadRates(pid, before, after, seconds) {
+  const rows = [];
+  for (const [tid, a] of after) {
+    const b = before.get(tid) ?? { ticks: 0, wakeups: 0 };
+    rows.push({ tid, wakeups: (a.wakeups - b.wakeups) / seconds, cpu: ((a.ticks - b.ticks) / CLK_TCK / seconds) * 100 });
+  }
+  const main = rows.find((r) => r.tid === String(pid));
+  const other = rows.filter((r) => r !== main).sort((x, y) => y.wakeups - x.wakeups)[0];
+  return {
+    mainWakeups: main?.wakeups ?? 0,
+    mainCpu: main?.cpu ?? 0,
+    workerWakeups: other?.wakeups ?? 0,
+    workerCpu: other?.cpu ?? 0,
+    allWakeups: rows.reduce((s, r) => s + r.wakeups, 0),
+  };
 }
 
 /** Whole-machine busy and total jiffies, from /proc/stat. */
@@ -207,13 +252,25 @@ async function runSize(n, a, log) {
     const downsBefore = nodes.reduce((s, x) => s + x.downs.length, 0);
     const t0 = process.hrtime.bigint();
     const c0 = nodes.map((x) => cpuTicks(x.pid));
+    const th0 = nodes.map((x) => threadCounters(x.pid));
     const mm0 = machineTicks();
     await sleep(a.window * 1000);
     const c1 = nodes.map((x) => cpuTicks(x.pid));
+    const th1 = nodes.map((x) => threadCounters(x.pid));
     const mm1 = machineTicks();
     const wallS = Number(process.hrtime.bigint() - t0) / 1e9;
     const perNode = nodes.map((_, i) => (c0[i] === undefined || c1[i] === undefined ? undefined : ((c1[i] - c0[i]) / CLK_TCK / wallS) * 100));
-    const vals = perNode.filter((x) => x !== undefined);
+    // The profiled node (--cpu-prof) pays for its profiler: leave it out of the figures.
+    const measured = (i) => !(profDir && i === 0);
+    const vals = perNode.filter((x, i) => x !== undefined && measured(i));
+    const threads = nodes.map((x, i) => threadRates(x.pid, th0[i], th1[i], wallS)).filter((_, i) => measured(i));
+    const med = (k) =>
+      round2(
+        pct(
+          threads.map((t) => t[k]),
+          0.5,
+        ) ?? 0,
+      );
     const downs = nodes.reduce((s, x) => s + x.downs.length, 0) - downsBefore;
     for (const x of nodes) x.send({ cmd: 'stats' });
     await until(() => nodes.every((x) => x.stats || x.exited), 3000);
@@ -222,7 +279,7 @@ async function runSize(n, a, log) {
     const total = vals.reduce((s, x) => s + x, 0);
     const cores = os.cpus().length;
     Object.assign(out, {
-      ok: vals.length === n,
+      ok: vals.length === (profDir ? n - 1 : n),
       windowS: round2(wallS),
       cpuPctPerNode: {
         median: round2(pct(vals, 0.5)),
@@ -235,6 +292,14 @@ async function runSize(n, a, log) {
       // The nodes together used (nearly) all of the machine: per-node figures are shares, not
       // costs. (A busy machine alone is not that: other load is reported as machineBusy.)
       saturated: total >= cores * 100 * 0.9,
+      // Medians over the nodes: wake-ups per second (voluntary context switches) and CPU % per thread.
+      threads: {
+        mainWakeupsPerS: med('mainWakeups'),
+        mainCpuPct: med('mainCpu'),
+        workerWakeupsPerS: med('workerWakeups'),
+        workerCpuPct: med('workerCpu'),
+        allWakeupsPerS: med('allWakeups'),
+      },
       downsDuringWindow: downs,
       heartbeatPacketsDropped: hbDropped,
       perNode: perNode.map((x) => (x === undefined ? null : round2(x))),
@@ -263,6 +328,10 @@ async function main() {
       log(
         `  N=${String(n).padStart(2)}: per node median ${p.median.toFixed(2)}% (mean ${p.mean.toFixed(2)}, max ${p.max.toFixed(2)}) of a core; all nodes ${r.cpuPctTotal.toFixed(1)}% ` +
           `(machine busy ${(r.machineBusy * 100).toFixed(0)}%, busy before ${(r.busyBefore * 100).toFixed(0)}%)${r.saturated ? '  SATURATED' : ''}; downs ${r.downsDuringWindow}`,
+      );
+      const t = r.threads;
+      log(
+        `        wake-ups/s per node: main ${t.mainWakeupsPerS} (${t.mainCpuPct}%), heartbeat worker ${t.workerWakeupsPerS} (${t.workerCpuPct}%), all threads ${t.allWakeupsPerS}`,
       );
     }
     await sleep(1000);

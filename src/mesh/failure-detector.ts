@@ -37,9 +37,10 @@
  * ~100 ms, so a peer that goes silent is declared down ≈ 1.6–2.0 s after it stopped —
  * comfortably inside the 3 s budget, while a 1 s pause stays at φ ≈ 0.
  *
- * In Foundation both pings and pongs count as arrivals, so the learnt mean is nearer
- * interval / 2 (≈ 125 ms) and σ depends on the phase of the two streams; with σ at the 100 ms
- * floor that is ≈ 1125 + 522 ≈ 1650 ms of silence, with σ = 120 ms ≈ 1750 ms.
+ * In Foundation each end sends one heartbeat per interval (in two copies, one arrival), so the
+ * learnt mean is the interval itself: ≈ 1772 ms of silence, as above. The heartbeat worker does
+ * not poll φ: it sleeps until {@link PhiAccrualDetector.reachesPhiAt} says the next threshold
+ * can be crossed.
  *
  * The class is pure: it never reads a clock and holds no timers. Time is passed in, in
  * milliseconds, from any monotonic clock (`performance.now()`).

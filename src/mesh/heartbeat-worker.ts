@@ -26,12 +26,22 @@
  */
 
 import dgram from 'node:dgram';
-import { isIPv6 } from 'node:net';
+import dns from 'node:dns';
+import { isIP, isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ErrorCodes, FoundationError } from '../errors.js';
 import { PhiAccrualDetector } from './failure-detector.js';
-import { decodeHeartbeat, encodeHeartbeat, FLAG_SENDER_LOW, ReplayWindow, SESSION_KEY_BYTES, U32_MAX } from './heartbeat-packet.js';
+import {
+  decodeHeartbeat,
+  encodeHeartbeat,
+  FLAG_SENDER_LOW,
+  HEARTBEAT_PACKET_BYTES,
+  LINK_ID_BYTES,
+  ReplayWindow,
+  SESSION_KEY_BYTES,
+  U32_MAX,
+} from './heartbeat-packet.js';
 import {
   type AddPeerMessage,
   DROPPED_REPORT_INTERVAL_MS,
@@ -52,6 +62,16 @@ const port = parentPort;
 const data = workerData as HeartbeatWorkerData;
 const mainTick = new BigInt64Array(data.mainTick, 0, 1);
 
+/**
+ * Every heartbeat is sent twice, back to back. Under random loss a heartbeat is then lost only
+ * when both copies are (30 % loss: 9 % instead of 30 %), which keeps a peer that loses 30 % of
+ * its datagrams from ever reaching φ = 8 within the 3 s detection budget, as the two datagrams
+ * per direction of the ping/pong design did. The copy is nearly free: the same bytes (encoded
+ * and authenticated once), sent in the same wake-up, and recognised on arrival by comparison
+ * with the last accepted datagram instead of a second HMAC; it usually arrives in the same
+ * wake-up too.
+ */
+const HEARTBEAT_COPIES = 2;
 /** Width of the anti-replay window: heartbeats may arrive reordered by up to this many. */
 const RECEIVE_WINDOW = 64;
 /** Removed links whose sequence state we remember, so a re-added link cannot be fed replays. */
@@ -83,6 +103,8 @@ interface Peer {
   echoTimeMicros: number;
   /** Our clock (microseconds) when that heartbeat arrived, to tell the peer how long we held it. */
   echoReceivedAtMicros: number;
+  /** A copy of the last datagram accepted from the peer (zeros before): its redundant copy is recognised by comparison. */
+  readonly lastAccepted: Buffer;
   /** Flag byte we stamp on packets to this peer. */
   readonly outFlags: number;
   /** Expected direction bit on packets from this peer; undefined when `self` is not configured. */
@@ -189,7 +211,9 @@ function sendHeartbeat(p: Peer, lag: number, nowMicros: number): void {
     },
     p.key,
   );
+  // Only the first copy reports errors: the second would fail the same way.
   socket.send(buf, p.port, p.host, onSendError);
+  for (let i = 1; i < HEARTBEAT_COPIES; i++) socket.send(buf, p.port, p.host);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -296,6 +320,13 @@ function postStats(now: number): void {
 // Arrivals
 
 function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
+  // The redundant copy of the heartbeat just accepted (see HEARTBEAT_COPIES): not an arrival,
+  // not a drop. Same bytes, so same link; nothing else is compared with, so nothing is learnt.
+  if (msg.length === HEARTBEAT_PACKET_BYTES) {
+    // (Never true for the initial zeros: a link id is in those bytes.)
+    const last = byLink.get(msg.toString('hex', 4, 4 + LINK_ID_BYTES))?.lastAccepted;
+    if (last?.equals(msg)) return;
+  }
   const r = decodeHeartbeat(msg, (id) => byLink.get(id)?.key);
   if ('error' in r) {
     drop(r.error, rinfo);
@@ -318,6 +349,7 @@ function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     drop('replay', rinfo);
     return;
   }
+  msg.copy(p.lastAccepted);
   const now = performance.now();
   const nowMicros = microsNow();
   if (r.seq === p.seq.received.highest) {
@@ -396,6 +428,7 @@ function addPeer(m: AddPeerMessage): void {
     lastArrivalMs: now,
     echoTimeMicros: 0,
     echoReceivedAtMicros: 0,
+    lastAccepted: Buffer.alloc(HEARTBEAT_PACKET_BYTES),
     outFlags: self !== undefined && self < m.peer ? FLAG_SENDER_LOW : 0,
     inLow: self === undefined ? undefined : m.peer < self,
     exhaustedReported: false,
@@ -488,7 +521,16 @@ port.on(
 // ---------------------------------------------------------------------------------------------
 // Socket
 
-const s = dgram.createSocket({ type: isIPv6(data.host) ? 'udp6' : 'udp4' });
+/**
+ * Peer hosts are addresses from the handshake, so a send needs no name resolution: answer IP
+ * literals at once instead of through dns.lookup's deferred callback (one fewer tick per send).
+ */
+const lookup = ((host: string, options: unknown, callback: (err: Error | null, address: string, family: number) => void) => {
+  const family = isIP(host);
+  if (family !== 0) callback(null, host, family);
+  else dns.lookup(host, options as dns.LookupOneOptions, callback as never);
+}) as unknown as dgram.SocketOptions['lookup'];
+const s = dgram.createSocket({ type: isIPv6(data.host) ? 'udp6' : 'udp4', lookup });
 socket = s;
 s.on('error', (err) => {
   postError(err, 'heartbeat socket error');

@@ -337,10 +337,10 @@ describe('HeartbeatService across processes', () => {
       await parentSent((p) => p.echoTimeMicros === sendTimeMicros, `echoing heartbeat ${seq}`);
     }
     expect(parent.stats().get('mallory')?.status).toBe('alive');
-    // One datagram per interval from the parent, never one per datagram received: 8 heartbeats
-    // answered within ~8 intervals took about as many packets, not 16.
-    const parentSeqs = fromParent.map((p) => p.seq);
-    expect(new Set(parentSeqs).size).toBe(parentSeqs.length);
+    // Each heartbeat of the parent comes in two identical copies (loss tolerance), never more.
+    const copies = new Map<number, number>();
+    for (const p of fromParent) copies.set(p.seq, (copies.get(p.seq) ?? 0) + 1);
+    expect(Math.max(...copies.values())).toBeLessThanOrEqual(2);
 
     // Reflection: send one of the parent's own heartbeats back to it.
     const ownHeartbeat = rawFromParent[rawFromParent.length - 1];
@@ -373,30 +373,36 @@ describe('HeartbeatService across processes', () => {
     expect(downsOf('child')).toEqual([]);
   }, 15_000);
 
-  it('(f) one datagram per direction and interval: a flood of heartbeats is not answered packet for packet', async () => {
+  it('(f) one heartbeat (sent twice) per direction and interval: a flood of heartbeats is not answered packet for packet', async () => {
     const m = dgram.createSocket('udp4');
     sockets.push(m);
     await new Promise<void>((r) => m.bind(0, HOST, () => r()));
     const l = newLink();
-    const arrivals: number[] = [];
-    m.on('message', () => arrivals.push(performance.now()));
+    const arrivals: { at: number; seq: number }[] = [];
+    m.on('message', (buf) => {
+      const p = decodeHeartbeat(buf, (id) => (id === l.linkId ? l.key : undefined));
+      if (!('error' in p)) arrivals.push({ at: performance.now(), seq: p.seq });
+    });
     parent.addPeer({ peer: 'mallory', linkId: l.linkId, sessionKey: l.key, host: HOST, port: m.address().port });
     await until(() => arrivals.length > 0, 2000, 'first heartbeat to mallory');
     const sendTo = (buf: Buffer) => new Promise<void>((r) => m.send(buf, parent.port, HOST, () => r()));
     const from = performance.now();
-    // 200 fresh, authentic heartbeats in a burst: every one is an arrival, none gets a reply.
+    // 200 fresh, authentic heartbeats in a burst: every one is an arrival, none gets a reply,
+    // and sending each twice (as a node does) is not a replay.
     for (let seq = 1; seq <= 200; seq++) {
-      await sendTo(
-        encodeHeartbeat(
-          { linkId: l.linkId, seq, sendTimeMicros: Date.now() * 1000, echoTimeMicros: 0, echoHoldMicros: 0, mainLagMs: 0, flags: FLAG_SENDER_LOW },
-          l.key,
-        ),
+      const hb = encodeHeartbeat(
+        { linkId: l.linkId, seq, sendTimeMicros: Date.now() * 1000, echoTimeMicros: 0, echoHoldMicros: 0, mainLagMs: 0, flags: FLAG_SENDER_LOW },
+        l.key,
       );
+      await sendTo(hb);
+      await sendTo(hb);
     }
     await sleep(1000);
     const elapsed = performance.now() - from;
-    const got = arrivals.filter((t) => t >= from).length;
-    console.log(`[heartbeat] 200 heartbeats in, ${got} out in ${elapsed.toFixed(0)} ms (interval 250 ms)`);
+    const after = arrivals.filter((a) => a.at >= from);
+    const got = new Set(after.map((a) => a.seq)).size;
+    console.log(`[heartbeat] 200 heartbeats in, ${got} out (${after.length} datagrams with the copies) in ${elapsed.toFixed(0)} ms (interval 250 ms)`);
+    expect(after.length).toBeLessThanOrEqual(2 * got);
     // The parent's tick alone: at most one per 250 ms interval (+1 for a tick at either edge).
     expect(got).toBeLessThanOrEqual(Math.ceil(elapsed / 250) + 1);
     expect(parent.dropped().replay).toBe(0);

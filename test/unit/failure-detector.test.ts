@@ -11,6 +11,7 @@ import {
   MAX_PHI,
   PhiAccrualDetector,
   phiOf,
+  yForPhi,
 } from '../../src/mesh/failure-detector.js';
 
 /** A detector fed `n` heartbeats every `interval` ms; returns it and the last heartbeat time. */
@@ -182,5 +183,69 @@ describe('PhiAccrualDetector', () => {
       ),
       { numRuns: 500 },
     );
+  });
+});
+
+describe('PhiAccrualDetector.reachesPhiAt', () => {
+  it('is the exact moment φ reaches the level, so a timer can sleep until then', () => {
+    const d = new PhiAccrualDetector();
+    expect(d.reachesPhiAt(8)).toBe(Number.POSITIVE_INFINITY);
+    for (let i = 0; i <= 100; i++) d.heartbeat(i * 250);
+    for (const level of [0.5, 3, 8, 50]) {
+      const at = d.reachesPhiAt(level);
+      expect(d.phi(at)).toBeCloseTo(level, 6);
+      expect(d.phi(at - 1)).toBeLessThan(level);
+    }
+    // The documented figure: φ = 8 about 1.77 s after the last of steady 250 ms heartbeats.
+    expect(d.reachesPhiAt(8) - 100 * 250).toBeGreaterThan(1700);
+    expect(d.reachesPhiAt(8) - 100 * 250).toBeLessThan(1850);
+    expect(d.reachesPhiAt(0)).toBe(Number.POSITIVE_INFINITY);
+    expect(d.reachesPhiAt(MAX_PHI)).toBe(Number.POSITIVE_INFINITY);
+    expect(d.reachesPhiAt(Number.NaN)).toBe(Number.POSITIVE_INFINITY);
+  });
+
+  it('inverts phiOf over its whole range (property)', () => {
+    fc.assert(
+      fc.property(fc.double({ min: 1e-3, max: 900, noNaN: true }), (phi) => Math.abs(phiOf(yForPhi(phi), 0, 1) - phi) < 1e-6 * Math.max(1, phi)),
+      { numRuns: 2000 },
+    );
+  });
+});
+
+/**
+ * Heartbeats every 250 ms, each sent in `copies` copies, each copy lost at random with
+ * probability `loss`; φ is looked at just before every arrival (where it peaks). Returns how
+ * often φ reached the down threshold although the peer never stopped. Deterministic (seeded).
+ */
+function falseDownsUnderLoss(hours: number, loss: number, copies: number): number {
+  let seed = 0x9e3779b9;
+  const random = () => {
+    // mulberry32
+    seed = (seed + 0x6d2b79f5) | 0;
+    let t = Math.imul(seed ^ (seed >>> 15), 1 | seed);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  const d = new PhiAccrualDetector({ firstHeartbeatEstimateMs: DEFAULT_HEARTBEAT_INTERVAL_MS });
+  d.heartbeat(0);
+  let downs = 0;
+  const end = hours * 3_600_000;
+  for (let t = DEFAULT_HEARTBEAT_INTERVAL_MS; t < end; t += DEFAULT_HEARTBEAT_INTERVAL_MS) {
+    let arrived = false;
+    for (let c = 0; c < copies && !arrived; c++) arrived = random() >= loss;
+    if (!arrived) continue;
+    const at = t + random() * 5; // a few ms of jitter
+    if (d.phi(at) >= DEFAULT_PHI_THRESHOLD) downs++;
+    d.heartbeat(at);
+  }
+  return downs;
+}
+
+describe('30 % random packet loss (the heartbeat worker sends every heartbeat twice)', () => {
+  it('never reaches φ = 8 over 24 simulated hours with two copies, and would with one', () => {
+    expect(falseDownsUnderLoss(24, 0.3, 2)).toBe(0);
+    // Why two copies: with one datagram per direction and interval, 30 % loss means a false
+    // down every few hours per peer (about 0.26 per hour in a 1000-hour run).
+    expect(falseDownsUnderLoss(24, 0.3, 1)).toBeGreaterThan(0);
   });
 });
