@@ -16,6 +16,7 @@ import { createServer as createTlsServer } from 'node:tls';
 import { ErrorCodes, FoundationError, MessagingError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
+import { MAX_HANDSHAKES } from './admission.js';
 import { encode } from './codec.js';
 import { Connector, type ConnectResult } from './connector.js';
 import type { DialAttempt } from './dialer.js';
@@ -153,8 +154,9 @@ export class Mesh implements InternalMesh {
       : createTcpServer();
     // Peers may connect the moment the port is bound, before the mesh below exists (the heartbeat
     // worker takes a while to start): hold those sockets and hand them over, never drop them.
+    // (At most MAX_HANDSHAKES of them, like handshakes in progress later: see admission.ts.)
     const early: Socket[] = [];
-    const hold = (socket: Socket) => early.push(socket);
+    const hold = (socket: Socket) => (early.length < MAX_HANDSHAKES ? early.push(socket) : socket.destroy());
     server.on(opts.tls ? 'secureConnection' : 'connection', hold);
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -173,7 +175,7 @@ export class Mesh implements InternalMesh {
     }
     const mesh = new Mesh(opts, server, heartbeat, port);
     server.off(opts.tls ? 'secureConnection' : 'connection', hold);
-    for (const socket of early) mesh.connector.onInbound(socket);
+    for (const socket of early) if (opts.tls || mesh.connector.admission.accept(socket)) mesh.connector.onInbound(socket);
     return mesh;
   }
 
