@@ -24,7 +24,9 @@ function fakeStats(): MeshStats {
     lanes: { control: lane(1), events: lane(2), telemetry: lane(3), bulk: lane(4) },
     handshakeFailures: { 'bad-secret': 2, timeout: 1 },
     framesRejected: 3,
-    heartbeatPacketsDropped: 4,
+    // A plain total (what the mesh reported before it counted drops per reason): reason="unknown".
+    // Cast so that this fake compiles whichever of the two shapes MeshStats declares.
+    heartbeatPacketsDropped: 4 as unknown as MeshStats['heartbeatPacketsDropped'],
     memberEvents: {
       up: 5,
       down: {
@@ -139,7 +141,7 @@ describe('createMetrics', () => {
     // MeshStats.heartbeatPacketsDropped as a record per reason (what heartbeat.dropped() returns).
     const perReason = { malformed: 0, 'unknown-link': 2, 'bad-mac': 3, replay: 1, reflected: 0, 'peer-down': 0 };
     const r = createMetrics(
-      fakeNode(() => ({ ...fakeStats(), heartbeatPacketsDropped: perReason as unknown as number })),
+      fakeNode(() => ({ ...fakeStats(), heartbeatPacketsDropped: perReason as unknown as MeshStats['heartbeatPacketsDropped'] })),
       { processMetrics: false },
     );
     const text = await r.metrics();
