@@ -342,9 +342,9 @@ export class Link {
     if (this.closed) return;
     this.closed = true;
     this.closeCause = cause;
-    // Nothing received stays referenced by a closed link (handshake-phase frames included).
+    // A partial frame is of no use once closed: drop it. (Frames already queued behind the
+    // handshake stay, for activate() to deliver; at most 9, and they go with the link.)
     this.decoder.discard();
-    this.handshakeQueue = [];
     if (cause.kind === 'protocol-error' || cause.kind === 'socket-closed') this.socket.destroy();
     if (this.handshakeWaiter) {
       const w = this.handshakeWaiter;
