@@ -1,5 +1,6 @@
 /** The admin surface of a real node: /metrics passes promtool, /cluster has the documented shape. */
 import { execFileSync } from 'node:child_process';
+import { request } from 'node:http';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Foundation, type FoundationNode } from '../../dist/index.js';
 import { findTool, requireTools } from '../helpers/requires.js';
@@ -33,6 +34,29 @@ describe('admin surface of a live node', () => {
     expect(bText).toMatch(/^foundation_discovery_connects_total\{topology="static",strategy="static",result="error"\} [1-9]/m);
     expect(bText).toMatch(/^foundation_discovery_peers\{topology="static",strategy="static"\} 2$/m);
     scraped.push(text, bText);
+  });
+
+  it('refuses a request whose Host header names another server (DNS rebinding)', async () => {
+    const a = nodes[0];
+    if (!a?.httpAddress) throw new Error('the first test did not start a node with HTTP');
+    const [host, port] = a.httpAddress.split(':');
+    const get = (hostHeader: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const req = request({ host, port: Number(port), path: '/cluster', headers: { host: hostHeader }, agent: false }, (res) => {
+          let body = '';
+          res.setEncoding('utf8');
+          res.on('data', (c: string) => {
+            body += c;
+          });
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+    const refused = await get(`rebind.attacker.example:${port}`);
+    expect(refused.status).toBe(403);
+    expect(refused.body).not.toContain('adm-b');
+    expect((await get(`localhost:${port}`)).status).toBe(200);
   });
 
   it('serves metrics that promtool accepts', (ctx) => {
