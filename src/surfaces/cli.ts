@@ -16,16 +16,17 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync, realpathSync } from 'node:fs';
+import { readFileSync, realpathSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { pino } from 'pino';
 import type { FoundationNode } from '../api.js';
+import { type HostPort, type HostPortRules, hostPortShape, parseHostPort as parseAddressText } from '../config/address.js';
 import { ENV_CLUSTER_VALUES, optionsFromEnv } from '../config/env.js';
+import type { FoundationOptions } from '../config/options.js';
 import { ErrorCodes, FoundationError } from '../errors.js';
-import type { FoundationOptions } from '../foundation.js';
 import type { Member } from '../mesh/types.js';
 import type { ClusterJson, HealthJson } from './http.js';
 
@@ -45,13 +46,7 @@ export type LogLevel = (typeof LOG_LEVELS)[number];
 /** A usage error found after parsing (exit code 2). */
 class UsageError extends Error {}
 
-/** `host` + `port` parsed from the command line. */
-export interface HostPort {
-  /** Host, or `undefined` for a bare port. */
-  host: string | undefined;
-  /** TCP port. */
-  port: number;
-}
+export type { HostPort };
 
 function out(line: string): void {
   process.stdout.write(`${line}\n`);
@@ -73,15 +68,15 @@ export function parsePort(value: string): number {
   return parsePortValue(value, 0);
 }
 
-/** `port`, `host:port` or `[v6]:port`. The host is `undefined` for a bare port when allowed. */
-export function parseHostPort(value: string, allowBarePort: boolean, minPort = 0): HostPort {
-  const v = value.trim();
-  if (allowBarePort && /^\d+$/.test(v)) return { host: undefined, port: parsePortValue(v, minPort) };
-  const m = /^(?:\[([^\]]+)\]|([^:\s]+)):(\d+)$/.exec(v);
-  if (!m) {
-    throw new InvalidArgumentError(allowBarePort ? 'Expected <port> or <host:port>.' : 'Expected <host:port>.');
-  }
-  return { host: m[1] ?? m[2], port: parsePortValue(m[3] ?? '', minPort) };
+/**
+ * `port`, `host:port`, `[v6]:port` (and `http://host:port` where allowed), with the parser
+ * `Foundation.start({ http })` and FOUNDATION_HTTP use. The host is `undefined` for a bare port.
+ */
+export function parseHostPort(value: string, allowBarePort: boolean, minPort = 0, allowHttpUrl = false): HostPort {
+  const rules: HostPortRules = { allowBarePort, minPort, allowHttpUrl };
+  const parsed = parseAddressText(value, rules);
+  if (!parsed) throw new InvalidArgumentError(`Expected ${hostPortShape(rules)}.`);
+  return parsed;
 }
 
 function formatHostPort(host: string, port: number): string {
@@ -326,7 +321,7 @@ async function runStart(flags: StartFlags): Promise<void> {
 class UnreachableError extends Error {}
 
 function getJson<T>(address: string, path: string, timeoutMs: number): Promise<{ status: number; body: T }> {
-  const { host, port } = parseHostPort(address, true);
+  const { host, port } = parseHostPort(address, true, 0, true);
   return new Promise((resolve, reject) => {
     const req = request(
       { host: host ?? '127.0.0.1', port, path, method: 'GET', agent: false, timeout: timeoutMs, headers: { accept: 'application/json' } },
@@ -538,6 +533,19 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
     }
   };
 
+  // Each demo is its own cluster: two demos on one machine never merge. Its nodes register in a
+  // directory of their own under the temp dir (Mortal mode's local strategy), removed on exit.
+  const clusterName = `demo-${randomBytes(3).toString('hex')}`;
+  const { defaultLocalDir } = await import('../discovery/local.js');
+  const localDir = defaultLocalDir(clusterName);
+  const removeLocalDir = () => {
+    try {
+      rmSync(localDir, { recursive: true, force: true });
+    } catch (err) {
+      errLine(`foundation demo: could not remove ${localDir}: ${(err as Error).message}`);
+    }
+  };
+
   const stopAll = async (exitCode: number) => {
     shuttingDown = true;
     const alive = children.filter((c) => !c.exited);
@@ -558,6 +566,7 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
       killAll('SIGKILL');
       await all;
     }
+    removeLocalDir();
     out('demo stopped');
     process.exitCode = exitCode;
     resolveDone();
@@ -568,6 +577,7 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
     signals++;
     if (signals > 1) {
       killAll('SIGKILL');
+      removeLocalDir();
       process.exit(1);
     }
     void stopAll(0);
@@ -575,8 +585,6 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
   process.on('SIGINT', onSignal);
   process.on('SIGTERM', onSignal);
 
-  // Each demo is its own cluster: two demos on one machine never merge.
-  const clusterName = `demo-${randomBytes(3).toString('hex')}`;
   const childArgs = (i: number): string[] => {
     const meshPort = flags.basePort > 0 ? flags.basePort + i : 0;
     const httpPort = flags.basePort > 0 ? flags.basePort + n + i : 0;
@@ -602,6 +610,7 @@ async function runDemo(flags: { nodes: number; basePort: number; verbose?: boole
   };
 
   out(`foundation demo: starting ${n} node(s) on ${DEMO_HOST} (Ctrl-C to stop)`);
+  out(`  cluster "${clusterName}", registered in ${localDir} (removed on exit)`);
   const startedAt = Date.now();
   try {
     const results = await Promise.allSettled(Array.from({ length: n }, (_, k) => startDemoChild(`node-${k + 1}`, childArgs(k), secret, onExit)));
@@ -717,9 +726,9 @@ export function buildProgram(): Command {
     .command('status')
     .description("Print the cluster as one node's admin server sees it")
     .addOption(
-      new Option('--http <host:port>', "the node's admin server (a bare port means 127.0.0.1)")
+      new Option('--http <url|host:port>', "the node's admin server: http://host:port, host:port, or a port on 127.0.0.1")
         .env('FOUNDATION_HTTP')
-        .argParser((v: string) => parseHostPort(v, true, 1))
+        .argParser((v: string) => parseHostPort(v, true, 1, true))
         .makeOptionMandatory(),
     )
     .option('--json', 'print the raw JSON of /cluster and /health')

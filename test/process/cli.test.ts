@@ -3,7 +3,7 @@
  * run `npm run build` first (`npm test` does). Everything listens on 127.0.0.1 only.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -195,6 +195,22 @@ describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: demo (skipped: dist/foundati
       expect(table.code).toBe(0);
       expect(table.stdout).toMatch(/^node-2\s+127\.0\.0\.1:\d+\s+up\b/m);
 
+      // The form the demo prints (`http http://127.0.0.1:<port>`) is accepted as is, with or without a trailing slash.
+      for (const url of [`http://${first.http}`, `http://${first.http}/`]) {
+        const byUrl = await run(['status', '--http', url]);
+        expect(byUrl.code, byUrl.stderr).toBe(0);
+        expect(byUrl.stdout).toMatch(/^node node-1 \(127\.0\.0\.1:\d+\), health ok/m);
+      }
+      const https = await run(['status', '--http', `https://${first.http}`]);
+      expect(https.code).toBe(2);
+      expect(https.stderr).toMatch(/Expected <port>, <host:port> or <http:\/\/host:port>/);
+
+      // Mortal mode registers the nodes in a directory of the demo's own under the temp dir.
+      const dirLine = demo.output.find((l) => /registered in /.test(l)) ?? '';
+      const localDir = /registered in (.+) \(removed on exit\)$/.exec(dirLine)?.[1] ?? '';
+      expect(localDir, demo.output.join('\n')).toMatch(/demo-[0-9a-f]{6}$/);
+      expect(existsSync(localDir)).toBe(true);
+
       demo.proc.kill('SIGINT');
       const exit = await Promise.race([
         demo.exited,
@@ -202,6 +218,8 @@ describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: demo (skipped: dist/foundati
       ]);
       expect(exit).toEqual({ code: 0, signal: null });
       for (const n of demo.nodes) expect(isAlive(n.pid), `${n.name} (pid ${n.pid}) still running`).toBe(false);
+      // No empty directory left behind per run.
+      expect(existsSync(localDir), `${localDir} was left behind`).toBe(false);
     } finally {
       if (demo.proc.exitCode === null && demo.proc.signalCode === null) demo.proc.kill('SIGKILL');
     }
@@ -215,5 +233,8 @@ describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: demo (skipped: dist/foundati
     await demo.exited;
     const gone = await waitFor(() => demo.nodes.every((n) => !isAlive(n.pid)), 10_000);
     expect(gone, `still running: ${demo.nodes.filter((n) => isAlive(n.pid)).map((n) => n.pid)}`).toBe(true);
+    // A demo killed outright cannot remove its registration directory: this test does.
+    const localDir = /registered in (.+) \(removed on exit\)$/.exec(demo.output.find((l) => /registered in /.test(l)) ?? '')?.[1];
+    if (localDir?.match(/demo-[0-9a-f]{6}$/)) rmSync(localDir, { recursive: true, force: true });
   });
 });
