@@ -62,7 +62,7 @@ import { interfaceOption, intOption, portOption, requireConfigObject } from '../
 import { Browser } from './browser-cache.js';
 import { LinkFilter, ReceiveEvidence } from './evidence.js';
 import { type DnsPacket, type MdnsNames, mdnsNames, type RemoteInfo } from './records.js';
-import { buildRecords, Responder } from './responder.js';
+import { buildRecords, type Published, Responder } from './responder.js';
 import { loadFactory, MDNS_MISSING_MESSAGE, MDNS_MODULE, MdnsSocket, type MulticastDnsFactory } from './socket.js';
 import { type MdnsCounters, type MdnsStats, newCounters } from './stats.js';
 
@@ -239,13 +239,7 @@ export class MdnsStrategy implements Strategy {
 
   // -- wiring ------------------------------------------------------------------
 
-  private async open(
-    factory: MulticastDnsFactory,
-    ctx: StrategyContext,
-    names: MdnsNames,
-    netmask: string,
-    published: Awaited<ReturnType<typeof buildRecords>>,
-  ): Promise<Running> {
+  private async open(factory: MulticastDnsFactory, ctx: StrategyContext, names: MdnsNames, netmask: string, published: Published): Promise<Running> {
     const link = new LinkFilter(this.iface, netmask);
     const evidence = new ReceiveEvidence(this.iface, this.port, link, this.counters);
     // The parts are created once the socket is open; its events reach them through `parts`.
