@@ -271,7 +271,6 @@ export async function startAdminServer(node: AdminNode, opts: AdminServerOptions
   };
   const server: Server = createServer(
     {
-      keepAliveTimeout: KEEP_ALIVE_TIMEOUT_MS,
       headersTimeout: HEADERS_TIMEOUT_MS,
       requestTimeout: REQUEST_TIMEOUT_MS,
       // Only settable at creation: see the file comment.
@@ -286,6 +285,9 @@ export async function startAdminServer(node: AdminNode, opts: AdminServerOptions
       });
     },
   );
+
+  // Not a createServer option on every Node version this package supports.
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
 
   const sockets = new Set<Socket>();
   server.on('connection', (socket: Socket) => {
