@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { KubernetesApiError, KubernetesStrategy, type KubernetesStrategyConfig } from '../../src/discovery/kubernetes.js';
 import { ConfigError, ErrorCodes } from '../../src/errors.js';
-import { RecordingContext, until } from '../compliance/strategy-compliance.js';
+import { RecordingContext, ResourceTracker, until } from '../compliance/strategy-compliance.js';
 import { endpointSlice, type FakeKubeApi, makeCertificates, pod, startFakeKubeApi } from '../helpers/fake-kube-api.js';
 
 const SELF = { name: 'app-0', address: '10.244.1.10:4000', incarnation: 1 };
@@ -334,7 +334,9 @@ describe('pagination', () => {
     const err = await failure(ctx);
     expect(err.message).toContain('answered 500 InternalError');
     expect(err.message).toContain('etcdserver: request timed out');
-    await new Promise((r) => setTimeout(r, 300));
+    // Two more polls (each failing on its continue page) report nothing narrower either.
+    const polled = api.requests.length;
+    await until(() => api.requests.length >= polled + 4, 3000, 'two more polls');
     keptSince(ctx, from, expected);
   });
 });
@@ -491,14 +493,20 @@ describe('API errors', () => {
   it('stop aborts an in-flight request and goes quiet', async () => {
     seedSlices();
     api.behaviour = 'hang';
-    const { s, ctx } = start({ service: 'app', timeoutMs: 20_000 });
-    await until(() => api.requests.length > 0, 2000, 'the request');
-    const t0 = Date.now();
-    await s.stop();
-    expect(Date.now() - t0).toBeLessThan(500);
-    await new Promise((r) => setTimeout(r, 300));
-    expect(ctx.failures).toEqual([]);
-    expect(ctx.peerSets).toEqual([]);
+    const tracker = new ResourceTracker();
+    try {
+      const { s, ctx } = tracker.run(() => start({ service: 'app', timeoutMs: 20_000 }));
+      await until(() => api.requests.length > 0, 2000, 'the request');
+      const t0 = Date.now();
+      await s.stop();
+      expect(Date.now() - t0).toBeLessThan(500);
+      // Event-driven: once everything it opened is released, nothing can call back.
+      expect(await tracker.released(2000)).toEqual([]);
+      expect(ctx.failures).toEqual([]);
+      expect(ctx.peerSets).toEqual([]);
+    } finally {
+      tracker.dispose();
+    }
   });
 });
 
