@@ -15,6 +15,8 @@ import type { InterestMessage } from './interest.js';
 export interface PubSubAdapterHost {
   /** This node's name. */
   readonly self: string;
+  /** This node's incarnation (the interest protocol checks that messages carry the sender's). */
+  readonly incarnation: number;
   /** A published frame from another node. */
   receive(from: string, lane: LaneName, frame: Buffer): void;
   /** An interest message from another node; `incarnation` is the sender's, as the transport vouches for it. */

@@ -297,6 +297,11 @@ export class InterestSync {
     this.table.drop(node);
   }
 
+  /** Whether `node` is up as far as this protocol knows. */
+  isUp(node: string): boolean {
+    return this.up.has(node);
+  }
+
   /** Periodic: tells every up node our version, so a lost last delta is repaired. */
   tick(): void {
     this.flush();

@@ -77,6 +77,8 @@ export interface PubSubStats {
   subscriptions: number;
   /** Per topic prefix; at most `MAX_PREFIXES` prefixes, the rest under `other`. */
   topics: Record<string, TopicCounters>;
+  /** Published frames received from other nodes. */
+  framesReceived: number;
   /** Frames from peers that were malformed or undecodable, dropped. */
   framesDropped: number;
   /** Frames that reached this node with no matching local subscriber (interest changed in flight). */
@@ -146,7 +148,7 @@ export class PubSub implements PubSubApi {
   private flushScheduled = false;
   private digestTimer?: NodeJS.Timeout;
   private stopped = false;
-  private readonly counters = { framesDropped: 0, unrouted: 0, sendFailures: 0 };
+  private readonly counters = { framesReceived: 0, framesDropped: 0, unrouted: 0, sendFailures: 0 };
   private readonly hooks: SubscriberHooks;
 
   constructor(
@@ -194,6 +196,7 @@ export class PubSub implements PubSubApi {
   async start(): Promise<void> {
     const host: PubSubAdapterHost = {
       self: this.self,
+      incarnation: this.sync.local.incarnation,
       receive: (from, lane, frame) => this.receive(from, lane, frame),
       interest: (from, incarnation, msg) => {
         const m = asInterestMessage(msg);
@@ -455,6 +458,7 @@ export class PubSub implements PubSubApi {
   // ---- receiving ---------------------------------------------------------------------------
 
   private receive(from: string, lane: LaneName, buf: Buffer): void {
+    this.counters.framesReceived++;
     const frame = readFrame(buf);
     if (!frame) {
       this.dropFrame(from, 'malformed frame');
