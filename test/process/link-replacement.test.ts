@@ -60,6 +60,27 @@ describe('mesh delivery at link boundaries (multi-process)', () => {
     expect(b.proc.events.some((e) => e.event === 'down')).toBe(false);
   });
 
+  it('counts what a peer that dies never got: queued messages as lost, written and unacknowledged ones as possibly lost', async () => {
+    const b = await cluster.startMesh('b', { name: 'b' });
+    const a = await cluster.startMesh('a', { name: 'a', peers: [b.id.address] });
+    await a.proc.waitFor(isUp('b'), 5000, 'b up');
+    // b reads nothing from now on: a's window fills, the rest stays queued.
+    b.proc.kill('SIGSTOP');
+    const count = 10_000;
+    a.proc.send({ cmd: 'burst', to: 'b', count, size: 1000 });
+    await a.proc.waitFor((e) => e.event === 'burst-done', 10_000, 'burst done');
+    b.proc.kill('SIGKILL');
+    await a.proc.waitFor((e) => e.event === 'down', 10_000, 'b down');
+    const statsP = a.proc.waitForNext((e) => e.event === 'stats', 3000, 'stats');
+    a.proc.send({ cmd: 'stats' });
+    const stats = (await statsP).stats as { lanes: Record<string, { possiblyLost: number; lost: number; messagesSent: number }> };
+    const ev = stats.lanes.events;
+    expect(ev?.lost).toBeGreaterThan(0);
+    expect(ev?.possiblyLost).toBeGreaterThan(0);
+    // b acknowledged nothing of the burst, so every message is in exactly one of the two counts.
+    expect((ev?.lost ?? 0) + (ev?.possiblyLost ?? 0)).toBe(count);
+  });
+
   it('a message sent right behind the handshake is never handled before the receiver saw the sender up', async () => {
     // Every node sends `hello` from inside its own `up` listener: the acceptor's goes out right
     // behind its last handshake frame, in the same TCP segment as often as not.
