@@ -36,7 +36,10 @@ const commands = {
   },
   stats: () => out({ event: 'stats', stats: node.mesh.stats(), health: node.health() }),
   // A full GC first when started with NODE_OPTIONS=--expose-gc, so memory reads what is still held.
-  memory: () => out({ event: 'memory', gc: globalThis.gc ? (globalThis.gc(), true) : false, memory: process.memoryUsage() }),
+  memory: () => {
+    if (globalThis.gc) globalThis.gc();
+    out({ event: 'memory', gc: Boolean(globalThis.gc), memory: process.memoryUsage() });
+  },
   stop: async () => {
     await node.stop();
     out({ event: 'stopped' });
