@@ -8,5 +8,7 @@ export default defineConfig({
     fileParallelism: false,
     testTimeout: 30_000,
     hookTimeout: 30_000,
+    // The default output, then a list of everything skipped (nothing is skipped silently).
+    reporters: ['default', './test/helpers/skip-summary.ts'],
   },
 });
