@@ -146,15 +146,24 @@ export class RedisPubSubAdapter implements PubSubAdapter {
     const host = this.host;
     if (!host || this.stopped) return;
     // Untrusted bytes: every length is checked before it is used.
-    if (msg.length < 2) return this.bad('short message');
+    if (msg.length < 2) {
+      this.bad('short message');
+      return;
+    }
     const kind = msg[0] as number;
     const nameLen = msg[1] as number;
-    if (msg.length < 2 + nameLen + 9) return this.bad('short header');
+    if (msg.length < 2 + nameLen + 9) {
+      this.bad('short header');
+      return;
+    }
     const from = msg.toString('utf8', 2, 2 + nameLen);
     if (from === this.self || from.length === 0) return;
     const incarnation = msg.readDoubleBE(2 + nameLen);
     const lane = LANES[msg[2 + nameLen + 8] as number];
-    if (!Number.isFinite(incarnation) || lane === undefined) return this.bad('bad header');
+    if (!Number.isFinite(incarnation) || lane === undefined) {
+      this.bad('bad header');
+      return;
+    }
     const body = msg.subarray(2 + nameLen + 9);
     if (kind === Kind.BYE) {
       const p = this.peers.get(from);
@@ -172,7 +181,8 @@ export class RedisPubSubAdapter implements PubSubAdapter {
       try {
         value = decode(body);
       } catch {
-        return this.bad('undecodable interest message');
+        this.bad('undecodable interest message');
+        return;
       }
       host.interest(from, incarnation, value);
     } else this.bad(`unknown kind ${kind}`);
