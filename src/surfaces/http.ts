@@ -18,7 +18,7 @@
  * machine). Accepted: an IP literal (a rebinding page cannot use one, its origin would then be
  * this server itself), `localhost`, the host the server is bound to, and the names in
  * `allowedHosts`; the port is not checked (port mappings change it, and it does not stop
- * rebinding). Anything else is 403 `{ error: 'host not allowed', host, allowed }`, logged at
+ * rebinding). Anything else is 403 `{ error: 'host not allowed', host, hint }`, logged at
  * most once per 10 s with a count of what was held back.
  *
  * Slow clients: headers must arrive within {@link HEADERS_TIMEOUT_MS} of the first byte (or of
@@ -104,6 +104,8 @@ export interface HealthJson {
 }
 
 const ALLOW = 'GET, HEAD';
+/** Body of a refused `Host` (403). */
+export const HOST_HINT = 'address this server by IP address or localhost, or list the name in http.allowedHosts';
 const noopLogger: AdminLogger = { error() {}, warn() {}, debug() {} };
 
 /** Lower case, no trailing dot, IPv6 without brackets. */
@@ -202,8 +204,6 @@ interface Handling {
   node: AdminNode;
   logger: AdminLogger;
   hostAllowed: (hostHeader: string | undefined) => boolean;
-  /** Host names to name in the 403 body. */
-  allowedNames: string[];
   refusedLog: RateLimitedLog;
 }
 
@@ -214,7 +214,8 @@ async function handle(h: Handling, req: IncomingMessage, res: ServerResponse): P
     if (!h.hostAllowed(req.headers.host)) {
       const host = req.headers.host ?? '';
       h.refusedLog.warn('host', { host: host.slice(0, 100), remote: req.socket.remoteAddress }, 'admin HTTP request refused: Host header names another server');
-      send(req, res, json(403, { error: 'host not allowed', host: host.slice(0, 100), allowed: h.allowedNames }));
+      // The configured names are not listed: a rebinding page can read this body.
+      send(req, res, json(403, { error: 'host not allowed', host: host.slice(0, 100), hint: HOST_HINT }));
       return;
     }
     path = new URL(req.url ?? '/', 'http://admin.invalid').pathname;
@@ -253,7 +254,6 @@ function formatAddress(info: AddressInfo): string {
 export async function startAdminServer(node: AdminNode, opts: AdminServerOptions): Promise<AdminServer> {
   const logger = opts.logger ?? noopLogger;
   const allowed = opts.allowedHosts ?? [];
-  const bound = normalizeHostName(opts.host);
   // RateLimitedLog takes a full Logger; it only ever calls warn.
   const asLogger: Logger = {
     debug: (o, m) => logger.debug(o, m),
@@ -266,7 +266,6 @@ export async function startAdminServer(node: AdminNode, opts: AdminServerOptions
     node,
     logger,
     hostAllowed: makeHostCheck(opts.host, allowed),
-    allowedNames: [...new Set(['any IP address', 'localhost', ...(isIP(bound) === 0 ? [bound] : []), ...allowed])],
     refusedLog: new RateLimitedLog(asLogger),
   };
   const server: Server = createServer(
