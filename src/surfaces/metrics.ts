@@ -168,10 +168,13 @@ function byReason(known: readonly string[], counts: Record<string, unknown>): Sa
 }
 
 /**
- * Heartbeat drops by reason. The mesh may report them as a record per reason or, as before, one
- * total: a total is reported under `reason="unknown"`.
+ * Heartbeat drops by reason: from `heartbeatPacketsDroppedByReason` (what `Heartbeat.droppedPacketsByReason()`
+ * returns) when the mesh stats carry it, else from `heartbeatPacketsDropped`, a record per reason or
+ * one total; a total is reported under `reason="unknown"`.
  */
-function heartbeatDrops(raw: unknown): Sample[] {
+function heartbeatDrops(stats: MeshStats): Sample[] {
+  const s = stats as { heartbeatPacketsDroppedByReason?: unknown; heartbeatPacketsDropped?: unknown };
+  const raw = s.heartbeatPacketsDroppedByReason ?? s.heartbeatPacketsDropped;
   if (typeof raw === 'number') return [[{ reason: 'unknown' }, raw]];
   if (raw && typeof raw === 'object') return byReason(HEARTBEAT_DROP_REASONS, raw as Record<string, unknown>);
   return [];
@@ -252,7 +255,7 @@ const METRICS: readonly MetricDefinition[] = [
     help: 'Heartbeat packets dropped, by reason (malformed, unknown-link, bad-mac, replay, reflected, peer-down)',
     type: 'counter',
     labels: ['reason'],
-    collect: ({ stats }) => stats && heartbeatDrops((stats as { heartbeatPacketsDropped?: unknown }).heartbeatPacketsDropped),
+    collect: ({ stats }) => stats && heartbeatDrops(stats),
   },
   meshCounter('foundation_member_up_total', 'Times a member came up', (s) => s.memberEvents?.up),
   meshCounter('foundation_links_opened_total', 'Links opened (after a successful handshake)', (s) => s.linksOpened),

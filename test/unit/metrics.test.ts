@@ -151,6 +151,18 @@ describe('createMetrics', () => {
     expect(text).not.toMatch(/reason="unknown"/);
   });
 
+  it('prefers heartbeatPacketsDroppedByReason when the mesh stats carry it next to the total', async () => {
+    const byReason = { malformed: 1, 'unknown-link': 0, 'bad-mac': 0, replay: 0, reflected: 5, 'peer-down': 0 };
+    const r = createMetrics(
+      fakeNode(() => ({ ...fakeStats(), heartbeatPacketsDroppedByReason: byReason }) as MeshStats),
+      { processMetrics: false },
+    );
+    const text = await r.metrics();
+    expect(text).toMatch(/^foundation_heartbeat_packets_dropped_total\{reason="reflected"\} 5$/m);
+    expect(text).toMatch(/^foundation_heartbeat_packets_dropped_total\{reason="malformed"\} 1$/m);
+    expect(text).not.toMatch(/reason="unknown"/);
+  });
+
   it('follows the mesh counters as they grow', async () => {
     let opened = 1;
     const r = createMetrics(
