@@ -325,8 +325,10 @@ export function toConfigError(error: z.ZodError, schema: z.ZodType = optionsSche
         `unknown strategy ${JSON.stringify(given)}${hint ? `; did you mean "${hint}"?` : '.'} Allowed values: ${allowed.join(', ')}`,
       );
     }
-    // Report the most specific branch's problem rather than a bare "Invalid input".
-    const nested = issue.errors.flat().find((e) => e.code !== 'invalid_type' || e.path.length > 0);
+    // Report the most specific branch's problem (a nested key, a failed refinement, a value out
+    // of range) rather than a bare "Invalid input"; when every branch only says "not my type",
+    // the union's own message (which lists the accepted shapes) is the clearest.
+    const nested = issue.errors.flat().find((e) => e.path.length > 0 || (e.code !== 'invalid_type' && e.code !== 'invalid_value'));
     if (nested) return toConfigError({ issues: [{ ...nested, path: [...issue.path, ...nested.path] }] } as unknown as z.ZodError, schema, prefix, input);
   }
   return new ConfigError(formatPath(path), issue.message);

@@ -157,7 +157,7 @@ export async function resolveOptions(
   // Links build their outboxes and inboxes later, on a socket callback: check the policies now.
   rekeyed(
     () => new Outbox(lanes),
-    (key) => (key === 'fragmentBytes' || key === 'windowBytes' ? key : `lanes.${key}`),
+    (key) => (key === 'fragmentBytes' || key === 'windowBytes' || key.startsWith('lanes.') ? key : `lanes.${key}`),
   );
   const maxMessageBytes = given.maxMessageBytes ?? DEFAULTS.maxMessageBytes;
   new Inbox({ maxMessageBytes });
