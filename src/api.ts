@@ -5,6 +5,8 @@
 import type { EventEmitter } from 'node:events';
 import type { TopologyStats } from './discovery/topology.js';
 import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
+import type { Channels } from './pubsub/channels.js';
+import type { PubSubApi } from './pubsub/pubsub.js';
 
 export type { LaneCounters, MeshStats, MessageContext } from './mesh/types.js';
 
@@ -90,6 +92,10 @@ export interface FoundationNode {
   readonly mesh: MeshMessaging;
   /** Discovery topologies and their counters. */
   readonly discovery: DiscoveryView;
+  /** Cluster-wide publish/subscribe: topics with wildcards and queue groups (docs/guides/pubsub.md). */
+  readonly pubsub: PubSubApi;
+  /** The channel facade over `pubsub`: `control`, `events`, `telemetry`, `config` and user channels, each on a lane (docs/guides/channels.md). */
+  readonly channels: Channels;
   /** This node's metrics, in the Prometheus text format (what `/metrics` serves). */
   readonly metrics: MetricsRegistry;
   /** Address of the HTTP admin server (`host:port`), when enabled. */

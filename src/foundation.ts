@@ -11,6 +11,9 @@ import { ConfigError, ErrorCodes, MessagingError } from './errors.js';
 import { newIncarnation } from './mesh/identity.js';
 import { Mesh } from './mesh/mesh.js';
 import type { Member } from './mesh/types.js';
+import { Channels, loadOtel } from './pubsub/channels.js';
+import { MeshPubSubAdapter } from './pubsub/mesh-adapter.js';
+import { PubSub } from './pubsub/pubsub.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
 import { createMetrics } from './surfaces/metrics.js';
 import { defaultLogger, type Logger } from './util/logger.js';
@@ -66,15 +69,18 @@ class Node implements FoundationNode {
   admin?: AdminServer;
   private stopped?: Promise<void>;
   readonly #mesh: Mesh;
+  readonly channels: Channels;
   constructor(
     inner: Mesh,
     readonly mesh: MeshMessaging,
+    readonly pubsub: PubSub,
     readonly cluster: Cluster,
     private readonly topologies: Topology[],
     private readonly degradedLoopLagMs: number,
     private readonly log: Logger,
   ) {
     this.#mesh = inner;
+    this.channels = new Channels(pubsub);
     meshes.set(this, inner);
   }
   get id() {
@@ -96,6 +102,7 @@ class Node implements FoundationNode {
       try {
         this.log.info({}, 'stopping: leaving the cluster');
         await Promise.allSettled(this.topologies.map((t) => t.stop()));
+        await this.pubsub.stop();
         await this.#mesh.stop();
         await this.admin?.close();
       } finally {
@@ -171,9 +178,13 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   const topologies = c.strategies.map(([tname, strategy]) => new Topology(tname, strategy, mesh, c.clusterName, log));
   const startedAt = Date.now();
   const cluster = new Cluster(mesh, () => topologies.some((t) => t.stats().peers > 0), startedAt);
-  const node = new Node(mesh, messaging(mesh), cluster, topologies, c.degradedLoopLagMs, log);
+  // Layer 3 on the mesh's internal interface; it sees members already up through watchMembers.
+  const pubsub = new PubSub(c.name, incarnation, new MeshPubSubAdapter(mesh), log);
+  const node = new Node(mesh, messaging(mesh), pubsub, cluster, topologies, c.degradedLoopLagMs, log);
   node.metrics = createMetrics(node);
   try {
+    await pubsub.start();
+    await loadOtel();
     for (const t of topologies) await t.start();
     if (c.http) {
       node.admin = await startAdminServer(node, { host: c.http.host, port: c.http.port, logger: log });

@@ -45,11 +45,19 @@ export {
   HandshakeError,
   LaneOverflowError,
   MessagingError,
+  PubSubError,
   SecretRequiredError,
   SerializationError,
 } from './errors.js';
 export { Foundation } from './foundation.js';
 export type { MeshTlsOptions } from './mesh/mesh.js';
 export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';
+export type { PubSubAdapter, PubSubAdapterHost } from './pubsub/adapter.js';
+export type { ChannelOptions, ChannelSpec, Channels } from './pubsub/channels.js';
+export type { InterestMessage } from './pubsub/interest.js';
+export type { BroadcastOptions, PubSubApi, PubSubStats, SubscribeOptions, TopicCounters } from './pubsub/pubsub.js';
+export type { RedisAdapterOptions } from './pubsub/redis-adapter.js';
+export type { PubSubStream } from './pubsub/stream.js';
+export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';
