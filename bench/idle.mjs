@@ -27,6 +27,8 @@ const HOST = '127.0.0.1';
 const SECRET = 'bench-idle-secret-0123456789abcdef';
 /** Clock ticks per second of /proc/<pid>/stat (USER_HZ; 100 on every Linux this runs on). */
 const CLK_TCK = 100;
+/** Nodes started at once; the next batch starts when these have. */
+const START_BATCH = 5;
 /** Targets of issue 7, item 10 (% of one core per node). */
 const TARGET = { solo: 0.5, n10: 1.0 };
 
@@ -233,11 +235,22 @@ async function runSize(n, a, log) {
   const profDir = a.cpuProf ? join(HERE, 'results', 'prof', `idle-n${n}-${Date.now()}`) : undefined;
   if (profDir) mkdirSync(profDir, { recursive: true });
   // Only the first node is profiled: profiling costs CPU of its own.
-  const nodes = Array.from({ length: n }, (_, i) => new Node(i, n, a, i === 0 ? profDir : undefined));
-  for (const x of nodes) all.add(x);
+  // Started in batches: how fast a cluster forms is bench/formation's business, and 50 processes
+  // loading at once on a small, shared machine can take longer than their start-up timeouts.
+  const nodes = [];
   const out = { n, ok: false, busyBefore };
   try {
-    const formed = await until(() => nodes.every((x) => x.started && x.complete) || nodes.some((x) => x.failed), 30_000 + 1000 * n);
+    for (let i = 0; i < n; i += START_BATCH) {
+      const batch = [];
+      for (let j = i; j < Math.min(n, i + START_BATCH); j++) batch.push(new Node(j, n, a, j === 0 ? profDir : undefined));
+      for (const x of batch) {
+        nodes.push(x);
+        all.add(x);
+      }
+      await until(() => batch.every((x) => x.started || x.failed), 60_000);
+      if (batch.some((x) => x.failed)) break;
+    }
+    const formed = nodes.length === n && (await until(() => nodes.every((x) => x.started && x.complete) || nodes.some((x) => x.failed), 30_000 + 1000 * n));
     if (!formed || nodes.some((x) => x.failed)) {
       const bad = nodes.filter((x) => x.failed || !x.complete);
       out.error = `${bad.length} node(s) did not form: ${bad

@@ -60,6 +60,13 @@ export const U32_MAX = 0xffff_ffff;
  */
 export const FLAG_SENDER_LOW = 0x01;
 
+/**
+ * "Send me two copies": set by a receiver that saw heartbeats of this link go missing recently
+ * (a gap in the sequence numbers). The sender then sends every heartbeat twice, so random loss
+ * must take both copies to cost an arrival; on a clean link one copy is enough.
+ */
+export const FLAG_WANT_COPIES = 0x02;
+
 /** Fields of a heartbeat packet. */
 export interface HeartbeatFields {
   /** 16 hex characters (decoded packets carry lower case). */
@@ -74,7 +81,7 @@ export interface HeartbeatFields {
   readonly echoHoldMicros: number;
   /** Sender's main-thread lag in ms (u32, saturates at {@link U32_MAX}). */
   readonly mainLagMs: number;
-  /** Flag bits ({@link FLAG_SENDER_LOW}); unknown bits are carried and ignored. */
+  /** Flag bits ({@link FLAG_SENDER_LOW}, {@link FLAG_WANT_COPIES}); unknown bits are carried and ignored. */
   readonly flags: number;
 }
 

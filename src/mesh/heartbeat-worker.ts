@@ -36,6 +36,7 @@ import {
   decodeHeartbeat,
   encodeHeartbeat,
   FLAG_SENDER_LOW,
+  FLAG_WANT_COPIES,
   HEARTBEAT_PACKET_BYTES,
   LINK_ID_BYTES,
   ReplayWindow,
@@ -63,15 +64,18 @@ const data = workerData as HeartbeatWorkerData;
 const mainTick = new BigInt64Array(data.mainTick, 0, 1);
 
 /**
- * Every heartbeat is sent twice, back to back. Under random loss a heartbeat is then lost only
- * when both copies are (30 % loss: 9 % instead of 30 %), which keeps a peer that loses 30 % of
- * its datagrams from ever reaching φ = 8 within the 3 s detection budget, as the two datagrams
- * per direction of the ping/pong design did. The copy is nearly free: the same bytes (encoded
- * and authenticated once), sent in the same wake-up, and recognised on arrival by comparison
- * with the last accepted datagram instead of a second HMAC; it usually arrives in the same
- * wake-up too.
+ * Redundancy on demand. On a lossy link every heartbeat is sent twice, back to back: under random
+ * loss a heartbeat is then lost only when both copies are (30 % loss: 9 % instead of 30 %), which
+ * keeps a peer that loses 30 % of its datagrams from reaching φ = 8 within the 3 s detection
+ * budget, as the two datagrams per direction of the ping/pong design did. The receiver asks for
+ * it ({@link FLAG_WANT_COPIES}) for {@link LOSS_MEMORY_MS} after it last saw a heartbeat go
+ * missing; a clean link carries one copy. The copy costs little: the same bytes (encoded and
+ * authenticated once), sent in the same wake-up, recognised on arrival by comparison with the
+ * last accepted datagram instead of a second HMAC.
  */
-const HEARTBEAT_COPIES = 2;
+const LOSSY_LINK_COPIES = 2;
+/** How long a receiver keeps asking for copies after a heartbeat went missing: 30 s. */
+const LOSS_MEMORY_MS = 30_000;
 /** Width of the anti-replay window: heartbeats may arrive reordered by up to this many. */
 const RECEIVE_WINDOW = 64;
 /** Removed links whose sequence state we remember, so a re-added link cannot be fed replays. */
@@ -107,6 +111,10 @@ interface Peer {
   readonly lastAccepted: Buffer;
   /** Flag byte we stamp on packets to this peer. */
   readonly outFlags: number;
+  /** performance.now() when a heartbeat from the peer last went missing (a gap in its seqs). */
+  lastLossAt: number;
+  /** The peer's last heartbeat asked for copies ({@link FLAG_WANT_COPIES}). */
+  peerWantsCopies: boolean;
   /** Expected direction bit on packets from this peer; undefined when `self` is not configured. */
   readonly inLow: boolean | undefined;
   exhaustedReported: boolean;
@@ -207,13 +215,13 @@ function sendHeartbeat(p: Peer, lag: number, nowMicros: number): void {
       echoTimeMicros,
       echoHoldMicros: echoTimeMicros === 0 ? 0 : nowMicros - p.echoReceivedAtMicros,
       mainLagMs: lag,
-      flags: p.outFlags,
+      flags: p.outFlags | (performance.now() - p.lastLossAt < LOSS_MEMORY_MS ? FLAG_WANT_COPIES : 0),
     },
     p.key,
   );
   // Only the first copy reports errors: the second would fail the same way.
   socket.send(buf, p.port, p.host, onSendError);
-  for (let i = 1; i < HEARTBEAT_COPIES; i++) socket.send(buf, p.port, p.host);
+  if (p.peerWantsCopies) for (let i = 1; i < LOSSY_LINK_COPIES; i++) socket.send(buf, p.port, p.host);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -320,7 +328,7 @@ function postStats(now: number): void {
 // Arrivals
 
 function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-  // The redundant copy of the heartbeat just accepted (see HEARTBEAT_COPIES): not an arrival,
+  // The redundant copy of the heartbeat just accepted (see LOSSY_LINK_COPIES): not an arrival,
   // not a drop. Same bytes, so same link; nothing else is compared with, so nothing is learnt.
   if (msg.length === HEARTBEAT_PACKET_BYTES) {
     // (Never true for the initial zeros: a link id is in those bytes.)
@@ -345,14 +353,19 @@ function onDatagram(msg: Buffer, rinfo: dgram.RemoteInfo): void {
     drop('peer-down', rinfo);
     return;
   }
+  const expected = p.seq.received.highest + 1;
   if (!p.seq.received.accept(r.seq)) {
     drop('replay', rinfo);
     return;
   }
+  // A jump past the next seq: heartbeats went missing (or are late). Not for the first one
+  // seen on the link (nothing to compare with).
+  if (r.seq > expected && expected > 0) p.lastLossAt = performance.now();
   msg.copy(p.lastAccepted);
   const now = performance.now();
   const nowMicros = microsNow();
   if (r.seq === p.seq.received.highest) {
+    p.peerWantsCopies = (r.flags & FLAG_WANT_COPIES) !== 0;
     // The newest heartbeat is the one to echo (a reordered older one is an arrival, not an echo).
     p.echoTimeMicros = r.sendTimeMicros;
     p.echoReceivedAtMicros = nowMicros;
@@ -430,6 +443,8 @@ function addPeer(m: AddPeerMessage): void {
     echoReceivedAtMicros: 0,
     lastAccepted: Buffer.alloc(HEARTBEAT_PACKET_BYTES),
     outFlags: self !== undefined && self < m.peer ? FLAG_SENDER_LOW : 0,
+    lastLossAt: Number.NEGATIVE_INFINITY,
+    peerWantsCopies: false,
     inLow: self === undefined ? undefined : m.peer < self,
     exhaustedReported: false,
   };

@@ -34,8 +34,11 @@ import {
 const LOOP_LAG_WINDOW_MS = 10_000;
 /** Below this many samples (2 s of ticks) the current window is too young; report the previous one. */
 const LOOP_LAG_MIN_SAMPLES = 20;
-/** How long start() waits for the worker to bind. */
-const START_TIMEOUT_MS = 5000;
+/**
+ * How long start() waits for the worker to bind. Generous: on a loaded host a new worker thread
+ * can take seconds just to load its modules (30 nodes starting at once on 2 busy cores took > 5 s).
+ */
+const START_TIMEOUT_MS = 15_000;
 /** How long stop() lets the worker close its socket before terminating it. */
 const STOP_GRACE_MS = 1000;
 

@@ -241,7 +241,7 @@ function falseDownsUnderLoss(hours: number, loss: number, copies: number): numbe
   return downs;
 }
 
-describe('30 % random packet loss (the heartbeat worker sends every heartbeat twice)', () => {
+describe('30 % random packet loss (on a lossy link the heartbeat worker sends every heartbeat twice)', () => {
   it('never reaches φ = 8 over 24 simulated hours with two copies, and would with one', () => {
     expect(falseDownsUnderLoss(24, 0.3, 2)).toBe(0);
     // Why two copies: with one datagram per direction and interval, 30 % loss means a false
