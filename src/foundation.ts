@@ -187,7 +187,7 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
     await loadOtel();
     for (const t of topologies) await t.start();
     if (c.http) {
-      node.admin = await startAdminServer(node, { host: c.http.host, port: c.http.port, logger: log });
+      node.admin = await startAdminServer(node, { ...c.http, logger: log });
       node.httpAddress = node.admin.address;
     }
   } catch (err) {

@@ -67,6 +67,12 @@ export interface HttpOptions {
   host?: string;
   /** TCP port; 0 picks a free one (read `node.httpAddress`). */
   port: number;
+  /**
+   * Host names (without port) accepted in the `Host` header besides IP literals, `localhost` and
+   * `host`: the names clients use to reach the server (e.g. a Prometheus scrape target's DNS
+   * name). A leading `*.` accepts every subdomain. Default none (see docs/guides/admin.md).
+   */
+  allowedHosts?: string[];
 }
 
 /** Options of `Foundation.start`. Every key is optional. */
@@ -101,7 +107,8 @@ export interface FoundationOptions {
   heartbeatPort?: number;
   /**
    * HTTP admin server (`/health`, `/ready`, `/metrics`, `/cluster`): a port (`9100`, on
-   * 127.0.0.1), `'host:port'` (`'0.0.0.0:9100'`, `'[::]:9100'`), `{ host?, port }`, or `false`.
+   * 127.0.0.1), `'host:port'` (`'0.0.0.0:9100'`, `'[::]:9100'`), `{ host?, port, allowedHosts? }`,
+   * or `false`.
    * Default: disabled.
    */
   http?: false | number | string | HttpOptions;
@@ -157,7 +164,7 @@ const httpSchema = z.union(
     z.literal(false),
     port,
     z.string().refine((v) => parseHostPort(v, { allowBarePort: true }) !== undefined, `expected ${hostPortShape({ allowBarePort: true })}`),
-    z.strictObject({ host: z.string().min(1).optional(), port }),
+    z.strictObject({ host: z.string().min(1).optional(), port, allowedHosts: z.array(z.string().min(1)).optional() }),
   ],
   { error: `expected ${HTTP_SHAPE}` },
 );
@@ -240,9 +247,10 @@ const parsedMatchesInput: Equals<ParsedOptions, z.input<typeof optionsSchema>> =
 const failureDetectorMatchesSchema: Equals<FailureDetectorOptions, z.input<typeof failureDetectorSchema>> = true;
 const laneMatchesSchema: Equals<LaneOptions, z.input<typeof laneSchema>> = true;
 const lanesMatchSchema: Equals<LanesOptions, z.input<typeof lanesSchema>> = true;
+const httpMatchesSchema: Equals<FoundationOptions['http'], z.input<typeof httpSchema> | undefined> = true;
 const tlsMatchesSchema: Equals<MeshTlsOptions, z.input<typeof tlsSchema>> = true;
 const topologyMatchesSchema: Equals<TopologySpec, z.input<typeof topologySchema>> = true;
-void [optionsMatchSchema, parsedMatchesInput, failureDetectorMatchesSchema, laneMatchesSchema, lanesMatchSchema, tlsMatchesSchema, topologyMatchesSchema];
+void [optionsMatchSchema, parsedMatchesInput, failureDetectorMatchesSchema, laneMatchesSchema, lanesMatchSchema, httpMatchesSchema, tlsMatchesSchema, topologyMatchesSchema];
 
 /**
  * The schema at `path`, walking `input` alongside so that a discriminated union resolves to the

@@ -44,8 +44,8 @@ export interface ResolvedOptions {
   /** The secret links authenticate with, where it came from, and a warning to log. */
   secret: ResolvedSecret;
   tls: MeshTlsOptions | undefined;
-  /** The admin server's address, or `false` when it is off. */
-  http: false | { host: string; port: number };
+  /** The admin server's address (and the extra `Host` names it answers to), or `false` when it is off. */
+  http: false | { host: string; port: number; allowedHosts?: string[] };
   maxFrameBytes: number;
   maxMessageBytes: number;
   /** Lane policies, fragment size, window and scheduling mode, as the mesh's outboxes take them. */
@@ -104,7 +104,7 @@ function resolveHttp(http: ParsedOptions['http']): ResolvedOptions['http'] {
     if (!parsed) throw new ConfigError('http', `"${http}" is not a port or host:port`);
     return { host: parsed.host ?? DEFAULTS.httpHost, port: parsed.port };
   }
-  return { host: http.host ?? DEFAULTS.httpHost, port: http.port };
+  return { host: http.host ?? DEFAULTS.httpHost, port: http.port, ...(http.allowedHosts ? { allowedHosts: http.allowedHosts } : {}) };
 }
 
 /**

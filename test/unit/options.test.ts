@@ -162,7 +162,7 @@ describe('resolveOptions: cross-field checks name the key', () => {
 });
 
 describe('http: one parser for the option, FOUNDATION_HTTP and the CLI', () => {
-  const accepted: Array<[FoundationOptions['http'], { host: string; port: number } | false]> = [
+  const accepted: Array<[FoundationOptions['http'], { host: string; port: number; allowedHosts?: string[] } | false]> = [
     [9100, { host: '127.0.0.1', port: 9100 }],
     ['9100', { host: '127.0.0.1', port: 9100 }],
     ['0.0.0.0:9100', { host: '0.0.0.0', port: 9100 }],
@@ -171,6 +171,10 @@ describe('http: one parser for the option, FOUNDATION_HTTP and the CLI', () => {
     [
       { host: '::', port: 0 },
       { host: '::', port: 0 },
+    ],
+    [
+      { port: 9100, allowedHosts: ['node-1.internal', '*.pods.internal'] },
+      { host: '127.0.0.1', port: 9100, allowedHosts: ['node-1.internal', '*.pods.internal'] },
     ],
     [false, false],
     [undefined, false],
