@@ -1,0 +1,82 @@
+// A Foundation node in its own OS process, driven by the pubsub multi-process tests.
+// argv[2]: JSON start options. Prints one JSON line per event on stdout; reads JSON commands on stdin.
+import { createInterface } from 'node:readline';
+import { Foundation } from '../../dist/index.js';
+
+const opts = JSON.parse(process.argv[2] ?? '{}');
+const out = (o) => process.stdout.write(`${JSON.stringify({ at: Date.now(), ...o })}\n`);
+const node = await Foundation.start(opts);
+out({ event: 'started', id: node.id });
+node.cluster.on('up', (m) => out({ event: 'up', member: m.name }));
+node.cluster.on('down', (m, reason) => out({ event: 'down', member: m.name, reason }));
+for (const m of node.cluster.members()) out({ event: 'up', member: m.name });
+
+/** What each subscription received: count, and per publisher the sequence seen (order and duplicates checked here). */
+const subs = new Map();
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const commands = {
+  sub: ({ id, topic, queue, slowMs, maxQueue }) => {
+    const s = { count: 0, outOfOrder: 0, duplicates: 0, last: new Map(), ids: queue ? new Set() : undefined };
+    subs.set(id, s);
+    node.pubsub.subscribe(
+      topic,
+      async (p, meta) => {
+        s.count++;
+        const prev = s.last.get(meta.from) ?? -1;
+        if (p.i === prev) s.duplicates++;
+        else if (p.i < prev) s.outOfOrder++;
+        if (!queue) s.last.set(meta.from, p.i);
+        if (s.ids) {
+          const key = `${meta.from}:${p.i}`;
+          if (s.ids.has(key)) s.duplicates++;
+          s.ids.add(key);
+        }
+        if (slowMs) await sleep(slowMs);
+      },
+      { queue, maxQueue },
+    );
+    out({ event: 'subscribed', id });
+  },
+  /** Waits until this node routes `topic` to every node named in `to` (their interest arrived): a test-only look inside. */
+  interest: async ({ topic, to, group }) => {
+    const end = Date.now() + 10_000;
+    const table = node.pubsub.interest.table;
+    const ready = () => {
+      const route = table.route(topic);
+      if (!group) return to.every((n) => route.plain.has(n));
+      const members = route.groups.get(group) ?? [];
+      return to.every((n) => members.some((m) => m.node === n));
+    };
+    while (!ready()) {
+      if (Date.now() > end) throw new Error(`no interest of ${to.join(',')} in ${topic} after 10 s`);
+      await sleep(10);
+    }
+    out({ event: 'interest', topic, group });
+  },
+  pub: async ({ topic, count, size = 100, start = 0, pauseEvery, pauseMs }) => {
+    const pad = 'x'.repeat(Math.max(0, size - 20));
+    const t0 = Date.now();
+    for (let i = start; i < start + count; i++) {
+      if (!node.pubsub.broadcast(topic, { i, pad })) await node.pubsub.drained();
+      if (pauseEvery && (i + 1) % pauseEvery === 0) await sleep(pauseMs ?? 1);
+    }
+    out({ event: 'published', topic, count, ms: Date.now() - t0 });
+  },
+  report: ({ id }) => {
+    const s = subs.get(id);
+    out({ event: 'report', id, count: s?.count ?? 0, outOfOrder: s?.outOfOrder ?? 0, duplicates: s?.duplicates ?? 0, distinct: s?.ids?.size });
+  },
+  stats: () => out({ event: 'stats', pubsub: node.pubsub.stats(), lanes: node.mesh.stats().lanes }),
+  stop: async () => {
+    await node.stop();
+    out({ event: 'stopped' });
+    process.exit(0);
+  },
+};
+createInterface({ input: process.stdin }).on('line', (line) => {
+  const cmd = JSON.parse(line);
+  Promise.resolve(commands[cmd.cmd]?.(cmd)).catch((err) => out({ event: 'command-error', cmd: cmd.cmd, message: err.message }));
+});
+process.on('SIGTERM', () => commands.stop());
