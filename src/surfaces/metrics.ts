@@ -17,9 +17,10 @@ import type { TopologyStats } from '../discovery/topology.js';
 import type { HandshakeFailureReason } from '../errors.js';
 import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
 import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
+import type { PubSubStats, TopicCounters } from '../pubsub/pubsub.js';
 
 /** The part of a node that metrics are computed from. */
-export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery'>>;
+export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery' | 'pubsub'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -45,6 +46,7 @@ const HANDSHAKE_REASONS = [
   'protocol',
   'timeout',
   'shutting-down',
+  'over-capacity',
 ] as const satisfies readonly HandshakeFailureReason[];
 
 const MEMBER_STATUSES: readonly MemberStatus[] = ['up', 'suspect', 'down'];
@@ -57,6 +59,8 @@ interface Snapshot {
   health: LocalHealth | undefined;
   /** The node's topologies; empty when it has none or reading them threw. */
   topologies: TopologyStats[];
+  /** Pubsub counters, when the node has pubsub. */
+  pubsub: PubSubStats | undefined;
 }
 
 function attempt<T>(read: () => T): T | undefined {
@@ -81,6 +85,7 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         members: attempt(() => node.cluster.members({ includeDown: true })),
         health: attempt(() => node.health()),
         topologies: attempt(() => node.discovery?.topologies()) ?? [],
+        pubsub: attempt(() => node.pubsub?.stats()),
       };
       setImmediate(() => {
         cached = undefined;
@@ -180,6 +185,26 @@ function heartbeatDrops(stats: MeshStats): Sample[] {
   return [];
 }
 
+/**
+ * A pubsub counter per topic prefix (the topic up to its first `.` or `:`; at most 64 prefixes,
+ * the rest under `other`, so the label's cardinality is bounded whatever topics are used).
+ */
+const pubsubPrefixCounter = (name: string, help: string, key: keyof TopicCounters): MetricDefinition => ({
+  name,
+  help,
+  type: 'counter',
+  labels: ['prefix'],
+  collect: ({ pubsub }) => pubsub && Object.entries(pubsub.topics).map(([prefix, c]) => [{ prefix }, c[key]]),
+});
+
+/** An unlabelled pubsub counter. */
+const pubsubCounter = (name: string, help: string, read: (s: PubSubStats) => unknown): MetricDefinition => ({
+  name,
+  help,
+  type: 'counter',
+  collect: ({ pubsub }) => pubsub && [[{}, read(pubsub)]],
+});
+
 /** Every Foundation metric. Names and labels are part of the public interface (dashboards, alerts). */
 const METRICS: readonly MetricDefinition[] = [
   {
@@ -272,6 +297,25 @@ const METRICS: readonly MetricDefinition[] = [
     labels: ['reason'],
     collect: ({ stats }) => stats && byReason(DOWN_REASONS, { ...(stats.memberEvents?.down ?? {}) }),
   },
+
+  // --- PubSub
+  pubsubPrefixCounter('foundation_pubsub_published_total', 'Messages published from this node, by topic prefix', 'published'),
+  pubsubPrefixCounter('foundation_pubsub_delivered_total', "Messages handed to this node's subscribers, by topic prefix", 'delivered'),
+  pubsubPrefixCounter('foundation_pubsub_dropped_total', "Messages dropped by a subscriber's overflow policy on this node, by topic prefix", 'dropped'),
+  pubsubPrefixCounter('foundation_pubsub_handler_errors_total', 'Subscription handler calls that threw or rejected, by topic prefix', 'handlerErrors'),
+  {
+    name: 'foundation_pubsub_subscriptions',
+    help: 'Subscriptions on this node',
+    type: 'gauge',
+    collect: ({ pubsub }) => pubsub && [[{}, pubsub.subscriptions]],
+  },
+  pubsubCounter('foundation_pubsub_frames_received_total', 'Published messages received from other nodes', (s) => s.framesReceived),
+  pubsubCounter('foundation_pubsub_frames_dropped_total', 'Published messages from other nodes dropped as malformed or undecodable', (s) => s.framesDropped),
+  pubsubCounter(
+    'foundation_pubsub_unrouted_total',
+    'Published messages that arrived with no matching subscriber (interest changed in flight)',
+    (s) => s.unrouted,
+  ),
 
   // --- Discovery
   {

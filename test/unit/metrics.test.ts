@@ -223,3 +223,29 @@ describe('createMetrics', () => {
     expect({ status: result.status, stdout: result.stdout, stderr: result.stderr }).toEqual({ status: 0, stdout: '', stderr: '' });
   });
 });
+
+describe('pubsub metrics', () => {
+  it('reports per-prefix pubsub counters from a real engine, with bounded prefixes', async () => {
+    const { Hub, settle } = await import('../helpers/pubsub-hub.js');
+    const hub = new Hub();
+    const ps = await hub.node('node-a');
+    ps.subscribe('rooms.*', () => {});
+    ps.subscribe('jobs', () => {
+      throw new Error('boom');
+    });
+    for (let i = 0; i < 3; i++) ps.localBroadcast('rooms.1', i);
+    ps.localBroadcast('jobs', 1);
+    for (let i = 0; i < 100; i++) ps.localBroadcast(`t${i}`, i); // more prefixes than the bound
+    await settle();
+    const r = createMetrics({ ...fakeNode(), pubsub: ps }, { processMetrics: false });
+    const text = await r.metrics();
+    expect(text).toContain('foundation_pubsub_published_total{prefix="rooms"} 3');
+    expect(text).toContain('foundation_pubsub_delivered_total{prefix="rooms"} 3');
+    expect(text).toContain('foundation_pubsub_handler_errors_total{prefix="jobs"} 1');
+    expect(text).toContain('foundation_pubsub_subscriptions 2');
+    const prefixes = new Set([...text.matchAll(/foundation_pubsub_published_total\{prefix="([^"]+)"\}/g)].map((m) => m[1]));
+    expect(prefixes.size).toBeLessThanOrEqual(65);
+    expect(prefixes.has('other')).toBe(true);
+    await ps.stop();
+  });
+});
