@@ -3,16 +3,18 @@
  * and the keys its errors name; the shapes `http` accepts; and a property test over generated
  * inputs that `foundation config explain` accepts exactly what `Foundation.start` accepts.
  */
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import fc from 'fast-check';
 import { afterAll, describe, expect, it } from 'vitest';
 import { parseHostPort } from '../../src/config/address.js';
 import { DEFAULTS } from '../../src/config/defaults.js';
+import { ENV_VARIABLES } from '../../src/config/env.js';
 import { explainConfig } from '../../src/config/explain.js';
-import type { FoundationOptions } from '../../src/config/options.js';
+import { type FoundationOptions, optionsSchema } from '../../src/config/options.js';
 import { resolveOptions } from '../../src/config/resolve.js';
+import { CLUSTER_SHORTHANDS, SHORTHAND_NAMES } from '../../src/discovery/modes.js';
 import { ConfigError, ErrorCodes, SecretRequiredError } from '../../src/errors.js';
 import type { Logger } from '../../src/util/logger.js';
 import { cookieArb, cookieFor, envArb, optionsArb, outcome, SECRET } from '../helpers/option-arbitraries.js';
@@ -244,5 +246,33 @@ describe('explain accepts exactly what start accepts (property)', () => {
     // The generator must reach both outcomes, or the property proves little.
     expect(accepted).toBeGreaterThan(10);
     expect(accepted).toBeLessThan(390);
+  });
+});
+
+describe('one declaration', () => {
+  it('every Apprentice shorthand comes from the table: its variables are read, parsed by its schema, and translated', async () => {
+    const env: Record<string, Record<string, string>> = {
+      kubernetes: { FOUNDATION_K8S_APP_NAME: 'shop', FOUNDATION_K8S_NAMESPACE: 'prod', FOUNDATION_K8S_MODE: 'pods' },
+      dns: { FOUNDATION_DNS_QUERY: 'shop.internal' },
+      'dns-srv': { FOUNDATION_DNS_SERVICE: '_f._tcp.shop' },
+      gossip: { FOUNDATION_GOSSIP_SECRET: 'g' },
+      mdns: {},
+      static: { FOUNDATION_STATIC: '127.0.0.1:1' },
+      fly: { FOUNDATION_FLY_APP: 'shop' },
+      local: { FOUNDATION_LOCAL_DIR: join(scratch, 'local') },
+    };
+    expect(Object.keys(env)).toEqual(SHORTHAND_NAMES);
+    for (const name of SHORTHAND_NAMES) {
+      for (const variable of Object.keys(CLUSTER_SHORTHANDS[name].variables)) expect(ENV_VARIABLES).toHaveProperty(variable);
+      const r = await resolveOptions({ secret: SECRET, port: 4369 }, { FOUNDATION_CLUSTER: name, ...env[name] }, 'explain');
+      expect(r.mode).toBe('apprentice');
+      expect(Object.keys(r.topologies)).toEqual([name]);
+    }
+  });
+
+  it('docs/guides/configuration.md lists every start option and every environment variable', () => {
+    const doc = readFileSync(new URL('../../docs/guides/configuration.md', import.meta.url), 'utf8');
+    for (const key of Object.keys(optionsSchema.shape)) expect(doc, `option ${key}`).toContain(`| \`${key}\` |`);
+    for (const variable of Object.keys(ENV_VARIABLES)) expect(doc, `variable ${variable}`).toContain(`| \`${variable}\` |`);
   });
 });
