@@ -14,11 +14,10 @@ import type { Member } from './mesh/types.js';
 import { Channels, loadOtel } from './pubsub/channels.js';
 import { MeshPubSubAdapter } from './pubsub/mesh-adapter.js';
 import { PubSub } from './pubsub/pubsub.js';
+import { RedisPubSubAdapter } from './pubsub/redis-adapter.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
 import { createMetrics } from './surfaces/metrics.js';
 import { defaultLogger, type Logger } from './util/logger.js';
-
-export type { FailureDetectorOptions, FoundationOptions, HttpOptions, LaneOptions, LanesOptions } from './config/options.js';
 
 class Cluster extends EventEmitter<ClusterEvents> implements ClusterView {
   readyAt?: number;
@@ -179,7 +178,8 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   const startedAt = Date.now();
   const cluster = new Cluster(mesh, () => topologies.some((t) => t.stats().peers > 0), startedAt);
   // Layer 3 on the mesh's internal interface; it sees members already up through watchMembers.
-  const pubsub = new PubSub(c.name, incarnation, new MeshPubSubAdapter(mesh), log);
+  const adapter = c.pubsub.adapter === 'redis' ? new RedisPubSubAdapter(c.clusterName, c.pubsub.redis, log) : new MeshPubSubAdapter(mesh);
+  const pubsub = new PubSub(c.name, incarnation, adapter, log);
   const node = new Node(mesh, messaging(mesh), pubsub, cluster, topologies, c.degradedLoopLagMs, log);
   node.metrics = createMetrics(node);
   try {
