@@ -16,7 +16,7 @@ export type {
   RequestOptions,
   SendOptions,
 } from './api.js';
-export type { FailureDetectorOptions, FoundationOptions, HttpOptions, LaneOptions, LanesOptions } from './config/options.js';
+export type { FailureDetectorOptions, FoundationOptions, HttpOptions, LaneOptions, LanesOptions, PubSubOptions } from './config/options.js';
 export type { DnsFamily, DnsResolverOptions, DnsStrategyConfig } from './discovery/dns.js';
 export { DnsStrategy } from './discovery/dns.js';
 export type { DnsSrvStrategyConfig } from './discovery/dns-srv.js';

@@ -28,6 +28,8 @@ export const DEFAULTS = Object.freeze({
   connectTimeoutMs: 1500,
   reconnect: Object.freeze({ ...DEFAULT_BACKOFF }),
   degradedLoopLagMs: 200,
+  /** Transport under pubsub. */
+  pubsubAdapter: 'mesh' as 'mesh' | 'redis',
   failureDetector: Object.freeze({
     heartbeatIntervalMs: DEFAULT_HEARTBEAT_INTERVAL_MS,
     phiThreshold: DEFAULT_PHI_THRESHOLD,

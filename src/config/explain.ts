@@ -13,6 +13,8 @@ export interface Explanation {
   mode: ModeName;
   node: { name: string | null; host: string; port: number; advertiseHost: string | null; clusterName: string; secret: 'set' | 'insecure' | 'cookie-file' };
   topologies: Record<string, { strategy: string; config: Record<string, unknown> }>;
+  /** The pubsub transport; a Redis URL's password is redacted. */
+  pubsub: { adapter: 'mesh' | 'redis'; url?: string };
   notes: string[];
 }
 
@@ -52,6 +54,10 @@ export async function explainConfig(options: FoundationOptions, env: NodeJS.Proc
       secret: r.secret.source === 'option' ? 'set' : r.secret.source,
     },
     topologies,
+    pubsub:
+      r.pubsub.adapter === 'redis'
+        ? { adapter: 'redis', url: (r.pubsub.redis.url ?? 'redis://127.0.0.1:6379').replace(/\/\/([^@/]*)@/, '//<redacted>@') }
+        : { adapter: 'mesh' },
     notes: r.notes,
   };
 }
@@ -69,6 +75,7 @@ export function formatExplanation(e: Explanation): string {
     const t = e.topologies[name] as Explanation['topologies'][string];
     lines.push(`  ${name}:`, `    strategy: ${t.strategy}`, `    config: ${JSON.stringify(t.config)}`);
   }
+  lines.push(`pubsub: ${e.pubsub.adapter}${e.pubsub.url ? ` (${e.pubsub.url})` : ''}`);
   for (const n of e.notes) lines.push(`note: ${n}`);
   return lines.join('\n');
 }

@@ -13,6 +13,7 @@ import type { StrategyClass } from '../discovery/strategy.js';
 import { ConfigError } from '../errors.js';
 import { NODE_NAME_PATTERN } from '../mesh/identity.js';
 import type { MeshTlsOptions } from '../mesh/mesh.js';
+import type { RedisAdapterOptions } from '../pubsub/redis-adapter.js';
 import type { Logger } from '../util/logger.js';
 import { didYouMean } from '../util/suggest.js';
 import { hostPortShape, parseHostPort } from './address.js';
@@ -135,8 +136,18 @@ export interface FoundationOptions {
   reconnect?: { baseMs: number; maxMs: number };
   /** Loop-lag p99 (ms) above which `/health` reports `degraded`. Default 200. */
   degradedLoopLagMs?: number;
+  /** The transport under `node.pubsub` and `node.channels` (docs/guides/pubsub.md). Default: the mesh. */
+  pubsub?: PubSubOptions;
   /** A pino (or pino-compatible) logger. Default: pino to stderr. */
   logger?: Logger;
+}
+
+/** The transport under `node.pubsub`. */
+export interface PubSubOptions {
+  /** `mesh` (default: Foundation's own links, lanes isolate channels) or `redis` (Redis pub/sub through the optional `ioredis` package, for nodes that cannot dial each other). */
+  adapter?: 'mesh' | 'redis';
+  /** Options of the redis adapter; only with `adapter: 'redis'`. */
+  redis?: RedisAdapterOptions;
 }
 
 const port = z.number().int().min(0).max(65535);
@@ -176,6 +187,22 @@ const lanesSchema = z.strictObject({
   bulk: laneSchema.optional(),
   mode: z.enum(['priority', 'fifo']).optional(),
 });
+
+const redisSchema = z.strictObject({
+  url: z
+    .string()
+    .regex(/^rediss?:\/\//, 'expected a redis:// or rediss:// URL')
+    .optional(),
+  prefix: z.string().min(1).max(200).optional(),
+  presenceMs: z.number().int().min(50).optional(),
+});
+
+const pubsubSchema = z
+  .strictObject({
+    adapter: z.enum(['mesh', 'redis']).optional(),
+    redis: redisSchema.optional(),
+  })
+  .refine((v) => v.redis === undefined || v.adapter === 'redis', { message: "redis options need adapter: 'redis'", path: ['redis'] });
 
 const failureDetectorSchema = z.strictObject({
   heartbeatIntervalMs: positiveMs.optional(),
@@ -225,6 +252,7 @@ export const optionsSchema = z.strictObject({
   connectTimeoutMs: positiveMs.optional(),
   reconnect: z.strictObject({ baseMs: positiveMs, maxMs: positiveMs }).optional(),
   degradedLoopLagMs: positiveMs.optional(),
+  pubsub: pubsubSchema.optional(),
   logger: z
     .custom<Logger>(
       (v) =>
@@ -250,7 +278,19 @@ const lanesMatchSchema: Equals<LanesOptions, z.input<typeof lanesSchema>> = true
 const httpMatchesSchema: Equals<FoundationOptions['http'], z.input<typeof httpSchema> | undefined> = true;
 const tlsMatchesSchema: Equals<MeshTlsOptions, z.input<typeof tlsSchema>> = true;
 const topologyMatchesSchema: Equals<TopologySpec, z.input<typeof topologySchema>> = true;
-void [optionsMatchSchema, parsedMatchesInput, failureDetectorMatchesSchema, laneMatchesSchema, lanesMatchSchema, httpMatchesSchema, tlsMatchesSchema, topologyMatchesSchema];
+const pubsubMatchesSchema: Equals<PubSubOptions, z.input<typeof pubsubSchema>> = true;
+const redisMatchesSchema: Equals<RedisAdapterOptions, z.input<typeof redisSchema>> = true;
+void [pubsubMatchesSchema, redisMatchesSchema];
+void [
+  optionsMatchSchema,
+  parsedMatchesInput,
+  failureDetectorMatchesSchema,
+  laneMatchesSchema,
+  lanesMatchSchema,
+  httpMatchesSchema,
+  tlsMatchesSchema,
+  topologyMatchesSchema,
+];
 
 /**
  * The schema at `path`, walking `input` alongside so that a discriminated union resolves to the

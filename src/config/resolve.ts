@@ -18,6 +18,7 @@ import { defaultNodeName } from '../mesh/identity.js';
 import { Inbox, Outbox, type OutboxOptions } from '../mesh/lanes.js';
 import type { MeshTlsOptions } from '../mesh/mesh.js';
 import { type ResolvedSecret, resolveSecret } from '../mesh/secret.js';
+import type { RedisAdapterOptions } from '../pubsub/redis-adapter.js';
 import type { Logger } from '../util/logger.js';
 import { parseHostPort } from './address.js';
 import { DEFAULTS } from './defaults.js';
@@ -57,6 +58,8 @@ export interface ResolvedOptions {
   heartbeat: HeartbeatConfig;
   heartbeatPort: number | undefined;
   degradedLoopLagMs: number;
+  /** The pubsub transport and its options. */
+  pubsub: { adapter: 'mesh' } | { adapter: 'redis'; redis: RedisAdapterOptions };
   /** The logger given, if any (`start` makes the default one, named after the node). */
   logger: Logger | undefined;
   /** Which mode produced the topologies. */
@@ -203,6 +206,7 @@ export async function resolveOptions(
     heartbeat,
     heartbeatPort: given.heartbeatPort,
     degradedLoopLagMs: given.degradedLoopLagMs ?? DEFAULTS.degradedLoopLagMs,
+    pubsub: (given.pubsub?.adapter ?? DEFAULTS.pubsubAdapter) === 'redis' ? { adapter: 'redis', redis: given.pubsub?.redis ?? {} } : { adapter: 'mesh' },
     logger: given.logger,
     mode: resolved.mode,
     topologies: resolved.topologies,

@@ -6,7 +6,7 @@ import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type NodeEvent, NodeProc } from '../helpers/cluster.js';
-import { requireBuild } from '../helpers/requires.js';
+import { requireBuild, requireTools } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/pubsub-proc.mjs', import.meta.url));
 const skip = requireBuild('pubsub multi-process tests');
@@ -166,3 +166,41 @@ async function addressOf(p: NodeProc): Promise<string> {
   const e = await p.waitFor((x) => x.event === 'started');
   return (e.id as { address: string }).address;
 }
+
+describe.skipIf(skip !== undefined || requireTools(['redis-server'], 'pubsub over redis between processes') !== undefined)(
+  'pubsub over redis between processes that have no mesh link',
+  () => {
+    it('delivers every message once and in order through a real redis-server', async () => {
+      const { startRedis } = await import('../helpers/redis-server.js');
+      const redis = await startRedis();
+      try {
+        const pubsub = { adapter: 'redis', redis: { url: redis.url, presenceMs: 200 } };
+        const clusterName = `pubsub-redis-${process.pid}`;
+        const start = async (name: string) => {
+          const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', pubsub };
+          const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
+            stdio: ['pipe', 'pipe', 'pipe'],
+            env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
+          });
+          const proc = new NodeProc(child, name);
+          procs.push(proc);
+          await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
+          return proc;
+        };
+        const a = await start('r1');
+        const b = await start('r2');
+        await ask(b, { cmd: 'sub', id: 's', topic: 'orders.>' }, 'subscribed');
+        await ask(a, { cmd: 'interest', topic: 'orders.new', to: ['r2'] }, 'interest');
+        await ask(a, { cmd: 'pub', topic: 'orders.new', count: 5000 }, 'published', 60_000);
+        await until(async () => ((await report(b, 's')).count as number) >= 5000, 'deliveries over redis');
+        const r = await report(b, 's');
+        expect({ count: r.count, outOfOrder: r.outOfOrder, duplicates: r.duplicates }).toEqual({ count: 5000, outOfOrder: 0, duplicates: 0 });
+        // No mesh link between them: the messages went through Redis.
+        const lanes = (await stats(b)).lanes as Record<string, { bytesReceived: number }>;
+        expect(lanes.events?.bytesReceived ?? 0).toBe(0);
+      } finally {
+        await redis.stop();
+      }
+    });
+  },
+);
