@@ -12,6 +12,7 @@ import net from 'node:net';
 import { dirname, join } from 'node:path';
 import moleculer from 'moleculer';
 import { ACK_EVERY, ackWindow, emit, now, serve, sleep, timeRoundTrips } from './common.mjs';
+import { ackWindowMulti, objectPayload, publishAtRate, recorder, SIZE, TOPIC } from './pubsub-common.mjs';
 
 const { ServiceBroker, Transporters } = moleculer;
 const LOOPBACK = '127.0.0.1';
@@ -49,6 +50,9 @@ class LoopbackTcp extends Transporters.TCP {
 
 const count = { msgs: 0, bytes: 0 };
 let acks;
+const psRec = recorder();
+let psMeasuring = false;
+let psAcks;
 
 const broker = new ServiceBroker({
   nodeID,
@@ -74,6 +78,15 @@ broker.createService({
       },
     },
     'bench.ack': { group: nodeID, handler: (ctx) => acks?.ack(ctx.params.n) },
+    // bench/pubsub.mjs: the workload's subscriber and the publisher's acknowledgements.
+    [TOPIC]: {
+      group: nodeID,
+      handler(ctx) {
+        psRec.got(psMeasuring ? ctx.params.t : undefined);
+        if (psRec.msgs % ACK_EVERY === 0) broker.emit(`${TOPIC}.ack`, { id: nodeID, n: psRec.msgs }, { groups: [ctx.nodeID] });
+      },
+    },
+    [`${TOPIC}.ack`]: { group: nodeID, handler: (ctx) => psAcks?.ack(ctx.params.id, ctx.params.n) },
   },
 });
 await broker.start();
@@ -131,6 +144,44 @@ serve({
       if (r.length !== size) throw new Error(`echo returned ${r.length} characters`);
     };
     return timeRoundTrips(once, { warmup, n, raw });
+  },
+
+  // ---- bench/pubsub.mjs: one publisher (this node) emitting to every other peer's group ----
+  // `bytes`: { t, p } with p a 100-character string (JSON would turn a Buffer into an array of
+  // numbers); `object`: { i, t, pad }. Every subscriber has its own group, so one emit with
+  // all groups reaches each subscriber node once (what a broadcast to other nodes is).
+  'ps-sub': () => true,
+  'ps-mode': () => true,
+  'ps-count': () => psRec.count(),
+  'ps-lat-start': () => {
+    psMeasuring = true;
+    psRec.latStart();
+    return true;
+  },
+  'ps-lat-stop': () => {
+    psMeasuring = false;
+    return psRec.latStop();
+  },
+  'ps-tp': async ({ kind, ms, window = 131072 }) => {
+    const str = text(SIZE);
+    psAcks = ackWindowMulti(window, peerIDs.length);
+    const end = now() + ms;
+    let sent = 0;
+    let maxRss = 0;
+    while (now() < end) {
+      for (let i = 0; i < 1024; i++) {
+        broker.emit(TOPIC, kind === 'bytes' ? { t: 0, p: str } : objectPayload(sent, 0), { groups: peerIDs });
+        sent++;
+      }
+      await new Promise(setImmediate);
+      await psAcks.wait(sent, end);
+      if ((sent & 0x3ffff) === 0) maxRss = Math.max(maxRss, process.memoryUsage().rss);
+    }
+    return { sent, waits: psAcks.waits, maxRss: Math.max(maxRss, process.memoryUsage().rss) };
+  },
+  'ps-rate': ({ kind, rate, ms }) => {
+    const str = text(SIZE);
+    return publishAtRate(rate, ms, (i, t) => broker.emit(TOPIC, kind === 'bytes' ? { t, p: str } : objectPayload(i, t), { groups: peerIDs }));
   },
 });
 

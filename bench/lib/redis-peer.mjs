@@ -8,6 +8,7 @@
 // subscribes to `bench.echo` and publishes each payload back on the requester's own channel.
 import Redis from 'ioredis';
 import { ACK_EVERY, ackWindow, emit, now, payload, serve, timeRoundTrips } from './common.mjs';
+import { ackWindowMulti, bytesPayload, objectPayload, publishAtRate, recorder, SUB_ID, sentAt, TOPIC } from './pubsub-common.mjs';
 
 const MAX_BATCHES = 8;
 const port = Number(process.argv[2]);
@@ -93,6 +94,71 @@ serve({
     };
     return timeRoundTrips(once, { warmup, n, raw });
   },
+
+  // ---- bench/pubsub.mjs: one publisher, several subscriber processes on channel TOPIC ----
+  // Objects travel as JSON (JSON.stringify / JSON.parse), what Redis users do; bytes as they are.
+  'ps-sub': async () => {
+    const ack = Buffer.alloc(16);
+    ack.writeDoubleBE(SUB_ID, 0);
+    await subscriber([TOPIC], (_channel, message) => {
+      const p = psKind === 'bytes' ? message : JSON.parse(message.toString());
+      psRec.got(psMeasuring ? sentAt(psKind, p) : undefined);
+      if (psRec.msgs % ACK_EVERY === 0) {
+        ack.writeDoubleBE(psRec.msgs, 8);
+        pub.publish(`${TOPIC}.ack`, ack);
+      }
+    });
+    return true;
+  },
+  'ps-mode': ({ kind }) => {
+    psKind = kind;
+    return true;
+  },
+  'ps-count': () => psRec.count(),
+  'ps-lat-start': () => {
+    psMeasuring = true;
+    psRec.latStart();
+    return true;
+  },
+  'ps-lat-stop': () => {
+    psMeasuring = false;
+    return psRec.latStop();
+  },
+  /** Pipelines of 1024 PUBLISH (at most MAX_BATCHES awaiting replies), within the acknowledgement window of the slowest subscriber. */
+  'ps-tp': async ({ kind, ms, subscribers, window = 131072 }) => {
+    const buf = bytesPayload(0);
+    const acks = ackWindowMulti(window, subscribers);
+    psAckSub ??= subscriber([`${TOPIC}.ack`], (_channel, message) => psOnAck?.(message.readDoubleBE(0), message.readDoubleBE(8)));
+    await psAckSub;
+    psOnAck = (id, n) => acks.ack(id, n);
+    const end = now() + ms;
+    let sent = 0;
+    let maxRss = 0;
+    const batches = [];
+    while (now() < end) {
+      const batch = pub.pipeline();
+      for (let i = 0; i < 1024; i++) batch.publish(TOPIC, kind === 'bytes' ? buf : JSON.stringify(objectPayload(sent + i, 0)));
+      sent += 1024;
+      batches.push(batch.exec());
+      await acks.wait(sent, end);
+      if (batches.length >= MAX_BATCHES) await batches.shift();
+      if ((sent & 0x3ffff) === 0) maxRss = Math.max(maxRss, process.memoryUsage().rss);
+    }
+    await Promise.all(batches);
+    return { sent, waits: acks.waits, maxRss: Math.max(maxRss, process.memoryUsage().rss) };
+  },
+  /** One PUBLISH per message (no pipeline: each is sent when due). */
+  'ps-rate': ({ kind, rate, ms }) =>
+    publishAtRate(rate, ms, (i, t) => {
+      pub.publish(TOPIC, kind === 'bytes' ? bytesPayload(t) : JSON.stringify(objectPayload(i, t)));
+    }),
 });
+
+const psRec = recorder();
+let psKind = 'bytes';
+let psMeasuring = false;
+/** The publisher's subscription to acknowledgements (a promise), made once for all runs. */
+let psAckSub;
+let psOnAck;
 
 emit('started');
