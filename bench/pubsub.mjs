@@ -190,7 +190,9 @@ async function throughput(set, kind, n, a) {
   const c1 = await Promise.all(set.subs.map((s) => s.call('ps-count')));
   const sender = await sending;
   const perSub = c1.map((c, i) => Math.round((c.msgs - c0[i].msgs) / ((c.t - c0[i].t) / 1000)));
-  const dropped = c1.reduce((s, c) => s + (c.stats?.topics?.bench?.dropped ?? 0), 0);
+  // Foundation only: messages its subscribers' queues dropped (drop-oldest) in the window.
+  const droppedOf = (cs) => cs.reduce((s, c) => s + (c.stats?.topics?.bench?.dropped ?? 0), 0);
+  const dropped = droppedOf(c1) - droppedOf(c0);
   return {
     deliveredPerSec: perSub.reduce((x, y) => x + y, 0),
     perSubscriber: perSub,
@@ -338,12 +340,13 @@ function report(r) {
           fmt(x['lat-object']?.p50Us),
           fmt(x['lat-object']?.p99Us),
           fmt(x['tp-bytes']?.publisherMaxRssMB),
+          p === 'foundation' ? `${fmtInt(x['tp-bytes']?.subscriberQueueDrops ?? 0)} / ${fmtInt(x['tp-object']?.subscriberQueueDrops ?? 0)}` : 'n/a',
         ];
       });
       parts.push(
         table(
           `Remote, 1 publisher -> ${n} subscriber process(es): delivered msgs/s (sum), ${r.config.durationSec}s; one-way latency at ${r.config.rate} msg/s (µs)`,
-          ['peer', 'bytes msg/s', 'object msg/s', 'bytes p50', 'bytes p99', 'object p50', 'object p99', 'pub RSS MB'],
+          ['peer', 'bytes msg/s', 'object msg/s', 'bytes p50', 'bytes p99', 'object p50', 'object p99', 'pub RSS MB', 'queue drops bytes/object'],
           rows,
         ),
       );

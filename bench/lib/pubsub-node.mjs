@@ -67,7 +67,7 @@ serve({
     kind = m.kind;
     return true;
   },
-  'ps-count': () => ({ ...rec.count(), stats: ps.stats() }),
+  'ps-count': () => ({ ...rec.count(), stats: { topics: { bench: ps.stats().topics.bench } } }),
   'ps-lat-start': () => {
     measuring = true;
     rec.latStart();
