@@ -15,6 +15,9 @@ import { LANES, type LaneName } from '../mesh/types.js';
 import type { BroadcastOptions, PubSubApi, SubscribeOptions } from './pubsub.js';
 import type { PubSubStream } from './stream.js';
 import type { SubscriptionHandler } from './subscriber.js';
+import { activeTraceparent } from './trace.js';
+
+export { loadOtel } from './trace.js';
 
 /** How a channel carries its messages. */
 export interface ChannelOptions {
@@ -55,40 +58,6 @@ export const STANDARD_CHANNELS: Record<'control' | 'events' | 'telemetry' | 'con
 
 /** The prefix of every channel's pubsub topic. */
 export const CHANNEL_TOPIC_PREFIX = 'foundation:';
-
-/** The smallest slice of `@opentelemetry/api` the trace middleware uses. */
-interface OtelApi {
-  context: { active(): unknown };
-  propagation: { inject(ctx: unknown, carrier: Record<string, string>): void };
-  trace: { getSpan(ctx: unknown): unknown };
-}
-
-let otel: OtelApi | null | undefined;
-
-/**
- * Loads `@opentelemetry/api` once, if the application installed it (an optional peer
- * dependency). Without it, channels carry no trace context and cost nothing for it.
- */
-export async function loadOtel(): Promise<OtelApi | null> {
-  if (otel !== undefined) return otel;
-  const name = '@opentelemetry/api';
-  try {
-    otel = (await import(name)) as OtelApi;
-  } catch {
-    otel = null;
-  }
-  return otel;
-}
-
-/** The W3C traceparent of the active span, when OpenTelemetry is loaded and a span is active. */
-function activeTraceparent(): string | undefined {
-  if (!otel) return undefined;
-  const ctx = otel.context.active();
-  if (!otel.trace.getSpan(ctx)) return undefined;
-  const carrier: Record<string, string> = {};
-  otel.propagation.inject(ctx, carrier);
-  return carrier.traceparent;
-}
 
 export class Channels {
   private readonly specs = new Map<string, ChannelSpec>();

@@ -343,7 +343,7 @@ export class PubSub implements PubSubApi {
     this.prefix(topic).published++;
     if (node === this.self) {
       assertSerializable(payload);
-      this.deliverLocal(topic, this.self, lane, 'all', payload);
+      this.deliverLocal(topic, this.self, lane, 'all', payload, undefined, opts.traceparent);
       return true;
     }
     const { body, flags } = encodeBody(payload, opts.compressAbove);
@@ -385,7 +385,7 @@ export class PubSub implements PubSubApi {
       // Nobody elsewhere wants it, but the call must fail the same way whoever listens.
       assertSerializable(payload);
     }
-    if (includeSelf && (route.plain.has(this.self) || selfGroups)) this.deliverLocal(topic, this.self, lane, selfGroups, payload);
+    if (includeSelf && (route.plain.has(this.self) || selfGroups)) this.deliverLocal(topic, this.self, lane, selfGroups, payload, undefined, opts.traceparent);
     return ok;
   }
 
@@ -489,7 +489,15 @@ export class PubSub implements PubSubApi {
    * message is `value` (a local publish: the value itself) or a received `frame`, decoded here
    * once, and only if a subscriber matches. Returns how many subscribers got it.
    */
-  private deliverLocal(topic: string, from: string, lane: LaneName, groups: Set<string> | 'all' | undefined, value: unknown, frame?: InboundFrame): number {
+  private deliverLocal(
+    topic: string,
+    from: string,
+    lane: LaneName,
+    groups: Set<string> | 'all' | undefined,
+    value: unknown,
+    frame?: InboundFrame,
+    localTraceparent?: string,
+  ): number {
     let meta: DeliveryMeta | undefined;
     let decoded = frame === undefined;
     let undecodable = false;
@@ -505,8 +513,8 @@ export class PubSub implements PubSubApi {
       }
       return decoded;
     };
-    const metaOf = (): DeliveryMeta =>
-      (meta ??= frame?.traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent: frame.traceparent });
+    const traceparent = frame ? frame.traceparent : localTraceparent;
+    const metaOf = (): DeliveryMeta => (meta ??= traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent });
     let count = 0;
     let picks: Map<string, Subscriber[]> | undefined;
     this.subs.match(topic, (sub) => {

@@ -12,6 +12,7 @@ import { ErrorCodes, PubSubError } from '../errors.js';
 import type { LaneName } from '../mesh/types.js';
 import { Ring } from './ring.js';
 import type { ParsedPattern } from './subject.js';
+import { otelLoaded, runWithTraceparent } from './trace.js';
 
 /** What a subscriber learns about each message besides its payload. */
 export interface DeliveryMeta {
@@ -127,7 +128,8 @@ export class Subscriber {
       }
       let result: unknown;
       try {
-        result = this.handler(d.payload, d.meta);
+        // With OpenTelemetry installed, each handler call runs in its message's own trace context.
+        result = otelLoaded() ? runWithTraceparent(d.meta.traceparent, () => this.handler(d.payload, d.meta)) : this.handler(d.payload, d.meta);
       } catch (err) {
         this.counters.handlerErrors++;
         this.hooks.handlerFailed(this, err, d.meta);
