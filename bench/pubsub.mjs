@@ -5,7 +5,7 @@
 //
 //   node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer]
 //                         [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000]
-//                         [--out file.json] [--dist DIR]
+//                         [--out file.json] [--dist DIR] [--cpu-prof]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
@@ -38,7 +38,7 @@ const PEERS = ['foundation', 'nats', 'redis', 'moleculer'];
 const KINDS = ['bytes', 'object'];
 
 function parseArgs(argv) {
-  const a = { only: SECTIONS, peers: PEERS, subs: [1, 3], duration: 3, warmup: 1, latency: 3, rate: 1000, out: undefined, dist: undefined };
+  const a = { only: SECTIONS, peers: PEERS, subs: [1, 3], duration: 3, warmup: 1, latency: 3, rate: 1000, out: undefined, dist: undefined, cpuProf: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -59,6 +59,7 @@ function parseArgs(argv) {
     else if (k === '--rate') a.rate = Number(v());
     else if (k === '--out') a.out = v();
     else if (k === '--dist') a.dist = v();
+    else if (k === '--cpu-prof') a.cpuProf = true;
     else if (k === '-h' || k === '--help') {
       console.log(
         'usage: node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000] [--out file] [--dist DIR]',
@@ -93,11 +94,13 @@ const CONFIG = {
  * Starts one peer's processes for `n` subscribers and returns { pub, subs, close }. Every worker
  * speaks the same ps-* commands (bench/lib/pubsub-node.mjs and the ps-* commands of the peers).
  */
-async function setUp(peer, n) {
+async function setUp(peer, n, a) {
   if (peer === 'foundation') {
     const workers = [];
     const start = async (label, opts) => {
-      const w = new Worker('pubsub-node.mjs', [JSON.stringify({ name: label, host: '127.0.0.1', port: 0, secret: SECRET, ...opts })], label);
+      const w = new Worker('pubsub-node.mjs', [JSON.stringify({ name: label, host: '127.0.0.1', port: 0, secret: SECRET, ...opts })], label, {
+        cpuProf: a.cpuProf,
+      });
       workers.push(w);
       const e = await w.started();
       w.id = e.node;
@@ -227,7 +230,7 @@ async function remote(a, log) {
     try {
       for (const p of a.peers) {
         try {
-          sets[p] = await setUp(p, n);
+          sets[p] = await setUp(p, n, a);
         } catch (err) {
           const msg = String(err.message ?? err).split('\n')[0];
           log(`  ${p}: skipped (${msg})`);
