@@ -181,10 +181,26 @@ function prettyDestination(): pino.DestinationStream {
   };
 }
 
+/** Messages the mesh logs for every member change, which `start` reports with its own line instead. */
+const MESH_MEMBER_MESSAGES = new Set(['member up', 'member down']);
+
+/**
+ * Drops the mesh's own info line for a member change (it carries `peer`; the CLI's carries
+ * `member`), so each change is logged once, by the CLI, whose line leaves hidden nodes out. A
+ * mesh that logs these at debug is never matched.
+ */
+const logOnceHooks: pino.LoggerOptions['hooks'] = {
+  logMethod(args, method, level) {
+    const [obj, msg] = args as unknown[];
+    if (level === 30 && typeof msg === 'string' && MESH_MEMBER_MESSAGES.has(msg) && typeof obj === 'object' && obj !== null && 'peer' in obj) return;
+    method.apply(this, args);
+  },
+};
+
 /** The root logger. Foundation adds `node` itself (`logger.child({ node })`), so the base holds no name. */
 function createLogger(json: boolean, level: LogLevel): pino.Logger {
-  if (json) return pino({ level, base: { pid: process.pid } }, pino.destination({ fd: 2, sync: true }));
-  return pino({ level, base: {} }, prettyDestination());
+  if (json) return pino({ level, base: { pid: process.pid }, hooks: logOnceHooks }, pino.destination({ fd: 2, sync: true }));
+  return pino({ level, base: {}, hooks: logOnceHooks }, prettyDestination());
 }
 
 // ---------------------------------------------------------------------------------------

@@ -161,6 +161,54 @@ describe('foundation CLI: usage', () => {
   });
 });
 
+describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: start (skipped: dist/foundation.js is not built yet)', () => {
+  it('logs each member change once (the CLI line, without the mesh duplicate)', { timeout: 30_000 }, async () => {
+    const env = cleanEnv({ FOUNDATION_SECRET: 'cli-test-secret-of-at-least-32-bytes', FOUNDATION_EMIT_STARTED: '1' });
+    const cluster = `cli-log-${process.pid}`;
+    const spawnNode = (args: string[]) => {
+      const proc = spawn(process.execPath, [CLI, 'start', '--cluster-name', cluster, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+      if (proc.pid) leftovers.add(proc.pid);
+      let stderr = '';
+      proc.stderr.setEncoding('utf8').on('data', (c: string) => {
+        stderr += c;
+      });
+      const started = new Promise<{ address: string }>((resolvePromise, reject) => {
+        createInterface({ input: proc.stdout }).on('line', (line) => {
+          if (line.includes('"started"')) resolvePromise(JSON.parse(line) as { address: string });
+        });
+        proc.on('exit', (code) => reject(new Error(`exited (${code}) before starting:\n${stderr}`)));
+      });
+      started.catch(() => {});
+      const exited = new Promise<void>((r) => proc.on('exit', () => r()));
+      return { proc, started, exited, stderr: () => stderr };
+    };
+    const a = spawnNode(['--name', 'log-a']);
+    const { address } = await a.started;
+    const b = spawnNode(['--name', 'log-b', '--static', address]);
+    await b.started;
+    try {
+      expect(await waitFor(() => /member up/.test(b.stderr()) && /member up/.test(a.stderr()), 10_000), `${a.stderr()}\n${b.stderr()}`).toBe(true);
+      b.proc.kill('SIGTERM');
+      await b.exited;
+      // a sees b leave (one line), then stops too: every line either node wrote is in by its exit.
+      expect(await waitFor(() => /member down/.test(a.stderr()), 10_000), a.stderr()).toBe(true);
+      a.proc.kill('SIGTERM');
+      await a.exited;
+      for (const [node, text, other] of [
+        [a, a.stderr(), 'log-b'],
+        [b, b.stderr(), 'log-a'],
+      ] as const) {
+        void node;
+        expect(text.match(/member up/g), text).toHaveLength(1);
+        expect(text).toMatch(new RegExp(`INFO\\s+member up\\s+member=${other} address=127\\.0\\.0\\.1:\\d+`));
+      }
+      expect(a.stderr().match(/member down/g), a.stderr()).toHaveLength(1);
+    } finally {
+      for (const n of [a, b]) if (n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGKILL');
+    }
+  });
+});
+
 describe.skipIf(!FOUNDATION_BUILT)('foundation CLI: demo (skipped: dist/foundation.js is not built yet)', () => {
   it('demo --nodes 3 forms a cluster, status sees it, SIGINT stops every child', { timeout: 40_000 }, async () => {
     const demo = startDemo(['--nodes', '3']);
