@@ -67,7 +67,7 @@ function nodeOptions(a, mode) {
   const big = a.bigMiB * MiB;
   return {
     maxMessageBytes: big + 16 * MiB,
-    lanes: { mode, telemetry: { highWaterMark: big + 32 * MiB, hardLimit: 4 * big, overflow: 'backpressure' } },
+    lanes: { mode, telemetry: { highWaterMark: big + 32 * MiB, hardLimit: Math.max(4 * big, big + 64 * MiB), overflow: 'backpressure' } },
   };
 }
 
