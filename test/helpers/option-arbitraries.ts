@@ -90,6 +90,15 @@ export const optionsArb: fc.Arbitrary<FoundationOptions> = fc
         ),
       ),
       tls: maybe(fc.constantFrom<unknown>({ key: 'garbage', cert: 'garbage' }, { key: 'k' })),
+      pubsub: maybe(
+        fc.constantFrom<unknown>(
+          { adapter: 'mesh' },
+          { adapter: 'redis', redis: { url: 'redis://127.0.0.1:1' } },
+          { redis: { url: 'redis://127.0.0.1:1' } },
+          { adapter: 'redis', redis: { url: 'http://x' } },
+          { adapter: 'kafka' },
+        ),
+      ),
       bogus: maybe(fc.constant(1)),
     },
     { requiredKeys: [] },

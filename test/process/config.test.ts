@@ -16,10 +16,10 @@ const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => sile
 const scratch = mkdtempSync(join(tmpdir(), 'foundation-config-test-'));
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
-/** Only what may run here for real: loopback, free ports, no multicast discovery, no TLS files. */
+/** Only what may run here for real: loopback, free ports, no multicast discovery, no TLS files, no Redis. */
 const safeCase = fc.record({
   options: optionsArb.map((o): FoundationOptions => {
-    const { port: _port, host: _host, tls: _tls, ...rest } = o;
+    const { port: _port, host: _host, tls: _tls, pubsub, ...rest } = o;
     // Mortal mode would run mdns/gossip: keep shorthands (static to 127.0.0.1:1, or refused ones) and false.
     let cluster = rest.cluster && typeof rest.cluster === 'object' ? rest.cluster : false;
     // A dns shorthand that would start would query the system resolver: keep only its refused form.
@@ -29,7 +29,9 @@ const safeCase = fc.record({
     if (typeof http === 'number' && http >= 0 && http <= 65535) http = 0;
     if (typeof http === 'string' && http !== 'nope') http = '127.0.0.1:0';
     if (http && typeof http === 'object' && !('x' in http) && http.host !== '') http = { port: 0 };
-    return { ...rest, cluster, http, host: '127.0.0.1', port: 0 };
+    // A redis adapter that would start connects to a Redis server: keep only the refused forms.
+    const keepPubsub = pubsub !== undefined && (pubsub.adapter !== 'redis' || pubsub.redis?.url === 'http://x');
+    return { ...rest, ...(keepPubsub ? { pubsub } : {}), cluster, http, host: '127.0.0.1', port: 0 };
   }),
   // FOUNDATION_HTTP and FOUNDATION_PORT would bind fixed ports.
   env: envArb.map(({ FOUNDATION_HTTP: _http, FOUNDATION_PORT: _port, ...rest }) => rest),
