@@ -17,7 +17,7 @@ import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
 import { decodeBody, encodeBody, FrameFlags, type InboundFrame, readFrame, writeFrame } from './frame.js';
-import { asInterestMessage, InterestSync, type Route } from './interest.js';
+import { InterestSync, type Route } from './interest.js';
 import { type PubSubStream, StreamIterator } from './stream.js';
 import { assertPublishTopic, parsePattern } from './subject.js';
 import { SubjectIndex } from './subject-index.js';
@@ -196,10 +196,10 @@ export class PubSub implements PubSubApi {
   async start(): Promise<void> {
     const host: PubSubAdapterHost = {
       self: this.self,
-      incarnation: this.sync.local.incarnation,
+      incarnation: this.sync.incarnation,
       receive: (from, lane, frame) => this.receive(from, lane, frame),
       interest: (from, incarnation, msg) => {
-        const m = asInterestMessage(msg);
+        const m = this.sync.parse(msg);
         if (!m) {
           this.dropFrame(from, 'malformed interest message');
           return;
