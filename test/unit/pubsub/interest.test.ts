@@ -5,77 +5,21 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type InterestMessage, InterestSync, type InterestTuple } from '../../../src/pubsub/interest.js';
+import { InterestSync, type InterestTuple } from '../../../src/pubsub/interest.js';
+import { SimNetwork } from '../../helpers/replica-sim.js';
 
-interface Packet {
-  from: string;
-  to: string;
-  inc: number;
-  msg: InterestMessage;
-}
-
-class Sim {
-  readonly nodes = new Map<string, InterestSync>();
-  private readonly incs = new Map<string, number>();
-  readonly links = new Set<string>();
-  inflight: Packet[] = [];
+/** The interest network: the simulated network plus what each node really subscribed. */
+class Sim extends SimNetwork<InterestSync> {
   /** Subscriptions each node really holds: [pattern, group][] (a multiset). */
   readonly truth = new Map<string, Array<[string, string | null]>>();
 
-  constructor(readonly names: string[]) {
-    for (const n of names) this.boot(n, 1);
-  }
-
-  private boot(name: string, inc: number): void {
-    this.incs.set(name, inc);
-    this.truth.set(name, []);
-    this.nodes.set(
-      name,
-      new InterestSync(name, inc, (to, msg) => {
-        // JSON round trip: what crosses the wire is a copy, never a shared object.
-        const copy = JSON.parse(JSON.stringify(msg)) as InterestMessage;
-        for (const dest of to === null ? this.peersOf(name) : [to]) {
-          if (this.linked(name, dest)) this.inflight.push({ from: name, to: dest, inc, msg: copy });
-        }
-      }),
+  constructor(names: string[]) {
+    super(
+      names,
+      (name, inc, emit) => new InterestSync(name, inc, emit),
+      (name) => this.truth.set(name, []),
     );
-  }
-
-  private pair(a: string, b: string): string {
-    return a < b ? `${a}|${b}` : `${b}|${a}`;
-  }
-
-  linked(a: string, b: string): boolean {
-    return this.links.has(this.pair(a, b));
-  }
-
-  peersOf(name: string): string[] {
-    return this.names.filter((n) => n !== name && this.linked(name, n));
-  }
-
-  node(name: string): InterestSync {
-    return this.nodes.get(name) as InterestSync;
-  }
-
-  connect(a: string, b: string): void {
-    if (a === b || this.linked(a, b)) return;
-    this.links.add(this.pair(a, b));
-    this.node(a).peerUp(b);
-    this.node(b).peerUp(a);
-  }
-
-  disconnect(a: string, b: string): void {
-    if (!this.linked(a, b)) return;
-    this.links.delete(this.pair(a, b));
-    // What was in flight on the link is lost with it.
-    this.inflight = this.inflight.filter((p) => !((p.from === a && p.to === b) || (p.from === b && p.to === a)));
-    this.node(a).peerDown(b);
-    this.node(b).peerDown(a);
-  }
-
-  restart(name: string): void {
-    for (const other of this.names) this.disconnect(name, other);
-    this.boot(name, (this.incs.get(name) as number) + 1);
+    for (const n of names) this.truth.set(n, []);
   }
 
   subscribe(name: string, pattern: string, group: string | null): void {
@@ -88,32 +32,6 @@ class Sim {
     if (list.length === 0) return;
     const [pattern, group] = list.splice(index % list.length, 1)[0] as [string, string | null];
     this.node(name).change(pattern, group, -1);
-  }
-
-  deliver(i: number, mode: 'deliver' | 'drop' | 'duplicate'): void {
-    if (this.inflight.length === 0) return;
-    const at = i % this.inflight.length;
-    const p = this.inflight[at] as Packet;
-    if (mode !== 'duplicate') this.inflight.splice(at, 1);
-    if (mode === 'drop') return;
-    // Only a live link delivers, and it tells the receiver the sender's incarnation.
-    if (!this.linked(p.from, p.to)) return;
-    const msg = this.node(p.to).parse(p.msg);
-    expect(msg, 'every message the protocol emits passes the wire check').toBeDefined();
-    this.node(p.to).receive(p.from, p.inc, msg as InterestMessage);
-  }
-
-  /** Heal everything and run the protocol without faults until nothing is in flight. */
-  settle(): void {
-    for (const a of this.names) for (const b of this.names) if (a < b) this.connect(a, b);
-    for (let round = 0; round < 6; round++) {
-      for (const n of this.names) this.node(n).tick();
-      let guard = 0;
-      while (this.inflight.length > 0) {
-        this.deliver(0, 'deliver'); // FIFO, as a TCP link is
-        if (++guard > 100_000) throw new Error('protocol does not quiesce');
-      }
-    }
   }
 
   /** The true interest of a node as the protocol's tuples (counts per pattern and group), sorted. */
@@ -154,7 +72,7 @@ type Op = typeof opArb extends fc.Arbitrary<infer T> ? T : never;
 
 function run(ops: Op[]): Sim {
   const sim = new Sim(NAMES);
-  for (const a of NAMES) for (const b of NAMES) if (a < b) sim.connect(a, b);
+  sim.connectAll();
   for (const op of ops) {
     switch (op.k) {
       case 'sub':
@@ -182,7 +100,7 @@ function run(ops: Op[]): Sim {
         sim.restart(op.n);
         break;
       case 'drain':
-        while (sim.inflight.length > 0) sim.deliver(0, 'deliver');
+        sim.drain();
         break;
     }
   }
