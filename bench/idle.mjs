@@ -250,7 +250,7 @@ async function runSize(n, a, log) {
       await until(() => batch.every((x) => x.started || x.failed), 60_000);
       if (batch.some((x) => x.failed)) break;
     }
-    const formed = nodes.length === n && (await until(() => nodes.every((x) => x.started && x.complete) || nodes.some((x) => x.failed), 30_000 + 1000 * n));
+    const formed = nodes.length === n && (await until(() => nodes.every((x) => x.started && x.complete) || nodes.some((x) => x.failed), 60_000 + 2000 * n));
     if (!formed || nodes.some((x) => x.failed)) {
       const bad = nodes.filter((x) => x.failed || !x.complete);
       out.error = `${bad.length} node(s) did not form: ${bad
