@@ -7,6 +7,7 @@ import type { TopologyStats } from './discovery/topology.js';
 import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
 import type { Channels } from './pubsub/channels.js';
 import type { PubSubApi } from './pubsub/pubsub.js';
+import type { RegistryApi } from './registry/registry.js';
 
 export type { LaneCounters, MeshStats, MessageContext } from './mesh/types.js';
 
@@ -94,6 +95,8 @@ export interface FoundationNode {
   readonly discovery: DiscoveryView;
   /** Cluster-wide publish/subscribe: topics with wildcards and queue groups (docs/guides/pubsub.md). */
   readonly pubsub: PubSubApi;
+  /** Cluster-wide registry of names: local lookups, replicated registrations, deterministic conflict resolution (docs/guides/registry.md). */
+  readonly registry: RegistryApi;
   /** The channel facade over `pubsub`: `control`, `events`, `telemetry`, `config` and user channels, each on a lane (docs/guides/channels.md). */
   readonly channels: Channels;
   /** This node's metrics, in the Prometheus text format (what `/metrics` serves). */

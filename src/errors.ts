@@ -34,6 +34,10 @@ export const ErrorCodes = {
   NODE_STOPPED: 'FOUNDATION_NODE_STOPPED',
   /** A discovery strategy failed a lookup; the cluster is kept as it is. */
   DISCOVERY_LOOKUP_FAILED: 'FOUNDATION_DISCOVERY_LOOKUP_FAILED',
+  /** `registry.register` for a name another node (or this one) already owns. */
+  NAME_REGISTERED: 'FOUNDATION_NAME_REGISTERED',
+  /** `registry.awaitRegistered` saw no registration of the name within its timeout. */
+  REGISTRY_TIMEOUT: 'FOUNDATION_REGISTRY_TIMEOUT',
   /** A pubsub topic or pattern is empty, too long, has an empty token, or misplaces a wildcard (a publish topic may hold none). */
   TOPIC_INVALID: 'FOUNDATION_TOPIC_INVALID',
   /** A subscriber with the `disconnect` overflow policy fell behind its queue bound and was unsubscribed. */
@@ -155,5 +159,19 @@ export class PubSubError extends FoundationError {
   constructor(code: typeof ErrorCodes.TOPIC_INVALID | typeof ErrorCodes.SUBSCRIBER_OVERFLOW, message: string) {
     super(code, message);
     this.name = 'PubSubError';
+  }
+}
+
+/** Errors of the registry. For `FOUNDATION_NAME_REGISTERED`, `owner` says who holds the name. */
+export class RegistryError extends FoundationError {
+  readonly owner?: { readonly name: string; readonly node: string; readonly meta: unknown };
+  constructor(
+    code: typeof ErrorCodes.NAME_REGISTERED | typeof ErrorCodes.REGISTRY_TIMEOUT | typeof ErrorCodes.NODE_STOPPED,
+    message: string,
+    owner?: { readonly name: string; readonly node: string; readonly meta: unknown },
+  ) {
+    super(code, message);
+    this.name = 'RegistryError';
+    if (owner) this.owner = owner;
   }
 }

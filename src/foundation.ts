@@ -15,6 +15,7 @@ import { Channels, loadOtel } from './pubsub/channels.js';
 import { MeshPubSubAdapter } from './pubsub/mesh-adapter.js';
 import { PubSub } from './pubsub/pubsub.js';
 import { RedisPubSubAdapter } from './pubsub/redis-adapter.js';
+import { Registry } from './registry/registry.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
 import { createMetrics } from './surfaces/metrics.js';
 import { defaultLogger, type Logger } from './util/logger.js';
@@ -73,6 +74,7 @@ class Node implements FoundationNode {
     inner: Mesh,
     readonly mesh: MeshMessaging,
     readonly pubsub: PubSub,
+    readonly registry: Registry,
     readonly cluster: Cluster,
     private readonly topologies: Topology[],
     private readonly degradedLoopLagMs: number,
@@ -102,6 +104,7 @@ class Node implements FoundationNode {
         this.log.info({}, 'stopping: leaving the cluster');
         await Promise.allSettled(this.topologies.map((t) => t.stop()));
         await this.pubsub.stop();
+        this.registry.stop();
         await this.#mesh.stop();
         await this.admin?.close();
       } finally {
@@ -180,10 +183,13 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   // Layer 3 on the mesh's internal interface; it sees members already up through watchMembers.
   const adapter = c.pubsub.adapter === 'redis' ? new RedisPubSubAdapter(c.clusterName, c.pubsub.redis, log) : new MeshPubSubAdapter(mesh);
   const pubsub = new PubSub(c.name, incarnation, adapter, log);
-  const node = new Node(mesh, messaging(mesh), pubsub, cluster, topologies, c.degradedLoopLagMs, log);
+  // Layer 4's registry, on the same interface.
+  const registry = new Registry(mesh, log);
+  const node = new Node(mesh, messaging(mesh), pubsub, registry, cluster, topologies, c.degradedLoopLagMs, log);
   node.metrics = createMetrics(node);
   try {
     await pubsub.start();
+    registry.start();
     await loadOtel();
     for (const t of topologies) await t.start();
     if (c.http) {

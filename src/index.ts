@@ -46,6 +46,7 @@ export {
   LaneOverflowError,
   MessagingError,
   PubSubError,
+  RegistryError,
   SecretRequiredError,
   SerializationError,
 } from './errors.js';
@@ -59,5 +60,7 @@ export type { BroadcastOptions, PubSubApi, PubSubStats, SubscribeOptions, TopicC
 export type { RedisAdapterOptions } from './pubsub/redis-adapter.js';
 export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
+export type { HlcStamp } from './registry/hlc.js';
+export type { NameEvent, NameOwner, RegistryApi } from './registry/registry.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';

@@ -1,0 +1,268 @@
+/**
+ * `node.registry`: a cluster-wide registry of names (the Horde.Registry layer), replicated in the
+ * Phoenix.Tracker style on the mesh's internal interface.
+ *
+ * Every node owns its registrations and pushes each change to every member at once (one delta
+ * per turn of the event loop, on the control lane); a digest every `DIGEST_MS` repairs what a
+ * replaced link lost; a node's registrations go when it goes down. Lookups are local reads.
+ * Conflicts (one name registered on two sides of a partition) resolve the same way on every
+ * node: the earlier hybrid-logical-clock stamp wins, ties on the node name (`name-table.ts`).
+ */
+import { ConfigError, ErrorCodes, RegistryError } from '../errors.js';
+import { assertSerializable } from '../mesh/codec.js';
+import type { InternalMesh, MembersWatch } from '../mesh/interface.js';
+import type { MembershipChange } from '../mesh/types.js';
+import type { Logger } from '../util/logger.js';
+import { RateLimitedLog } from '../util/logger.js';
+import { HybridClock } from './hlc.js';
+import { type NameEvent, type NameOwner, NameTable } from './name-table.js';
+
+export type { NameEvent, NameOwner } from './name-table.js';
+
+/** The public registry API. */
+export interface RegistryApi {
+  /**
+   * Registers `name` on this node, with serializable `meta`. Throws `FOUNDATION_NAME_REGISTERED`
+   * when a node (this one included) already owns it as far as this node sees. Two nodes that
+   * cannot see each other (a partition) may both register it: when they meet, one keeps it on
+   * every node and the other gets a `conflict` event.
+   */
+  register(name: string, meta?: unknown): NameOwner;
+  /** Removes this node's registration of `name`; false when this node does not hold it. */
+  unregister(name: string): boolean;
+  /** The owner of `name`, from local state (no network). */
+  lookup(name: string): NameOwner | undefined;
+  /** Names matching a glob (`*` matches any run of characters, `?` one character), in name order. */
+  select(pattern: string): NameOwner[];
+  /** Names whose `meta` is an object holding every key of `meta` with an equal (`===`) value, in name order. */
+  match(meta: Record<string, unknown>): NameOwner[];
+  /** Number of names registered in the cluster, as this node sees it. */
+  count(): number;
+  /** Calls `listener` on every `register`, `unregister` and `conflict` this node sees. Returns the function that stops it. */
+  watch(listener: (event: NameEvent) => void): () => void;
+  /** Resolves with the owner once `name` is registered (at once if it is); rejects with `FOUNDATION_REGISTRY_TIMEOUT` after `timeoutMs` (default 5000). */
+  awaitRegistered(name: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<NameOwner>;
+}
+
+/** System topic of the registry's replication messages. */
+export const REGISTRY_TOPIC = '$reg';
+/** Period of the digest that repairs lost deltas. */
+const DIGEST_MS = 2000;
+/** Longest name, in UTF-8 bytes. */
+export const MAX_NAME_BYTES = 255;
+
+function checkName(name: unknown): asserts name is string {
+  if (typeof name !== 'string' || name.length === 0) throw new ConfigError('name', `a registry name is a non-empty string, got ${JSON.stringify(name)}`);
+  if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) throw new ConfigError('name', `a registry name is at most ${MAX_NAME_BYTES} bytes in UTF-8`);
+}
+
+/** Compiles a glob into a RegExp (anchored; `*` any run, `?` one character, everything else literal). */
+function globToRegExp(glob: string): RegExp {
+  let src = '';
+  for (const ch of glob) {
+    if (ch === '*') src += '.*';
+    else if (ch === '?') src += '.';
+    else src += ch.replace(/[\\^$.|+()[\]{}]/g, '\\$&');
+  }
+  return new RegExp(`^${src}$`, 's');
+}
+
+const byName = (a: NameOwner, b: NameOwner): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+
+export class Registry implements RegistryApi {
+  private readonly table: NameTable;
+  /** Members up (not hidden): where deltas go. */
+  private readonly up = new Set<string>();
+  private readonly listeners = new Set<(e: NameEvent) => void>();
+  private readonly offs: Array<() => void> = [];
+  private readonly warn: RateLimitedLog;
+  private watchHandle?: MembersWatch;
+  private digestTimer?: NodeJS.Timeout;
+  private flushScheduled = false;
+  private stopped = false;
+
+  constructor(
+    private readonly mesh: InternalMesh,
+    log: Logger,
+    clock = new HybridClock(),
+  ) {
+    this.warn = new RateLimitedLog(log);
+    this.table = new NameTable(
+      mesh.self.name,
+      mesh.self.incarnation,
+      clock,
+      (to, msg) => this.emit(to, msg),
+      (e) => this.dispatch(e),
+    );
+  }
+
+  private emit(to: string | null, msg: unknown): void {
+    if (to !== null) {
+      try {
+        this.mesh.send(to, REGISTRY_TOPIC, msg, 'control');
+      } catch {
+        // Gone in between: its down event drops its registrations; a new up resyncs.
+      }
+      return;
+    }
+    if (this.up.size > 0) this.mesh.sendMany(this.up, REGISTRY_TOPIC, msg, 'control');
+  }
+
+  private dispatch(e: NameEvent): void {
+    for (const l of this.listeners) {
+      try {
+        l(e);
+      } catch (err) {
+        this.warn.warn('watch', { error: (err as Error).message }, 'registry watch listener threw');
+      }
+    }
+  }
+
+  /** Starts replicating: members already up get this node's registrations, later ones when they come up. */
+  start(): void {
+    this.offs.push(
+      this.mesh.handleSystem(REGISTRY_TOPIC, (payload, ctx) => {
+        if (ctx.from === this.mesh.self.name) return;
+        const msg = this.table.parse(payload);
+        if (!msg) {
+          this.warn.warn(`bad:${ctx.from}`, { from: ctx.from }, 'malformed registry message dropped');
+          return;
+        }
+        this.table.receive(ctx.from, ctx.incarnation, msg);
+      }),
+    );
+    const onReplaced = (e: { peer: string }) => {
+      if (this.up.has(e.peer)) this.table.peerUp(e.peer);
+    };
+    this.mesh.events.on('link-replaced', onReplaced);
+    this.offs.push(() => this.mesh.events.off('link-replaced', onReplaced));
+    this.watchHandle = this.mesh.watchMembers((change: MembershipChange) => {
+      if (change.member.hidden) return;
+      if (change.type === 'up') {
+        this.up.add(change.member.name);
+        this.table.peerUp(change.member.name);
+      } else if (change.type === 'down') {
+        this.up.delete(change.member.name);
+        this.table.peerDown(change.member.name);
+      }
+    });
+    for (const m of this.watchHandle.members) {
+      this.up.add(m.name);
+      this.table.peerUp(m.name);
+    }
+    this.digestTimer = setInterval(() => this.table.tick(), DIGEST_MS);
+    this.digestTimer.unref();
+  }
+
+  /** Stops replicating; this node's registrations leave with the node (peers drop them when it goes down). */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.digestTimer);
+    this.watchHandle?.stop();
+    for (const off of this.offs.splice(0)) off();
+    this.listeners.clear();
+  }
+
+  /** Changes made in one turn of the loop go out together, at once after it. */
+  private scheduleFlush(): void {
+    if (this.flushScheduled) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      if (!this.stopped) this.table.flush();
+    });
+  }
+
+  register(name: string, meta: unknown = null): NameOwner {
+    checkName(name);
+    if (this.stopped) throw new RegistryError(ErrorCodes.NODE_STOPPED, 'node is stopped: the registry takes no new names');
+    assertSerializable(meta);
+    const r = this.table.register(name, meta);
+    if (!r.ok) {
+      throw new RegistryError(
+        ErrorCodes.NAME_REGISTERED,
+        `"${name}" is already registered by ${r.owner.node === this.mesh.self.name ? 'this node' : `node ${r.owner.node}`}`,
+        r.owner,
+      );
+    }
+    this.scheduleFlush();
+    return r.owner;
+  }
+
+  unregister(name: string): boolean {
+    checkName(name);
+    const removed = this.table.unregister(name);
+    if (removed) this.scheduleFlush();
+    return removed;
+  }
+
+  lookup(name: string): NameOwner | undefined {
+    return this.table.lookup(name);
+  }
+
+  select(pattern: string): NameOwner[] {
+    if (typeof pattern !== 'string') throw new ConfigError('pattern', 'expected a glob string');
+    const re = globToRegExp(pattern);
+    const out: NameOwner[] = [];
+    for (const o of this.table.owned()) if (re.test(o.name)) out.push(o);
+    return out.sort(byName);
+  }
+
+  match(meta: Record<string, unknown>): NameOwner[] {
+    if (typeof meta !== 'object' || meta === null) throw new ConfigError('meta', 'expected an object of keys and values to match');
+    const keys = Object.entries(meta);
+    const out: NameOwner[] = [];
+    for (const o of this.table.owned()) {
+      const m = o.meta as Record<string, unknown> | null;
+      if (typeof m === 'object' && m !== null && keys.every(([k, v]) => m[k] === v)) out.push(o);
+    }
+    return out.sort(byName);
+  }
+
+  count(): number {
+    return this.table.size;
+  }
+
+  watch(listener: (event: NameEvent) => void): () => void {
+    if (typeof listener !== 'function') throw new ConfigError('listener', 'expected a function');
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  awaitRegistered(name: string, opts: { timeoutMs?: number; signal?: AbortSignal } = {}): Promise<NameOwner> {
+    checkName(name);
+    const timeoutMs = opts.timeoutMs ?? 5000;
+    if (!Number.isFinite(timeoutMs) || timeoutMs < 0) return Promise.reject(new ConfigError('timeoutMs', `expected a number >= 0, got ${timeoutMs}`));
+    const now = this.table.lookup(name);
+    if (now) return Promise.resolve(now);
+    return new Promise((resolve, reject) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.listeners.delete(listener);
+        opts.signal?.removeEventListener('abort', onAbort);
+      };
+      const listener = (e: NameEvent) => {
+        if (e.type === 'register' && e.owner.name === name) {
+          done();
+          resolve(e.owner);
+        }
+      };
+      const onAbort = () => {
+        done();
+        reject(opts.signal?.reason ?? new Error('aborted'));
+      };
+      const timer = setTimeout(() => {
+        done();
+        reject(new RegistryError(ErrorCodes.REGISTRY_TIMEOUT, `"${name}" was not registered within ${timeoutMs} ms`));
+      }, timeoutMs);
+      this.listeners.add(listener);
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+    });
+  }
+
+  /** Names this node holds (diagnostics, `explain`). */
+  ownNames(): string[] {
+    return this.table.ownNames();
+  }
+}
