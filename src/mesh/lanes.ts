@@ -110,6 +110,8 @@ export interface LaneCounters {
   dropped: number;
 }
 
+/** Numbers per acknowledgement checkpoint: cumulative bytes, then messages and bytes sent of lanes 1..3. */
+const CHECKPOINT_STRIDE = 7;
 /** Frame header + DATA header in front of each chunk. */
 const DATA_FRAME_OVERHEAD = FRAME_HEADER_BYTES + DATA_HEADER_BYTES;
 const EMPTY = Buffer.alloc(0);
@@ -259,16 +261,19 @@ export class Outbox {
   /** Wire bytes of non-control DATA frames pulled and not yet acknowledged. */
   private inFlight = 0;
   /**
-   * The non-control DATA frames pulled and not yet acknowledged, oldest first (a ring of
-   * parallel arrays: nothing allocated per frame). ACKs count consumed bytes in the order the
-   * frames were written, so they retire frames from the head. Read only when a link closes or is
-   * replaced, to count what may be lost with it (`unacknowledged`).
+   * What was acknowledged, by write batch: after each pull that wrote non-control frames, a
+   * checkpoint (cumulative non-control wire bytes written, then `messagesSent` and `bytesSent` of
+   * lanes 1..3) goes into a ring; an ACK retires the checkpoints it covers, the last of which
+   * becomes `ackedBase`. Costs nothing per message (one checkpoint per pull of up to 64 KiB), and
+   * is read only when a link closes or is replaced (`unacknowledged`).
    */
-  private flightLane = new Uint8Array(1024);
-  private flightBytes = new Int32Array(1024);
-  private flightFin = new Uint8Array(1024);
-  private flightHead = 0;
-  private flightCount = 0;
+  private checkpoints = new Float64Array(64 * CHECKPOINT_STRIDE);
+  private cpHead = 0;
+  private cpCount = 0;
+  private readonly ackedBase = new Float64Array(CHECKPOINT_STRIDE);
+  /** Cumulative non-control wire bytes written, and acknowledged. */
+  private writtenTotal = 0;
+  private ackedTotal = 0;
   /** Segments built by the current `emit`, and where the next copied segment starts in its buffer. */
   private segs: Buffer[] = [];
   private segStart = 0;
@@ -337,63 +342,54 @@ export class Outbox {
     if (!Number.isInteger(bytes) || bytes < 1) invalid(`ACK of ${String(bytes)} bytes`);
     if (bytes > this.inFlight) invalid(`ACK of ${bytes} bytes, but only ${this.inFlight} are unacknowledged`);
     this.inFlight -= bytes;
-    let left = bytes;
-    const mask = this.flightLane.length - 1;
-    while (left > 0 && this.flightCount > 0) {
-      const h = this.flightHead;
-      const b = this.flightBytes[h] as number;
-      if (b > left) {
-        // Only a split ACK (over 4 GiB) covers part of a frame.
-        this.flightBytes[h] = b - left;
-        return;
+    this.ackedTotal += bytes;
+    const cps = this.checkpoints;
+    const cap = cps.length / CHECKPOINT_STRIDE;
+    while (this.cpCount > 0) {
+      const at = this.cpHead * CHECKPOINT_STRIDE;
+      if ((cps[at] as number) > this.ackedTotal) break;
+      this.ackedBase.set(cps.subarray(at, at + CHECKPOINT_STRIDE));
+      this.cpHead = (this.cpHead + 1) % cap;
+      this.cpCount--;
+    }
+  }
+
+  /** After a pull that wrote non-control frames: remembers where the lanes' counters stood. */
+  private checkpoint(): void {
+    let cap = this.checkpoints.length / CHECKPOINT_STRIDE;
+    if (this.cpCount === cap) {
+      const grown = new Float64Array(this.checkpoints.length * 2);
+      for (let i = 0; i < this.cpCount; i++) {
+        const from = ((this.cpHead + i) % cap) * CHECKPOINT_STRIDE;
+        grown.set(this.checkpoints.subarray(from, from + CHECKPOINT_STRIDE), i * CHECKPOINT_STRIDE);
       }
-      left -= b;
-      this.flightHead = (h + 1) & mask;
-      this.flightCount--;
+      this.checkpoints = grown;
+      this.cpHead = 0;
+      cap *= 2;
     }
-  }
-
-  /** Records one non-control DATA frame as written and not yet acknowledged. */
-  private recordFlight(lane: number, bytes: number, fin: boolean): void {
-    if (this.flightCount === this.flightLane.length) this.growFlight();
-    const slot = (this.flightHead + this.flightCount) & (this.flightLane.length - 1);
-    this.flightLane[slot] = lane;
-    this.flightBytes[slot] = bytes;
-    this.flightFin[slot] = fin ? 1 : 0;
-    this.flightCount++;
-  }
-
-  private growFlight(): void {
-    const cap = this.flightLane.length * 2;
-    const lane = new Uint8Array(cap);
-    const bytes = new Int32Array(cap);
-    const fin = new Uint8Array(cap);
-    const mask = this.flightLane.length - 1;
-    for (let i = 0; i < this.flightCount; i++) {
-      const s = (this.flightHead + i) & mask;
-      lane[i] = this.flightLane[s] as number;
-      bytes[i] = this.flightBytes[s] as number;
-      fin[i] = this.flightFin[s] as number;
+    const at = ((this.cpHead + this.cpCount) % cap) * CHECKPOINT_STRIDE;
+    const cps = this.checkpoints;
+    cps[at] = this.writtenTotal;
+    for (let lane = 1; lane < LANE_COUNT; lane++) {
+      const c = this.laneCounters[lane] as LaneCounters;
+      cps[at + 2 * lane - 1] = c.messagesSent;
+      cps[at + 2 * lane] = c.bytesSent;
     }
-    this.flightLane = lane;
-    this.flightBytes = bytes;
-    this.flightFin = fin;
-    this.flightHead = 0;
+    this.cpCount++;
   }
 
   /**
-   * Per lane, what was written and not acknowledged by the peer: messages whose last fragment is
-   * unacknowledged, and the wire bytes of the unacknowledged frames. Control frames are not
-   * acknowledged by the protocol, so lane 0 is always zero.
+   * Per lane, what was written and not acknowledged by the peer: messages whose last fragment was
+   * written, and wire bytes written, since the last write batch the peer acknowledged whole. An
+   * upper bound, exact to within one batch (at most 64 KiB of frames) when an ACK falls inside
+   * one. Control frames are not acknowledged by the protocol, so lane 0 is always zero.
    */
   unacknowledged(): Array<{ messages: number; bytes: number }> {
     const out = LANES.map(() => ({ messages: 0, bytes: 0 }));
-    const mask = this.flightLane.length - 1;
-    for (let i = 0; i < this.flightCount; i++) {
-      const s = (this.flightHead + i) & mask;
-      const o = out[this.flightLane[s] as number] as { messages: number; bytes: number };
-      o.bytes += this.flightBytes[s] as number;
-      if (this.flightFin[s] === 1) o.messages++;
+    const base = this.ackedBase;
+    for (let lane = 1; lane < LANE_COUNT; lane++) {
+      const c = this.laneCounters[lane] as LaneCounters;
+      out[lane] = { messages: c.messagesSent - (base[2 * lane - 1] as number), bytes: c.bytesSent - (base[2 * lane] as number) };
     }
     return out;
   }
@@ -532,7 +528,14 @@ export class Outbox {
     }
     this.pending = 0;
     this.inFlight = 0;
-    this.flightCount = 0;
+    // Nothing is in doubt any more: what was in flight was counted by whoever cleared.
+    this.cpCount = 0;
+    this.ackedTotal = this.writtenTotal;
+    for (let lane = 1; lane < LANE_COUNT; lane++) {
+      const c = this.laneCounters[lane] as LaneCounters;
+      this.ackedBase[2 * lane - 1] = c.messagesSent;
+      this.ackedBase[2 * lane] = c.bytesSent;
+    }
   }
 
   // Phase 1: decide the frames (lane + chunk length) without touching the queues, so the total
@@ -655,6 +658,7 @@ export class Outbox {
     const queues = this.queues;
     const counters = this.laneCounters;
     let drainMask = 0;
+    let written = 0;
     let p = 0;
     for (let i = 0; i < n; i++) {
       const lane = this.planLane[i] as number;
@@ -694,7 +698,7 @@ export class Outbox {
       c.bytesSent += DATA_FRAME_OVERHEAD + chunk;
       if (lane !== 0) {
         this.inFlight += DATA_FRAME_OVERHEAD + chunk;
-        this.recordFlight(lane, DATA_FRAME_OVERHEAD + chunk, fin);
+        written += DATA_FRAME_OVERHEAD + chunk;
       }
       if (fin) {
         q.shift();
@@ -708,6 +712,10 @@ export class Outbox {
         this.needDrain[lane] = false;
         drainMask |= 1 << lane;
       }
+    }
+    if (written > 0) {
+      this.writtenTotal += written;
+      this.checkpoint();
     }
     const segs = this.segs;
     if (this.segStart === 0) segs.push(out);
