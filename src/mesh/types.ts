@@ -62,7 +62,8 @@ export interface LaneCounters {
   /**
    * Messages written to a link's socket whose delivery the peer had not acknowledged when that
    * link closed or was replaced: they may or may not have reached the peer's handlers. Counted on
-   * the events, telemetry and bulk lanes; the control lane is not acknowledged, so it stays 0.
+   * the events, telemetry and bulk lanes; the control lane is not acknowledged, so it stays 0. An
+   * upper bound, exact to within one write batch (64 KiB of frames).
    */
   possiblyLost: number;
   /** Bytes currently queued and not yet written to the socket. */
