@@ -1,14 +1,14 @@
 /**
- * PubSub across real processes: each node is its own OS process (test/helpers/pubsub-proc.mjs)
+ * PubSub across real processes: each node is its own OS process (test/helpers/layer-proc.mjs)
  * running the built library, linked over loopback by the real mesh.
  */
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
 import { requireBuild, requireTools } from '../helpers/requires.js';
 
-const PROC = fileURLToPath(new URL('../helpers/pubsub-proc.mjs', import.meta.url));
+const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
 const skip = requireBuild('pubsub multi-process tests');
 const SECRET = 'pubsub-process-test-secret-0123456789';
 let procs: NodeProc[] = [];
@@ -41,7 +41,7 @@ async function cluster(n: number): Promise<NodeProc[]> {
     addresses.push(address);
   }
   for (const p of out) {
-    for (let i = 1; i <= n; i++) if (`p${i}` !== p.label) await p.waitFor((e) => e.event === 'up' && e.member === `p${i}`, 10_000, `p${i} up`);
+    for (let i = 1; i <= n; i++) if (`p${i}` !== p.label) await p.waitFor(isUp(`p${i}`), 10_000, `p${i} up`);
   }
   return out;
 }
@@ -127,7 +127,7 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
     expect({ count: rb.count, outOfOrder: rb.outOfOrder, duplicates: rb.duplicates }).toEqual({ count: 5000, outOfOrder: 0, duplicates: 0 });
     // A late joiner: subscribes, and gets exactly what is published after its interest is known.
     const joiner = await startNode('p4', procClusterName(a as NodeProc), [await addressOf(a as NodeProc)]);
-    await joiner.proc.waitFor((e) => e.event === 'up' && e.member === 'p1', 10_000, 'p1 up');
+    await joiner.proc.waitFor(isUp('p1'), 10_000, 'p1 up');
     await ask(joiner.proc, { cmd: 'sub', id: 's', topic: 'feed' }, 'subscribed');
     await ask(a as NodeProc, { cmd: 'interest', topic: 'feed', to: ['p4'] }, 'interest');
     await ask(a as NodeProc, { cmd: 'pub', topic: 'feed', count: 1000, start: 5000 }, 'published', 60_000);

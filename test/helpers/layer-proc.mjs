@@ -1,4 +1,5 @@
-// A Foundation node in its own OS process, driven by the pubsub multi-process tests.
+// A Foundation node in its own OS process, driven by the multi-process and multi-host tests of
+// the layers above the mesh (pubsub, registry).
 // argv[2]: JSON start options. Prints one JSON line per event on stdout; reads JSON commands on stdin.
 import { createInterface } from 'node:readline';
 import { Foundation } from '../../dist/index.js';
@@ -7,9 +8,9 @@ const opts = JSON.parse(process.argv[2] ?? '{}');
 const out = (o) => process.stdout.write(`${JSON.stringify({ at: Date.now(), ...o })}\n`);
 const node = await Foundation.start(opts);
 out({ event: 'started', id: node.id });
-node.cluster.on('up', (m) => out({ event: 'up', member: m.name }));
-node.cluster.on('down', (m, reason) => out({ event: 'down', member: m.name, reason }));
-for (const m of node.cluster.members()) out({ event: 'up', member: m.name });
+node.cluster.on('up', (m) => out({ event: 'up', member: m }));
+node.cluster.on('down', (m, reason) => out({ event: 'down', member: m, reason }));
+for (const m of node.cluster.members()) out({ event: 'up', member: m });
 
 /** What each subscription received: count, and per publisher the sequence seen (order and duplicates checked here). */
 const subs = new Map();
@@ -63,6 +64,18 @@ const commands = {
       if (pauseEvery && (i + 1) % pauseEvery === 0) await sleep(pauseMs ?? 1);
     }
     out({ event: 'published', topic, count, ms: Date.now() - t0 });
+  },
+  register: ({ name, meta }) => {
+    try {
+      out({ event: 'registered', owner: node.registry.register(name, meta ?? null) });
+    } catch (err) {
+      out({ event: 'register-refused', name, code: err.code, owner: err.owner });
+    }
+  },
+  lookup: ({ name }) => out({ event: 'lookup', name, owner: node.registry.lookup(name) ?? null }),
+  'watch-registry': () => {
+    node.registry.watch((e) => out({ event: 'registry', change: e }));
+    out({ event: 'watching' });
   },
   report: ({ id }) => {
     const s = subs.get(id);
