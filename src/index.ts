@@ -61,6 +61,6 @@ export type { RedisAdapterOptions } from './pubsub/redis-adapter.js';
 export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { HlcStamp } from './registry/hlc.js';
-export type { NameEvent, NameOwner, RegistryApi } from './registry/registry.js';
+export type { NameEvent, NameOwner, RegistryApi, RegistryStats } from './registry/registry.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';

@@ -42,6 +42,23 @@ export interface RegistryApi {
   watch(listener: (event: NameEvent) => void): () => void;
   /** Resolves with the owner once `name` is registered (at once if it is); rejects with `FOUNDATION_REGISTRY_TIMEOUT` after `timeoutMs` (default 5000). */
   awaitRegistered(name: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<NameOwner>;
+  /** Counters. */
+  stats(): RegistryStats;
+}
+
+/** Counters of the registry on this node. */
+export interface RegistryStats {
+  /** Names registered in the cluster, as this node sees it. */
+  names: number;
+  /** Of those, names this node holds. */
+  own: number;
+  /** Registrations and unregistrations this node has seen (its own and others'). */
+  registers: number;
+  unregisters: number;
+  /** Conflicts this node has seen resolved (a name held on two sides of a partition). */
+  conflicts: number;
+  /** Replication messages from peers that were malformed and dropped. */
+  messagesDropped: number;
 }
 
 /** System topic of the registry's replication messages. */
@@ -80,6 +97,7 @@ export class Registry implements RegistryApi {
   private digestTimer?: NodeJS.Timeout;
   private flushScheduled = false;
   private stopped = false;
+  private readonly counters = { registers: 0, unregisters: 0, conflicts: 0, messagesDropped: 0 };
 
   constructor(
     private readonly mesh: InternalMesh,
@@ -109,6 +127,9 @@ export class Registry implements RegistryApi {
   }
 
   private dispatch(e: NameEvent): void {
+    if (e.type === 'register') this.counters.registers++;
+    else if (e.type === 'unregister') this.counters.unregisters++;
+    else this.counters.conflicts++;
     for (const l of this.listeners) {
       try {
         l(e);
@@ -125,6 +146,7 @@ export class Registry implements RegistryApi {
         if (ctx.from === this.mesh.self.name) return;
         const msg = this.table.parse(payload);
         if (!msg) {
+          this.counters.messagesDropped++;
           this.warn.warn(`bad:${ctx.from}`, { from: ctx.from }, 'malformed registry message dropped');
           return;
         }
@@ -259,6 +281,11 @@ export class Registry implements RegistryApi {
       this.listeners.add(listener);
       opts.signal?.addEventListener('abort', onAbort, { once: true });
     });
+  }
+
+  /** Counters (for `/metrics`). */
+  stats(): RegistryStats {
+    return { names: this.table.size, own: this.table.ownNames().length, ...this.counters };
   }
 
   /** Names this node holds (diagnostics, `explain`). */

@@ -18,9 +18,10 @@ import type { HandshakeFailureReason } from '../errors.js';
 import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
 import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
 import type { PubSubStats, TopicCounters } from '../pubsub/pubsub.js';
+import type { RegistryStats } from '../registry/registry.js';
 
 /** The part of a node that metrics are computed from. */
-export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery' | 'pubsub'>>;
+export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -61,6 +62,8 @@ interface Snapshot {
   topologies: TopologyStats[];
   /** Pubsub counters, when the node has pubsub. */
   pubsub: PubSubStats | undefined;
+  /** Registry counters, when the node has a registry. */
+  registry: RegistryStats | undefined;
 }
 
 function attempt<T>(read: () => T): T | undefined {
@@ -86,6 +89,7 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         health: attempt(() => node.health()),
         topologies: attempt(() => node.discovery?.topologies()) ?? [],
         pubsub: attempt(() => node.pubsub?.stats()),
+        registry: attempt(() => node.registry?.stats()),
       };
       setImmediate(() => {
         cached = undefined;
@@ -316,6 +320,37 @@ const METRICS: readonly MetricDefinition[] = [
     'Published messages that arrived with no matching subscriber (interest changed in flight)',
     (s) => s.unrouted,
   ),
+
+  // --- Registry
+  {
+    name: 'foundation_registry_names',
+    help: 'Names registered in the cluster as this node sees them (scope=cluster), and those this node holds (scope=local)',
+    type: 'gauge',
+    labels: ['scope'],
+    collect: ({ registry }) =>
+      registry && [
+        [{ scope: 'cluster' }, registry.names],
+        [{ scope: 'local' }, registry.own],
+      ],
+  },
+  {
+    name: 'foundation_registry_events_total',
+    help: 'Registry changes this node has seen, by type (register, unregister, conflict)',
+    type: 'counter',
+    labels: ['type'],
+    collect: ({ registry }) =>
+      registry && [
+        [{ type: 'register' }, registry.registers],
+        [{ type: 'unregister' }, registry.unregisters],
+        [{ type: 'conflict' }, registry.conflicts],
+      ],
+  },
+  {
+    name: 'foundation_registry_messages_dropped_total',
+    help: 'Registry replication messages from peers dropped as malformed',
+    type: 'counter',
+    collect: ({ registry }) => registry && [[{}, registry.messagesDropped]],
+  },
 
   // --- Discovery
   {

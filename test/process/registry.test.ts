@@ -76,6 +76,10 @@ describe.skipIf(skip !== undefined)('registry on real nodes', () => {
     expect(a?.registry.unregister('room:2')).toBe(true);
     await waitFor(() => b?.registry.lookup('room:2') === undefined && c?.registry.lookup('room:2') === undefined, 'room:2 gone everywhere');
     expect(events.at(-1)).toEqual({ type: 'unregister', name: 'room:2', node: 'g1' });
+    const text = await (c as FoundationNode).metrics.metrics();
+    expect(text).toContain('foundation_registry_names{scope="cluster"} 2');
+    expect(text).toContain('foundation_registry_events_total{type="register"} 3');
+    expect(text).toContain('foundation_registry_events_total{type="unregister"} 1');
   });
 
   it('refuses a name that is taken, and frees the names of a node that leaves', async () => {
