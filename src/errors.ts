@@ -38,6 +38,12 @@ export const ErrorCodes = {
   NAME_REGISTERED: 'FOUNDATION_NAME_REGISTERED',
   /** `registry.awaitRegistered` saw no registration of the name within its timeout. */
   REGISTRY_TIMEOUT: 'FOUNDATION_REGISTRY_TIMEOUT',
+  /** A worker call got no reply within its timeout. */
+  CALL_TIMEOUT: 'FOUNDATION_CALL_TIMEOUT',
+  /** The worker is not running (stopped, or stopped while the call waited). */
+  WORKER_STOPPED: 'FOUNDATION_WORKER_STOPPED',
+  /** The worker crashed handling the message (its handler threw); `cause` is what it threw. */
+  WORKER_CRASHED: 'FOUNDATION_WORKER_CRASHED',
   /** A pubsub topic or pattern is empty, too long, has an empty token, or misplaces a wildcard (a publish topic may hold none). */
   TOPIC_INVALID: 'FOUNDATION_TOPIC_INVALID',
   /** A subscriber with the `disconnect` overflow policy fell behind its queue bound and was unsubscribed. */
@@ -173,5 +179,13 @@ export class RegistryError extends FoundationError {
     super(code, message);
     this.name = 'RegistryError';
     if (owner) this.owner = owner;
+  }
+}
+
+/** Errors of workers: a call that timed out, a worker that is not running, a handler that crashed (`cause`). */
+export class WorkerError extends FoundationError {
+  constructor(code: typeof ErrorCodes.CALL_TIMEOUT | typeof ErrorCodes.WORKER_STOPPED | typeof ErrorCodes.WORKER_CRASHED, message: string, cause?: unknown) {
+    super(code, message, cause === undefined ? undefined : { cause });
+    this.name = 'WorkerError';
   }
 }

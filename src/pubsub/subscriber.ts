@@ -10,7 +10,7 @@
  */
 import { ErrorCodes, PubSubError } from '../errors.js';
 import type { LaneName } from '../mesh/types.js';
-import { Ring } from './ring.js';
+import { Ring } from '../util/ring.js';
 import type { ParsedPattern } from './subject.js';
 import { otelLoaded, runWithTraceparent } from './trace.js';
 

@@ -1,6 +1,6 @@
 /**
  * A growable FIFO ring of values: O(1) push, shift and drop-oldest, no array re-indexing. The
- * subscriber queues hold deliveries in it.
+ * subscriber queues and the worker mailboxes hold their messages in it.
  */
 export class Ring<T> {
   private items: Array<T | undefined>;
