@@ -285,6 +285,9 @@ async function runSize(n, a, log) {
         ) ?? 0,
       );
     const downs = nodes.reduce((s, x) => s + x.downs.length, 0) - downsBefore;
+    // Why members went down since the nodes started (formation included; an idle cluster should see none).
+    const downReasons = {};
+    for (const x of nodes) for (const d of x.downs) downReasons[d.reason] = (downReasons[d.reason] ?? 0) + 1;
     for (const x of nodes) x.send({ cmd: 'stats' });
     await until(() => nodes.every((x) => x.stats || x.exited), 3000);
     const hbDropped = nodes.reduce((s, x) => s + (x.stats?.mesh?.heartbeatPacketsDropped ?? 0), 0);
@@ -314,6 +317,7 @@ async function runSize(n, a, log) {
         allWakeupsPerS: med('allWakeups'),
       },
       downsDuringWindow: downs,
+      downReasons,
       heartbeatPacketsDropped: hbDropped,
       perNode: perNode.map((x) => (x === undefined ? null : round2(x))),
     });
@@ -340,7 +344,7 @@ async function main() {
       const p = r.cpuPctPerNode;
       log(
         `  N=${String(n).padStart(2)}: per node median ${p.median.toFixed(2)}% (mean ${p.mean.toFixed(2)}, max ${p.max.toFixed(2)}) of a core; all nodes ${r.cpuPctTotal.toFixed(1)}% ` +
-          `(machine busy ${(r.machineBusy * 100).toFixed(0)}%, busy before ${(r.busyBefore * 100).toFixed(0)}%)${r.saturated ? '  SATURATED' : ''}; downs ${r.downsDuringWindow}`,
+          `(machine busy ${(r.machineBusy * 100).toFixed(0)}%, busy before ${(r.busyBefore * 100).toFixed(0)}%)${r.saturated ? '  SATURATED' : ''}; downs ${r.downsDuringWindow} ${JSON.stringify(r.downReasons)}`,
       );
       const t = r.threads;
       log(

@@ -233,7 +233,10 @@ function scheduleTick(): void {
   tickTimer = undefined;
   if (stopped || peers.size === 0) return;
   const interval = config.intervalMs;
-  const delay = interval - (epochNowMs() % interval);
+  let delay = interval - (epochNowMs() % interval);
+  // Timers may fire a little early (libuv's clock is cached per loop turn): a grid point this
+  // close is the one just served, so aim for the next one instead of ticking twice.
+  if (delay < interval / 4 && performance.now() - lastTickRanAt < interval / 2) delay += interval;
   tickTimer = setTimeout(onTick, Math.max(1, Math.ceil(delay)));
 }
 
