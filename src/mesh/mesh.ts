@@ -369,6 +369,7 @@ export class Mesh implements InternalMesh {
       handshakeFailures: { ...this.counters.handshakeFailures },
       framesRejected: pc.framesRejected,
       heartbeatPacketsDropped: this.heartbeat.droppedPackets(),
+      heartbeatPacketsDroppedByReason: this.heartbeat.droppedPacketsByReason(),
       memberEvents: { up: this.counters.up, down: { ...this.counters.down } },
       linksOpened: pc.linksOpened,
       linksClosed: pc.linksClosed,

@@ -1,4 +1,5 @@
 /** Shared types of the mesh layer. */
+import type { HeartbeatDropReason } from './heartbeat-protocol.js';
 
 /** Who a node is. `incarnation` is new on every start and grows over restarts. */
 export interface NodeIdentity {
@@ -76,6 +77,8 @@ export interface MeshStats {
   handshakeFailures: Record<string, number>;
   framesRejected: number;
   heartbeatPacketsDropped: number;
+  /** Heartbeat packets dropped, by reason (malformed, unknown-link, bad-mac, replay, reflected, peer-down). */
+  heartbeatPacketsDroppedByReason: Record<HeartbeatDropReason, number>;
   memberEvents: { up: number; down: Record<DownReason, number> };
   linksOpened: number;
   linksClosed: number;

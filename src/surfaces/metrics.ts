@@ -439,7 +439,9 @@ export function createMetrics(node: MetricsNode, options: MetricsOptions = {}): 
   const snapshot = snapshotter(node);
 
   if (options.processMetrics !== false) {
-    collectDefaultMetrics({ register: registry, prefix: PROCESS_PREFIX });
+    // A coarse event-loop monitor: prom-client's default (10 ms) wakes an idle node 100 times a
+    // second, about 0.9% of a core (bench/idle.mjs); Foundation's own loop-lag gauges do not use it.
+    collectDefaultMetrics({ register: registry, prefix: PROCESS_PREFIX, eventLoopMonitoringPrecision: 1000 });
     // prom-client names these gauges `*_total`, which promtool rejects for non-counters; the
     // same figures remain available, by type, in the `..._nodejs_active_{handles,requests,resources}` gauges.
     for (const name of NON_COUNTER_TOTALS) registry.removeSingleMetric(`${PROCESS_PREFIX}${name}`);

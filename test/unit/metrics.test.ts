@@ -27,6 +27,8 @@ function fakeStats(): MeshStats {
     // A plain total (what the mesh reported before it counted drops per reason): reason="unknown".
     // Cast so that this fake compiles whichever of the two shapes MeshStats declares.
     heartbeatPacketsDropped: 4 as unknown as MeshStats['heartbeatPacketsDropped'],
+    // Absent, as from a mesh that counts no reasons: the total above is reported under reason="unknown".
+    heartbeatPacketsDroppedByReason: undefined as unknown as MeshStats['heartbeatPacketsDroppedByReason'],
     memberEvents: {
       up: 5,
       down: {
