@@ -9,6 +9,7 @@
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { decode, encode } from '../mesh/codec.js';
+import { topicBytes } from '../mesh/message.js';
 
 const VERSION = 1;
 
@@ -83,7 +84,8 @@ function short(s: string, what: string): Buffer {
 
 /** Builds the frame's bytes: one allocation, one copy of the body. */
 export function writeFrame(f: OutboundFrame): Buffer {
-  const topic = short(f.topic, 'topic');
+  // The same few topics repeat on every publish: their UTF-8 bytes are cached by the mesh.
+  const topic = topicBytes(f.topic);
   let flags = f.flags;
   let extra = 0;
   let trace: Buffer | undefined;

@@ -44,7 +44,8 @@ export interface Route {
 }
 
 const EMPTY_ROUTE: Route = { plain: new Set(), groups: new Map() };
-const ROUTE_CACHE_LIMIT = 4096;
+/** Routes cached by topic; past it the oldest entry goes (a workload cycling through more topics pays the trie walk). */
+const ROUTE_CACHE_LIMIT = 65_536;
 
 /**
  * The interest of every known node (this one included), indexed by pattern, with a cache of
@@ -123,7 +124,7 @@ export class InterestTable {
     });
     const route: Route = plain === undefined && groups === undefined ? EMPTY_ROUTE : { plain: plain ?? new Set(), groups: groups ?? new Map() };
     if (groups) for (const list of groups.values()) list.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
-    if (this.routes.size >= ROUTE_CACHE_LIMIT) this.routes.clear();
+    if (this.routes.size >= ROUTE_CACHE_LIMIT) this.routes.delete(this.routes.keys().next().value as string);
     this.routes.set(topic, route);
     return route;
   }

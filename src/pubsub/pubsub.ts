@@ -453,6 +453,9 @@ export class PubSub implements PubSubApi {
     for (const [node, lanes] of this.full) for (const lane of lanes) waits.push(this.adapter.drained(node, lane).catch(() => {}));
     this.full.clear();
     await Promise.all(waits);
+    // Always let the event loop turn once: a publisher looping on `if (!broadcast()) await
+    // drained()` must not spin when a lane is already under its mark again (or dropped instead).
+    await new Promise<void>((resolve) => setImmediate(resolve));
   }
 
   // ---- receiving ---------------------------------------------------------------------------
@@ -498,48 +501,53 @@ export class PubSub implements PubSubApi {
     frame?: InboundFrame,
     localTraceparent?: string,
   ): number {
-    let meta: DeliveryMeta | undefined;
-    let decoded = frame === undefined;
-    let undecodable = false;
-    const ready = (): boolean => {
-      if (decoded) return true;
-      if (undecodable) return false;
+    // Matching subscribers into a reused array: no closure or array allocated per message.
+    const matched = this.matched;
+    matched.length = 0;
+    this.subs.match(topic, this.collectMatch);
+    if (matched.length === 0) return 0;
+    if (frame !== undefined) {
       try {
-        value = decodeBody(frame as InboundFrame);
-        decoded = true;
+        value = decodeBody(frame);
       } catch (err) {
-        undecodable = true;
+        matched.length = 0;
         this.dropFrame(from, `undecodable payload: ${(err as Error).message}`);
+        return 0;
       }
-      return decoded;
-    };
+    }
     const traceparent = frame ? frame.traceparent : localTraceparent;
-    const metaOf = (): DeliveryMeta => (meta ??= traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent });
+    const meta: DeliveryMeta = traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent };
     let count = 0;
     let picks: Map<string, Subscriber[]> | undefined;
-    this.subs.match(topic, (sub) => {
+    for (let i = 0; i < matched.length; i++) {
+      const sub = matched[i] as Subscriber;
       if (sub.group === undefined) {
-        if (!ready()) return;
-        sub.push(value, metaOf());
+        sub.push(value, meta);
         count++;
-        return;
+        continue;
       }
-      if (groups === undefined || (groups !== 'all' && !groups.has(sub.group))) return;
+      if (groups === undefined || (groups !== 'all' && !groups.has(sub.group))) continue;
       picks ??= new Map();
       const list = picks.get(sub.group);
       if (list) list.push(sub);
       else picks.set(sub.group, [sub]);
-    });
+    }
+    matched.length = 0;
     if (picks) {
       for (const [group, members] of picks) {
-        if (!ready()) break;
-        this.pickLocal(group, members).push(value, metaOf());
+        this.pickLocal(group, members).push(value, meta);
         count++;
       }
     }
     if (count > 0) this.prefix(topic).delivered += count;
     return count;
   }
+
+  /** Scratch array of `deliverLocal` (subscribers run later, never inside it, so it is never re-entered). */
+  private readonly matched: Subscriber[] = [];
+  private readonly collectMatch = (sub: Subscriber): void => {
+    this.matched.push(sub);
+  };
 
   /** Of a group's members on this node, the one with the shortest queue; ties rotate. */
   private pickLocal(group: string, members: Subscriber[]): Subscriber {

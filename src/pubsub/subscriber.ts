@@ -56,8 +56,15 @@ interface Delivery {
   meta: DeliveryMeta;
 }
 
-/** Most messages a subscriber runs in one go before letting the event loop (and other subscribers) in. */
-const RUN_BUDGET = 256;
+/**
+ * Longest a subscriber runs its handler in one go (ms) before letting the event loop (and other
+ * subscribers, and socket reads) in. A time budget, not a count: a count small enough to be fair
+ * is smaller than what one socket read delivers (hundreds of messages), and the queue would fill
+ * under a steady stream however fast the handler.
+ */
+const RUN_BUDGET_MS = 4;
+/** Messages between two looks at the clock. */
+const CLOCK_EVERY = 64;
 
 export class Subscriber {
   readonly counters: SubscriberCounters = { delivered: 0, dropped: 0, handlerErrors: 0 };
@@ -119,7 +126,8 @@ export class Subscriber {
   }
 
   private run(): void {
-    let budget = RUN_BUDGET;
+    const deadline = performance.now() + RUN_BUDGET_MS;
+    let sinceClock = 0;
     while (!this.closed) {
       const d = this.queue.shift();
       if (d === undefined) {
@@ -147,10 +155,13 @@ export class Subscriber {
         );
         return;
       }
-      if (--budget === 0) {
-        // Let other subscribers and I/O in; this subscriber continues on the next turn.
-        setImmediate(() => this.run());
-        return;
+      if (++sinceClock === CLOCK_EVERY) {
+        sinceClock = 0;
+        if (performance.now() > deadline) {
+          // Let other subscribers and I/O in; this subscriber continues on the next turn.
+          setImmediate(() => this.run());
+          return;
+        }
       }
     }
     this.running = false;
