@@ -21,7 +21,7 @@ export type { DnsFamily, DnsResolverOptions, DnsStrategyConfig } from './discove
 export { DnsStrategy } from './discovery/dns.js';
 export type { DnsSrvStrategyConfig } from './discovery/dns-srv.js';
 export { DnsSrvStrategy } from './discovery/dns-srv.js';
-export type { GossipStats, GossipStrategyConfig } from './discovery/gossip.js';
+export type { GossipDropReason, GossipIgnoreReason, GossipStats, GossipStrategyConfig } from './discovery/gossip.js';
 export { GossipStrategy } from './discovery/gossip.js';
 export type { KubernetesStrategyConfig } from './discovery/kubernetes.js';
 export { KubernetesApiError, KubernetesStrategy } from './discovery/kubernetes.js';
@@ -51,7 +51,8 @@ export {
   SerializationError,
 } from './errors.js';
 export { Foundation } from './foundation.js';
-export type { MeshTlsOptions } from './mesh/mesh.js';
+export type { HeartbeatDropReason } from './mesh/heartbeat-protocol.js';
+export type { ConnectResult, MeshTlsOptions } from './mesh/mesh.js';
 export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';
 export type { PubSubAdapter, PubSubAdapterHost } from './pubsub/adapter.js';
 export type { ChannelOptions, ChannelSpec, Channels } from './pubsub/channels.js';
@@ -62,5 +63,6 @@ export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { HlcStamp } from './registry/hlc.js';
 export type { NameEvent, NameOwner, RegistryApi, RegistryStats } from './registry/registry.js';
+export type { ReplicaChange, ReplicaMessage } from './replication/owned-replica.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';
