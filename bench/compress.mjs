@@ -103,7 +103,6 @@ function pacedProxy(targetPort, bytesPerSec) {
     upstream.setNoDelay(true);
     const pipe = (from, to) => {
       const queue = [];
-      let queued = 0;
       let timer;
       const pump = () => {
         timer = undefined;
@@ -113,7 +112,6 @@ function pacedProxy(targetPort, bytesPerSec) {
           const n = Math.min(head.length, budget);
           to.write(head.subarray(0, n));
           budget -= n;
-          queued -= n;
           if (n === head.length) queue.shift();
           else queue[0] = head.subarray(n);
         }
@@ -121,7 +119,6 @@ function pacedProxy(targetPort, bytesPerSec) {
       };
       from.on('data', (d) => {
         queue.push(d);
-        queued += d.length;
         if (!timer) timer = setTimeout(pump, 0);
       });
       from.on('close', () => to.destroy());

@@ -155,7 +155,7 @@ export class PubSub implements PubSubApi {
     readonly self: string,
     incarnation: number,
     private readonly adapter: PubSubAdapter,
-    private readonly log: Logger,
+    log: Logger,
   ) {
     this.warn = new RateLimitedLog(log);
     this.sync = new InterestSync(self, incarnation, (to, msg) => this.adapter.sendInterest(to, msg));

@@ -52,7 +52,7 @@ export function pubsubAdapterCompliance(adapter: string, make: (n: number) => Pr
       cluster = await make(3);
       const { nodes, names } = cluster;
       const got = nodes.map(() => [] as number[]);
-      nodes.forEach((n, i) => n.subscribe('fan.out', (p) => void got[i]?.push(p as number)));
+      for (const [i, n] of nodes.entries()) n.subscribe('fan.out', (p) => void got[i]?.push(p as number));
       await waitInterest(nodes[0] as PubSub, 'fan.out', names);
       const N = 2000;
       for (let i = 0; i < N; i++) {
@@ -67,7 +67,7 @@ export function pubsubAdapterCompliance(adapter: string, make: (n: number) => Pr
       cluster = await make(3);
       const { nodes, names } = cluster;
       const got = nodes.map(() => [] as string[]);
-      nodes.forEach((n, i) => n.subscribe('modes', (p) => void got[i]?.push(p as string)));
+      for (const [i, n] of nodes.entries()) n.subscribe('modes', (p) => void got[i]?.push(p as string));
       await waitInterest(nodes[0] as PubSub, 'modes', names);
       nodes[0]?.broadcastFrom('modes', 'from');
       nodes[0]?.directBroadcast(names[2] as string, 'modes', 'direct');
@@ -96,7 +96,7 @@ export function pubsubAdapterCompliance(adapter: string, make: (n: number) => Pr
       cluster = await make(3);
       const { nodes, names } = cluster;
       const got = nodes.map(() => [] as number[]);
-      nodes.forEach((n, i) => n.subscribe('work.>', (p) => void got[i]?.push(p as number), { queue: 'workers' }));
+      for (const [i, n] of nodes.entries()) n.subscribe('work.>', (p) => void got[i]?.push(p as number), { queue: 'workers' });
       await Promise.all(nodes.map((n) => waitInterest(n, 'work.item', names, 'workers')));
       const N = 6000;
       for (let i = 0; i < N; i++) {

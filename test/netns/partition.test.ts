@@ -4,7 +4,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isDown, isUp, NodeProc } from '../helpers/cluster.js';
+import { isDown, isUp, type NodeProc } from '../helpers/cluster.js';
+import { startLabCluster } from '../helpers/lab-cluster.js';
 import { createHosts, type NetLab, netnsGate } from '../helpers/netns.js';
 
 const NODE_PROC = fileURLToPath(new URL('../helpers/node-proc.mjs', import.meta.url));
@@ -17,14 +18,7 @@ describe.skipIf(gate.skip)('mesh across hosts (network namespaces)', () => {
 
   beforeAll(async () => {
     lab = await createHosts(3);
-    const all = lab.hosts.map((h) => `${h.ip}:${PORT}`);
-    for (const h of lab.hosts) {
-      const opts = { name: h.name, host: '0.0.0.0', advertiseHost: h.ip, port: PORT, secret: 'lab', cluster: { strategy: 'static', hosts: all } };
-      const child = h.spawn([process.execPath, NODE_PROC, JSON.stringify(opts)], { stdin: 'pipe', label: h.name });
-      procs.push(new NodeProc(child, h.name));
-    }
-    const names = lab.hosts.map((h) => h.name);
-    await Promise.all(procs.flatMap((p, i) => names.filter((_, j) => j !== i).map((n) => p.waitFor(isUp(n), 10_000, `${n} up on ${p.label}`))));
+    procs.push(...(await startLabCluster(lab, { script: NODE_PROC, port: PORT, secret: 'lab' })));
   });
 
   afterAll(async () => {

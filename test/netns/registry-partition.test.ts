@@ -5,7 +5,8 @@
  */
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isDown, isUp, NodeProc } from '../helpers/cluster.js';
+import { isDown, type NodeProc } from '../helpers/cluster.js';
+import { startLabCluster } from '../helpers/lab-cluster.js';
 import { createHosts, type NetLab, netnsGate } from '../helpers/netns.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
@@ -18,21 +19,9 @@ describe.skipIf(gate.skip)('registry across hosts (network namespaces)', () => {
 
   beforeAll(async () => {
     lab = await createHosts(3);
-    const all = lab.hosts.map((h) => `${h.ip}:${PORT}`);
-    for (const h of lab.hosts) {
-      const opts = {
-        name: h.name,
-        host: '0.0.0.0',
-        advertiseHost: h.ip,
-        port: PORT,
-        secret: 'lab-registry-secret-0123456789abcdef',
-        cluster: { strategy: 'static', hosts: all },
-      };
-      const child = h.spawn([process.execPath, PROC, JSON.stringify(opts)], { stdin: 'pipe', label: h.name, env: { FOUNDATION_LOG_LEVEL: 'warn' } });
-      procs.push(new NodeProc(child, h.name));
-    }
-    const names = lab.hosts.map((h) => h.name);
-    await Promise.all(procs.flatMap((p, i) => names.filter((_, j) => j !== i).map((n) => p.waitFor(isUp(n), 10_000, `${n} up on ${p.label}`))));
+    procs.push(
+      ...(await startLabCluster(lab, { script: PROC, port: PORT, secret: 'lab-registry-secret-0123456789abcdef', env: { FOUNDATION_LOG_LEVEL: 'warn' } })),
+    );
     for (const p of procs) {
       const watching = p.waitFor((e) => e.event === 'watching', 5000, 'watching');
       p.send({ cmd: 'watch-registry' });

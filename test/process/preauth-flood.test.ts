@@ -173,7 +173,7 @@ describe('pre-authentication flood (multi-process)', () => {
       return (await p).stats as { handshakeFailures: Record<string, number> };
     })();
     const failures = stats.handshakeFailures;
-    const [first, second] = rounds as [(typeof rounds)[0], (typeof rounds)[0]];
+    const [, second] = rounds as [(typeof rounds)[0], (typeof rounds)[0]];
     console.log(
       `pre-auth flood: RSS ${start.rss.toFixed(1)} MB before (${start.heap}); ` +
         rounds

@@ -56,7 +56,13 @@ describe('worker instance', () => {
   it('stop runs terminate with the reason, aborts the signal and rejects what waits', async () => {
     const log: string[] = [];
     let signal: AbortSignal | undefined;
-    const spec = { ...counter(log), init: (_a: { start: number }, ctx: { signal: AbortSignal }) => ((signal = ctx.signal), { n: 0 }) };
+    const spec = {
+      ...counter(log),
+      init: (_a: { start: number }, ctx: { signal: AbortSignal }) => {
+        signal = ctx.signal;
+        return { n: 0 };
+      },
+    };
     const w = new WorkerInstance(spec, 'c', 'n1');
     await w.start({ start: 0 });
     const slow = w.call('slow');
