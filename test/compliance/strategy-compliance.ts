@@ -106,7 +106,9 @@ export async function until(pred: () => boolean, ms: number, what: string): Prom
  * garbage-collected although nothing of them stays open: a resolver's channel, a TLS layer (the
  * TCPWRAP under it carries the connection, and is tracked), a synchronous crypto job.
  */
-const NOT_HELD = new Set(['PROMISE', 'TickObject', 'Immediate', 'Microtask', 'DNSCHANNEL', 'TLSWRAP']);
+// STREAM_END_OF_STREAM (Node 24): the AsyncResource `stream.finished` binds its callback to;
+// it holds no handle and is destroyed only when collected, so it would stay listed after stop.
+const NOT_HELD = new Set(['PROMISE', 'TickObject', 'Immediate', 'Microtask', 'DNSCHANNEL', 'TLSWRAP', 'STREAM_END_OF_STREAM']);
 const CRYPTO_JOB = /^(RANDOMBYTES|RANDOMPRIME|CHECKPRIME|PBKDF2|SCRYPT|HKDF|HASH|HMAC|CIPHER|SIGN|DERIVEBITS|KEYGEN|KEYPAIRGEN|KEYEXPORT)REQUEST$/;
 const isHeld = (type: string) => !NOT_HELD.has(type) && !CRYPTO_JOB.test(type);
 

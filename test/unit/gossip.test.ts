@@ -212,7 +212,8 @@ describe('gossip receive path', () => {
 
   it('drops replays: the same packet twice, an older seq, an older incarnation; a replay never re-adds a peer', async () => {
     const { s, ctx } = await startStrategy({ secret: 's3cret' });
-    const now = Date.now();
+    // Stamps after this node's start (older ones are dropped as 'before-start', not as replays).
+    const now = Date.now() + 10;
     const p5 = encodeGossipPacket({ ...msg, seq: 5, timestamp: now }, key);
     const p4 = encodeGossipPacket({ ...msg, seq: 4, timestamp: now - 1 }, key); // captured, never delivered
     s.ingest(p5, '127.0.0.1');
