@@ -71,7 +71,8 @@ export class Connector {
   readonly dialer: Dialer;
   private readonly inflightDials = new Map<string, Promise<ConnectResult>>();
   /** Outbound handshakes in flight, by link: the dialed address, and the peer's name once step 2 told it. */
-  private readonly outbound = new Map<Link, { address: string; name?: string }>();
+  /** Outbound handshakes in progress: the dialed address, the peer's name once it said it, and when the attempt ends. */
+  private readonly outbound = new Map<Link, { address: string; name?: string; ended: Promise<void> }>();
   /**
    * Inbound handshakes in progress, by the address the peer claims in its first HELLO
    * (unauthenticated: a hint only); `done` settles when the handshake ends. See `dialUnlessDialed`.
@@ -171,13 +172,12 @@ export class Connector {
     return p;
   }
 
-  /** Our dial to the node named `name`, if one is finishing its handshake (see `Peers.onLinkClosed`). */
-  dialInFlightTo(name: string): Promise<ConnectResult> | undefined {
-    for (const entry of this.outbound.values()) {
-      if (entry.name !== name) continue;
-      const p = this.inflightDials.get(entry.address);
-      if (p) return p;
-    }
+  /**
+   * Settles when our dial to the node named `name` ends, if one is finishing its handshake (see
+   * `Peers.onLinkClosed`): whichever path started it, `connect` or a direct `dial`.
+   */
+  dialInFlightTo(name: string): Promise<unknown> | undefined {
+    for (const entry of this.outbound.values()) if (entry.name === name) return entry.ended;
     return undefined;
   }
 
@@ -217,7 +217,8 @@ export class Connector {
       return { ok: false, error: error as Error };
     }
     const link = this.newLink(socket, 'outbound');
-    const entry: { address: string; name?: string } = { address };
+    let ended!: () => void;
+    const entry: { address: string; name?: string; ended: Promise<void> } = { address, ended: new Promise<void>((resolve) => (ended = resolve)) };
     this.outbound.set(link, entry);
     try {
       const hs = await initiateHandshake(link.handshakeChannel(), this.hooks.helloInfo(), this.opts.secret, (peer) => {
@@ -232,6 +233,8 @@ export class Connector {
       return { ok: false, error: error as Error };
     } finally {
       this.outbound.delete(link);
+      // After `admitted`: a link replaced by this dial is already the peer's current one.
+      ended();
     }
   }
 
