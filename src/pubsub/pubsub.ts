@@ -115,8 +115,6 @@ export const DEFAULT_MAX_QUEUE = 10_000;
 export const MAX_PREFIXES = 64;
 /** How often a node tells its peers its interest version, so a lost last change is repaired. */
 const INTEREST_DIGEST_MS = 5_000;
-/** The system topics pubsub uses on the mesh. */
-export const PUBSUB_TOPICS = { message: '$ps.m', interest: '$ps.i' } as const;
 
 function emptyCounters(): TopicCounters {
   return { published: 0, delivered: 0, dropped: 0, handlerErrors: 0 };
