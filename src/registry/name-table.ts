@@ -17,8 +17,14 @@ import { compareStamps, type HlcStamp, type HybridClock, isStamp } from './hlc.j
 export interface Registration {
   /** When it was made, on the registering node's hybrid logical clock. */
   readonly stamp: HlcStamp;
-  /** Serializable metadata given at registration. */
+  /** Serializable metadata given at registration, or by the latest `update`. */
   readonly meta: unknown;
+  /**
+   * How many times the owner updated `meta` since it registered (absent = 0). The stamp stays the
+   * registration's, so an update never changes who wins a conflict; `rev` tells a real change of
+   * `meta` from a resync that carries the same value again.
+   */
+  readonly rev?: number;
 }
 
 /** What a lookup returns: the node that owns the name, and its metadata. */
@@ -33,6 +39,8 @@ export interface NameOwner {
 export type NameEvent =
   /** `name` now resolves to `node` (a new registration, or a new winner after a conflict or a departure). */
   | { type: 'register'; owner: NameOwner }
+  /** The owner of `name` changed its `meta` (same node, same registration stamp). */
+  | { type: 'update'; owner: NameOwner }
   /** `name` no longer resolves to anything. */
   | { type: 'unregister'; name: string; node: string }
   /** Two nodes held `name`; `winner` keeps it, `loser` gives it up (its own node removes it). */
@@ -41,7 +49,9 @@ export type NameEvent =
 export type NameTableMessage = ReplicaMessage<Registration>;
 
 function isRegistration(v: unknown): v is Registration {
-  return typeof v === 'object' && v !== null && isStamp((v as Registration).stamp) && 'meta' in v;
+  if (typeof v !== 'object' || v === null || !isStamp((v as Registration).stamp) || !('meta' in v)) return false;
+  const rev = (v as Registration).rev;
+  return rev === undefined || (Number.isSafeInteger(rev) && rev >= 0);
 }
 
 export class NameTable {
@@ -50,6 +60,8 @@ export class NameTable {
   private readonly candidates = new Map<string, Map<string, Registration>>();
   /** The resolved owner of each name. */
   private readonly owners = new Map<string, NameOwner>();
+  /** The `rev` of each resolved owner's registration (kept off `NameOwner`, which users see). */
+  private readonly ownerRevs = new Map<string, number>();
   /** Own registrations that lost a conflict, removed once the change that revealed them is applied. */
   private losing: string[] = [];
 
@@ -74,6 +86,18 @@ export class NameTable {
     if (owner) return { ok: false, owner };
     this.replica.set(name, { stamp: this.clock.tick(), meta });
     return { ok: true, owner: this.owners.get(name) as NameOwner };
+  }
+
+  /**
+   * Replaces the `meta` of this node's own registration of `name`, keeping its stamp (so conflict
+   * resolution is unchanged) and bumping its `rev`; it replicates like any change. False when
+   * this node holds no registration of `name`.
+   */
+  update(name: string, meta: unknown): boolean {
+    const reg = this.replica.get(name);
+    if (!reg) return false;
+    this.replica.set(name, { stamp: reg.stamp, meta, rev: (reg.rev ?? 0) + 1 });
+    return true;
   }
 
   /** Removes this node's registration of `name`; false when it has none. */
@@ -157,8 +181,12 @@ export class NameTable {
     const byNode = this.candidates.get(name);
     const before = this.owners.get(name);
     let best: NameOwner | undefined;
+    let bestRev = 0;
     for (const [node, reg] of byNode ?? []) {
-      if (!best || compareStamps(reg.stamp, best.stamp, node, best.node) < 0) best = { name, node, meta: reg.meta, stamp: reg.stamp };
+      if (!best || compareStamps(reg.stamp, best.stamp, node, best.node) < 0) {
+        best = { name, node, meta: reg.meta, stamp: reg.stamp };
+        bestRev = reg.rev ?? 0;
+      }
     }
     if (byNode && best && byNode.size > 1) {
       for (const node of byNode.keys()) {
@@ -170,12 +198,16 @@ export class NameTable {
     if (!best) {
       if (before) {
         this.owners.delete(name);
+        this.ownerRevs.delete(name);
         this.onEvent({ type: 'unregister', name, node: before.node });
       }
       return;
     }
+    const revBefore = this.ownerRevs.get(name);
     this.owners.set(name, best);
+    this.ownerRevs.set(name, bestRev);
     if (!before || before.node !== best.node || compareStamps(before.stamp, best.stamp) !== 0) this.onEvent({ type: 'register', owner: best });
+    else if (revBefore !== bestRev) this.onEvent({ type: 'update', owner: best });
   }
 
   /** Gives up the names this node lost (after the change that revealed the winner is applied). */

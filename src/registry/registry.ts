@@ -28,6 +28,12 @@ export interface RegistryApi {
    * every node and the other gets a `conflict` event.
    */
   register(name: string, meta?: unknown): NameOwner;
+  /**
+   * Replaces the `meta` of this node's registration of `name` and replicates it (an `update`
+   * event on every node's `watch`). The registration keeps its hybrid-logical-clock stamp, so an
+   * update never changes who wins a conflict. False when this node does not hold `name`.
+   */
+  update(name: string, meta: unknown): boolean;
   /** Removes this node's registration of `name`; false when this node does not hold it. */
   unregister(name: string): boolean;
   /** The owner of `name`, from local state (no network). */
@@ -38,7 +44,7 @@ export interface RegistryApi {
   match(meta: Record<string, unknown>): NameOwner[];
   /** Number of names registered in the cluster, as this node sees it. */
   count(): number;
-  /** Calls `listener` on every `register`, `unregister` and `conflict` this node sees. Returns the function that stops it. */
+  /** Calls `listener` on every `register`, `update`, `unregister` and `conflict` this node sees. Returns the function that stops it. */
   watch(listener: (event: NameEvent) => void): () => void;
   /** Resolves with the owner once `name` is registered (at once if it is); rejects with `FOUNDATION_REGISTRY_TIMEOUT` after `timeoutMs` (default 5000). */
   awaitRegistered(name: string, opts?: { timeoutMs?: number; signal?: AbortSignal }): Promise<NameOwner>;
@@ -52,8 +58,9 @@ export interface RegistryStats {
   names: number;
   /** Of those, names this node holds. */
   own: number;
-  /** Registrations and unregistrations this node has seen (its own and others'). */
+  /** Registrations, updates of their meta, and unregistrations this node has seen (its own and others'). */
   registers: number;
+  updates: number;
   unregisters: number;
   /** Conflicts this node has seen resolved (a name held on two sides of a partition). */
   conflicts: number;
@@ -97,7 +104,7 @@ export class Registry implements RegistryApi {
   private digestTimer?: NodeJS.Timeout;
   private flushScheduled = false;
   private stopped = false;
-  private readonly counters = { registers: 0, unregisters: 0, conflicts: 0, messagesDropped: 0 };
+  private readonly counters = { registers: 0, updates: 0, unregisters: 0, conflicts: 0, messagesDropped: 0 };
 
   constructor(
     private readonly mesh: InternalMesh,
@@ -128,6 +135,7 @@ export class Registry implements RegistryApi {
 
   private dispatch(e: NameEvent): void {
     if (e.type === 'register') this.counters.registers++;
+    else if (e.type === 'update') this.counters.updates++;
     else if (e.type === 'unregister') this.counters.unregisters++;
     else this.counters.conflicts++;
     for (const l of this.listeners) {
@@ -210,6 +218,15 @@ export class Registry implements RegistryApi {
     }
     this.scheduleFlush();
     return r.owner;
+  }
+
+  update(name: string, meta: unknown = null): boolean {
+    checkName(name);
+    if (this.stopped) throw new RegistryError(ErrorCodes.NODE_STOPPED, 'node is stopped: the registry takes no updates');
+    assertSerializable(meta);
+    const updated = this.table.update(name, meta);
+    if (updated) this.scheduleFlush();
+    return updated;
   }
 
   unregister(name: string): boolean {

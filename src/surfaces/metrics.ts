@@ -335,12 +335,13 @@ const METRICS: readonly MetricDefinition[] = [
   },
   {
     name: 'foundation_registry_events_total',
-    help: 'Registry changes this node has seen, by type (register, unregister, conflict)',
+    help: 'Registry changes this node has seen, by type (register, update, unregister, conflict)',
     type: 'counter',
     labels: ['type'],
     collect: ({ registry }) =>
       registry && [
         [{ type: 'register' }, registry.registers],
+        [{ type: 'update' }, registry.updates],
         [{ type: 'unregister' }, registry.unregisters],
         [{ type: 'conflict' }, registry.conflicts],
       ],

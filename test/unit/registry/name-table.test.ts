@@ -47,6 +47,7 @@ const nameArb = fc.constantFrom('scheduler', 'room:1', 'room:2', 'cache');
 const opArb = fc.oneof(
   fc.record({ k: fc.constant('register' as const), n: nodeArb, name: nameArb }),
   fc.record({ k: fc.constant('unregister' as const), n: nodeArb, name: nameArb }),
+  fc.record({ k: fc.constant('update' as const), n: nodeArb, name: nameArb, v: fc.nat(9) }),
   fc.record({ k: fc.constant('deliver' as const), i: fc.nat(), mode: fc.constantFrom('deliver', 'deliver', 'deliver', 'drop', 'duplicate') }),
   fc.record({ k: fc.constant('connect' as const), a: nodeArb, b: nodeArb }),
   fc.record({ k: fc.constant('disconnect' as const), a: nodeArb, b: nodeArb }),
@@ -70,6 +71,9 @@ function run(ops: Op[], skews: Record<string, number>): Sim {
         break;
       case 'unregister':
         sim.node(op.n).unregister(op.name);
+        break;
+      case 'update':
+        sim.node(op.n).update(op.name, { by: op.n, v: op.v });
         break;
       case 'deliver':
         sim.deliver(op.i, op.mode as 'deliver' | 'drop' | 'duplicate');
@@ -103,12 +107,22 @@ function run(ops: Op[], skews: Record<string, number>): Sim {
 
 function resolved(t: NameTable): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const o of t.owned()) out[o.name] = `${o.node}@${o.stamp.join('.')}`;
+  for (const o of t.owned()) out[o.name] = `${o.node}@${o.stamp.join('.')}=${JSON.stringify(o.meta)}`;
+  return out;
+}
+
+/** What a watcher that applies every event in order (register and update set, unregister deletes) ends up with. */
+function folded(events: NameEvent[]): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const e of events) {
+    if (e.type === 'register' || e.type === 'update') out[e.owner.name] = `${e.owner.node}@${e.owner.stamp.join('.')}=${JSON.stringify(e.owner.meta)}`;
+    else if (e.type === 'unregister') delete out[e.name];
+  }
   return out;
 }
 
 describe('registry name table (simulated network)', () => {
-  it('after any mix of faults and a heal: one owner per name, the same on every node', () => {
+  it('after any mix of faults and a heal: one owner per name with its latest meta, the same on every node; watchers that apply the events end up with the table', () => {
     fc.assert(
       fc.property(fc.array(opArb, { maxLength: 120 }), skewArb, (ops, skews) => {
         const sim = run(ops, skews);
@@ -116,6 +130,7 @@ describe('registry name table (simulated network)', () => {
         for (const n of NAMES) {
           const t = sim.node(n);
           expect(resolved(t), `${n}'s table`).toEqual(first);
+          expect(folded(sim.events.get(n) ?? []), `${n}'s events folded`).toEqual(first);
           for (const o of t.owned()) {
             // The loser gave its registration up: one registration of each name is left.
             expect(
@@ -151,6 +166,40 @@ describe('registry name table (simulated network)', () => {
     expect(sim.events.get('n1')).toContainEqual({ type: 'conflict', name: 'scheduler', winner: 'n3', loser: 'n1' });
     // Reported once on each node, not on every resync.
     expect(sim.events.get('n2')?.filter((e) => e.type === 'conflict')).toHaveLength(1);
+  });
+
+  it('an update replicates the new meta with the registration stamp kept, fires one update event on every node, and never changes who wins a conflict', () => {
+    const sim = new Sim({ n1: 0, n2: 0, n3: 0, n4: 0 });
+    sim.connectAll();
+    sim.node('n1').register('svc', { health: 'passing' });
+    sim.node('n1').flush();
+    sim.drain();
+    const stamp = sim.node('n2').lookup('svc')?.stamp;
+    expect(sim.node('n2').update('svc', { health: 'critical' }), 'only the owner updates').toBe(false);
+    expect(sim.node('n1').update('svc', { health: 'critical' })).toBe(true);
+    sim.node('n1').flush();
+    sim.drain();
+    for (const n of NAMES) {
+      expect(sim.node(n).lookup('svc'), n).toMatchObject({ node: 'n1', stamp, meta: { health: 'critical' } });
+      expect(sim.events.get(n)?.filter((e) => e.type === 'update'), `${n}'s update events`).toEqual([
+        { type: 'update', owner: { name: 'svc', node: 'n1', stamp, meta: { health: 'critical' } } },
+      ]);
+    }
+    // A resync (digest, pull, full map) carries the same rev again: no second update event.
+    sim.disconnect('n1', 'n2');
+    sim.connect('n1', 'n2');
+    sim.settle();
+    expect(sim.events.get('n2')?.filter((e) => e.type === 'update')).toHaveLength(1);
+    // A partition: n3 registers the same name later, then n1 updates its earlier registration:
+    // after the heal n1's (earlier stamp) still wins, carrying the updated meta.
+    for (const a of ['n1', 'n2']) for (const b of ['n3', 'n4']) sim.disconnect(a, b);
+    sim.node('n3').unregister('svc');
+    sim.time += 5;
+    sim.node('n3').register('svc', { health: 'passing', side: 'n3' });
+    sim.node('n1').update('svc', { health: 'warning' });
+    sim.settle();
+    for (const n of NAMES) expect(sim.node(n).lookup('svc'), n).toMatchObject({ node: 'n1', stamp, meta: { health: 'warning' } });
+    expect(sim.node('n3').ownNames()).toEqual([]);
   });
 
   it('refuses a name another node owns, and frees it when that node goes', () => {
