@@ -181,9 +181,10 @@ describe('registry name table (simulated network)', () => {
     sim.drain();
     for (const n of NAMES) {
       expect(sim.node(n).lookup('svc'), n).toMatchObject({ node: 'n1', stamp, meta: { health: 'critical' } });
-      expect(sim.events.get(n)?.filter((e) => e.type === 'update'), `${n}'s update events`).toEqual([
-        { type: 'update', owner: { name: 'svc', node: 'n1', stamp, meta: { health: 'critical' } } },
-      ]);
+      expect(
+        sim.events.get(n)?.filter((e) => e.type === 'update'),
+        `${n}'s update events`,
+      ).toEqual([{ type: 'update', owner: { name: 'svc', node: 'n1', stamp, meta: { health: 'critical' } } }]);
     }
     // A resync (digest, pull, full map) carries the same rev again: no second update event.
     sim.disconnect('n1', 'n2');
