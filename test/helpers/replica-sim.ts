@@ -5,6 +5,7 @@
  * everything (`settle`) and check their invariant. What crosses a link is a JSON copy, checked by
  * the receiver's own wire check, exactly as the transports do.
  */
+import fc from 'fast-check';
 import { expect } from 'vitest';
 
 /** What a replicated-state node offers its transport. */
@@ -125,5 +126,63 @@ export class SimNetwork<N extends SimNode> {
       for (const n of this.names) this.node(n).tick();
       this.drain();
     }
+  }
+}
+
+/** The network's own operations, which every replicated-state property test mixes with its own. */
+export type NetOp =
+  | { k: 'deliver'; i: number; mode: DeliverMode }
+  | { k: 'connect'; a: string; b: string }
+  | { k: 'disconnect'; a: string; b: string }
+  | { k: 'flush'; n: string }
+  | { k: 'tick'; n: string }
+  | { k: 'restart'; n: string }
+  /** Everything in flight arrives: later faults then hit a quiet, converged state. */
+  | { k: 'drain' };
+
+/** One arbitrary per network operation (spread them into the test's `fc.oneof`, next to its own). */
+export function netOpArbs(nodeArb: fc.Arbitrary<string>): Array<fc.Arbitrary<NetOp>> {
+  return [
+    fc.record({ k: fc.constant('deliver' as const), i: fc.nat(), mode: fc.constantFrom<DeliverMode>('deliver', 'deliver', 'deliver', 'drop', 'duplicate') }),
+    fc.record({ k: fc.constant('connect' as const), a: nodeArb, b: nodeArb }),
+    fc.record({ k: fc.constant('disconnect' as const), a: nodeArb, b: nodeArb }),
+    fc.record({ k: fc.constant('flush' as const), n: nodeArb }),
+    fc.record({ k: fc.constant('tick' as const), n: nodeArb }),
+    fc.record({ k: fc.constant('restart' as const), n: nodeArb }),
+    fc.record({ k: fc.constant('drain' as const) }),
+  ];
+}
+
+const NET_OPS = new Set(['deliver', 'connect', 'disconnect', 'flush', 'tick', 'restart', 'drain']);
+
+/** True when `op` is one of the network's operations (then `runNetOp` runs it). */
+export function isNetOp(op: { k: string }): op is NetOp {
+  return NET_OPS.has(op.k);
+}
+
+/** Runs one network operation on the simulated network. */
+export function runNetOp<N extends SimNode>(sim: SimNetwork<N>, op: NetOp): void {
+  switch (op.k) {
+    case 'deliver':
+      sim.deliver(op.i, op.mode);
+      break;
+    case 'connect':
+      sim.connect(op.a, op.b);
+      break;
+    case 'disconnect':
+      sim.disconnect(op.a, op.b);
+      break;
+    case 'flush':
+      sim.node(op.n).flush();
+      break;
+    case 'tick':
+      sim.node(op.n).tick();
+      break;
+    case 'restart':
+      sim.restart(op.n);
+      break;
+    case 'drain':
+      sim.drain();
+      break;
   }
 }

@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { InterestSync, type InterestTuple } from '../../../src/pubsub/interest.js';
-import { SimNetwork } from '../../helpers/replica-sim.js';
+import { isNetOp, netOpArbs, runNetOp, SimNetwork } from '../../helpers/replica-sim.js';
 
 /** The interest network: the simulated network plus what each node really subscribed. */
 class Sim extends SimNetwork<InterestSync> {
@@ -58,14 +58,7 @@ const groupArb = fc.constantFrom(null, null, 'workers', 'mailers');
 const opArb = fc.oneof(
   fc.record({ k: fc.constant('sub' as const), n: nodeArb, p: patternArb, g: groupArb }),
   fc.record({ k: fc.constant('unsub' as const), n: nodeArb, i: fc.nat() }),
-  fc.record({ k: fc.constant('deliver' as const), i: fc.nat(), mode: fc.constantFrom('deliver', 'deliver', 'deliver', 'drop', 'duplicate') }),
-  fc.record({ k: fc.constant('connect' as const), a: nodeArb, b: nodeArb }),
-  fc.record({ k: fc.constant('disconnect' as const), a: nodeArb, b: nodeArb }),
-  fc.record({ k: fc.constant('flush' as const), n: nodeArb }),
-  fc.record({ k: fc.constant('tick' as const), n: nodeArb }),
-  fc.record({ k: fc.constant('restart' as const), n: nodeArb }),
-  // Everything in flight arrives: later faults then hit a quiet, converged state.
-  fc.record({ k: fc.constant('drain' as const) }),
+  ...netOpArbs(nodeArb),
 );
 
 type Op = typeof opArb extends fc.Arbitrary<infer T> ? T : never;
@@ -74,35 +67,9 @@ function run(ops: Op[]): Sim {
   const sim = new Sim(NAMES);
   sim.connectAll();
   for (const op of ops) {
-    switch (op.k) {
-      case 'sub':
-        sim.subscribe(op.n, op.p, op.g);
-        break;
-      case 'unsub':
-        sim.unsubscribe(op.n, op.i);
-        break;
-      case 'deliver':
-        sim.deliver(op.i, op.mode as 'deliver' | 'drop' | 'duplicate');
-        break;
-      case 'connect':
-        sim.connect(op.a, op.b);
-        break;
-      case 'disconnect':
-        sim.disconnect(op.a, op.b);
-        break;
-      case 'flush':
-        sim.node(op.n).flush();
-        break;
-      case 'tick':
-        sim.node(op.n).tick();
-        break;
-      case 'restart':
-        sim.restart(op.n);
-        break;
-      case 'drain':
-        sim.drain();
-        break;
-    }
+    if (isNetOp(op)) runNetOp(sim, op);
+    else if (op.k === 'sub') sim.subscribe(op.n, op.p, op.g);
+    else sim.unsubscribe(op.n, op.i);
   }
   sim.settle();
   return sim;

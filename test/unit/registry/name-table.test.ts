@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { compareStamps, HybridClock } from '../../../src/registry/hlc.js';
 import { type NameEvent, NameTable } from '../../../src/registry/name-table.js';
-import { SimNetwork } from '../../helpers/replica-sim.js';
+import { isNetOp, netOpArbs, runNetOp, SimNetwork } from '../../helpers/replica-sim.js';
 
 const NAMES = ['n1', 'n2', 'n3', 'n4'];
 
@@ -48,13 +48,7 @@ const opArb = fc.oneof(
   fc.record({ k: fc.constant('register' as const), n: nodeArb, name: nameArb }),
   fc.record({ k: fc.constant('unregister' as const), n: nodeArb, name: nameArb }),
   fc.record({ k: fc.constant('update' as const), n: nodeArb, name: nameArb, v: fc.nat(9) }),
-  fc.record({ k: fc.constant('deliver' as const), i: fc.nat(), mode: fc.constantFrom('deliver', 'deliver', 'deliver', 'drop', 'duplicate') }),
-  fc.record({ k: fc.constant('connect' as const), a: nodeArb, b: nodeArb }),
-  fc.record({ k: fc.constant('disconnect' as const), a: nodeArb, b: nodeArb }),
-  fc.record({ k: fc.constant('flush' as const), n: nodeArb }),
-  fc.record({ k: fc.constant('tick' as const), n: nodeArb }),
-  fc.record({ k: fc.constant('restart' as const), n: nodeArb }),
-  fc.record({ k: fc.constant('drain' as const) }),
+  ...netOpArbs(nodeArb),
   fc.record({ k: fc.constant('wait' as const), ms: fc.integer({ min: 0, max: 2000 }) }),
 );
 type Op = typeof opArb extends fc.Arbitrary<infer T> ? T : never;
@@ -65,41 +59,11 @@ function run(ops: Op[], skews: Record<string, number>): Sim {
   sim.connectAll();
   for (const op of ops) {
     sim.time += 1;
-    switch (op.k) {
-      case 'register':
-        sim.node(op.n).register(op.name, { by: op.n });
-        break;
-      case 'unregister':
-        sim.node(op.n).unregister(op.name);
-        break;
-      case 'update':
-        sim.node(op.n).update(op.name, { by: op.n, v: op.v });
-        break;
-      case 'deliver':
-        sim.deliver(op.i, op.mode as 'deliver' | 'drop' | 'duplicate');
-        break;
-      case 'connect':
-        sim.connect(op.a, op.b);
-        break;
-      case 'disconnect':
-        sim.disconnect(op.a, op.b);
-        break;
-      case 'flush':
-        sim.node(op.n).flush();
-        break;
-      case 'tick':
-        sim.node(op.n).tick();
-        break;
-      case 'restart':
-        sim.restart(op.n);
-        break;
-      case 'drain':
-        sim.drain();
-        break;
-      case 'wait':
-        sim.time += op.ms;
-        break;
-    }
+    if (isNetOp(op)) runNetOp(sim, op);
+    else if (op.k === 'register') sim.node(op.n).register(op.name, { by: op.n });
+    else if (op.k === 'unregister') sim.node(op.n).unregister(op.name);
+    else if (op.k === 'update') sim.node(op.n).update(op.name, { by: op.n, v: op.v });
+    else sim.time += op.ms;
   }
   sim.settle();
   return sim;
