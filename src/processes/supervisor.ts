@@ -29,6 +29,8 @@ export interface ChildOptions {
   windowMs?: number;
   /** Fencing token handed to the instance's context (quorum singletons). */
   fencingToken?: number;
+  /** State handed over by the previous instance on another node: given to the first instance only (`ctx.handoff`), not to restarts. */
+  handoff?: unknown;
 }
 
 /** Events of a supervisor. */
@@ -45,7 +47,9 @@ interface Child {
   name: string;
   spec: WorkerSpec<unknown, unknown>;
   args: unknown;
-  opts: Required<Omit<ChildOptions, 'fencingToken'>> & { fencingToken?: number };
+  opts: Required<Omit<ChildOptions, 'fencingToken' | 'handoff'>> & { fencingToken?: number };
+  /** Handed-over state, until the first instance has taken it. */
+  handoff?: unknown;
   instance?: WorkerInstance<unknown, unknown>;
   /** Times of recent restarts (ms), within the window. */
   restartTimes: number[];
@@ -84,6 +88,7 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
       spec: spec as WorkerSpec<unknown, unknown>,
       args,
       opts: { restart, maxRestarts, windowMs, fencingToken: opts.fencingToken },
+      handoff: opts.handoff,
       restartTimes: [],
       restarts: 0,
       stopping: false,
@@ -130,7 +135,8 @@ export class Supervisor extends EventEmitter<SupervisorEvents> {
   }
 
   private async run(child: Child): Promise<void> {
-    const instance = new WorkerInstance(child.spec, child.name, this.node, child.opts.fencingToken);
+    const instance = new WorkerInstance(child.spec, child.name, this.node, { fencingToken: child.opts.fencingToken, handoff: child.handoff });
+    child.handoff = undefined;
     child.instance = instance;
     await instance.start(child.args);
     this.emit('started', { name: child.name, restarts: child.restarts });

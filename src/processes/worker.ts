@@ -28,6 +28,12 @@ export interface WorkerContext {
   readonly signal: AbortSignal;
   /** For singletons in quorum mode: a token that grows with every activation, to fence writes to external systems. */
   readonly fencingToken?: number;
+  /**
+   * What the previous instance's `handoff(state)` returned, when this instance continues one that
+   * was moved off another node gracefully (`node.stop()`, active rebalancing); undefined otherwise
+   * (a first start, a restart after a crash, a failover after a node died).
+   */
+  readonly handoff?: unknown;
   /** Stops this instance from inside (after the current message). */
   stop(reason?: StopReason): void;
 }
@@ -75,7 +81,7 @@ export class WorkerInstance<S = unknown, A = unknown> {
     readonly spec: WorkerSpec<S, A>,
     readonly name: string,
     node: string,
-    fencingToken?: number,
+    extra: { fencingToken?: number; handoff?: unknown } = {},
   ) {
     this.exited = new Promise((resolve) => (this.resolveExit = resolve));
     const self = this;
@@ -83,7 +89,8 @@ export class WorkerInstance<S = unknown, A = unknown> {
       name,
       node,
       signal: this.abort.signal,
-      ...(fencingToken === undefined ? {} : { fencingToken }),
+      ...(extra.fencingToken === undefined ? {} : { fencingToken: extra.fencingToken }),
+      ...(extra.handoff === undefined ? {} : { handoff: extra.handoff }),
       stop(reason: StopReason = 'normal') {
         self.stopRequested ??= reason;
         self.schedule();

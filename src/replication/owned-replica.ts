@@ -29,8 +29,15 @@ export type ReplicaMessage<V> =
   /** "Send me your whole map." */
   | { t: 'pull' };
 
+/**
+ * Why an entry changed: `set` or `delete` by its owner (a delta, or a full map that has or lacks
+ * the key), or `drop`: the owner went down, or came back as a new incarnation, so everything the
+ * old one held is gone without its owner having deleted it.
+ */
+export type ReplicaChangeCause = 'set' | 'delete' | 'drop';
+
 /** Called on every change of any node's entries as this node sees them (this node's own included). */
-export type ReplicaListener<V> = (node: string, key: string, prev: V | undefined, next: V | undefined) => void;
+export type ReplicaListener<V> = (node: string, key: string, prev: V | undefined, next: V | undefined, cause: ReplicaChangeCause) => void;
 
 /** Checks one value from the wire; undefined refuses it (and with it the whole message). */
 export type ReplicaValueCheck<V> = (value: unknown) => value is V;
@@ -67,7 +74,7 @@ export class OwnedReplica<V> {
     const prev = this.own.get(key);
     this.own.set(key, value);
     this.pending.set(key, value);
-    this.onChange(this.self, key, prev, value);
+    this.onChange(this.self, key, prev, value, 'set');
   }
 
   /** Deletes one of this node's entries; returns false if there was none. */
@@ -76,7 +83,7 @@ export class OwnedReplica<V> {
     if (prev === undefined) return false;
     this.own.delete(key);
     this.pending.set(key, null);
-    this.onChange(this.self, key, prev, undefined);
+    this.onChange(this.self, key, prev, undefined, 'delete');
     return true;
   }
 
@@ -181,18 +188,18 @@ export class OwnedReplica<V> {
     if (value === null) {
       if (prev === undefined) return;
       state.entries.delete(key);
-      this.onChange(node, key, prev, undefined);
+      this.onChange(node, key, prev, undefined, 'delete');
       return;
     }
     state.entries.set(key, value);
-    this.onChange(node, key, prev, value);
+    this.onChange(node, key, prev, value, 'set');
   }
 
   private dropPeer(node: string): void {
     const cur = this.peers.get(node);
     if (!cur) return;
     this.peers.delete(node);
-    for (const [key, value] of cur.entries) this.onChange(node, key, value, undefined);
+    for (const [key, value] of cur.entries) this.onChange(node, key, value, undefined, 'drop');
   }
 
   // ---- views -----------------------------------------------------------------------------------

@@ -1,0 +1,135 @@
+/**
+ * Carries one owner-versioned replica (`owned-replica.ts`, or a table built on it) over the mesh's
+ * internal interface: its messages on a `$` system topic on the control lane, sent to every up
+ * member at once (`sendMany`, encoded once); members already up and every later change through
+ * `watchMembers` (no gap, no duplicate); a `link-replaced` resyncs that peer (what the old link
+ * lost is repaired by a full map); a periodic digest repairs a lost last delta; changes made in
+ * one turn of the event loop go out as one delta just after it.
+ *
+ * Malformed messages (untrusted bytes, decoded) are dropped, counted, and logged at a limited
+ * rate; they never reach the replica.
+ */
+import type { InternalMesh, MembersWatch } from '../mesh/interface.js';
+import type { MembershipChange } from '../mesh/types.js';
+import type { Logger } from '../util/logger.js';
+import { RateLimitedLog } from '../util/logger.js';
+
+/** What a replicated table exposes to its transport (`OwnedReplica` and the tables built on it). */
+export interface ReplicaEndpoint<M> {
+  flush(): void;
+  peerUp(node: string): void;
+  peerDown(node: string): void;
+  tick(): void;
+  receive(node: string, incarnation: number, msg: M): void;
+  /** Checks a decoded message from the wire; undefined refuses it. */
+  parse(v: unknown): M | undefined;
+}
+
+/** Options of a `MeshReplicaLink`. */
+export interface MeshReplicaLinkOptions {
+  /** The `$` system topic of the replica's messages. */
+  topic: string;
+  /** Period of the digest that repairs a lost last delta, in ms. */
+  digestMs: number;
+  /** What the replica is, for log lines (`registry`, `processes`). */
+  what: string;
+  /** Called after each member change has been applied to the replica (placement reacts here). */
+  onMembers?: (change: MembershipChange) => void;
+}
+
+export class MeshReplicaLink<M> {
+  /** Members up (not hidden): where the replica's messages go. */
+  readonly up = new Set<string>();
+  /** Replication messages from peers that were malformed and dropped. */
+  messagesDropped = 0;
+  private endpoint?: ReplicaEndpoint<M>;
+  private readonly warn: RateLimitedLog;
+  private readonly offs: Array<() => void> = [];
+  private watchHandle?: MembersWatch;
+  private digestTimer?: NodeJS.Timeout;
+  private flushScheduled = false;
+  private stopped = false;
+
+  constructor(
+    private readonly mesh: InternalMesh,
+    log: Logger,
+    private readonly opts: MeshReplicaLinkOptions,
+  ) {
+    this.warn = new RateLimitedLog(log);
+  }
+
+  /** The replica's `emit`: to one node, or to every up member when `to` is null. */
+  readonly emit = (to: string | null, msg: M): void => {
+    if (to !== null) {
+      try {
+        this.mesh.send(to, this.opts.topic, msg, 'control');
+      } catch {
+        // Gone in between: its down event drops its entries; a new up resyncs.
+      }
+      return;
+    }
+    if (this.up.size > 0) this.mesh.sendMany(this.up, this.opts.topic, msg, 'control');
+  };
+
+  /** Starts carrying `endpoint`'s messages: members already up get its whole map now, later ones when they come up. */
+  start(endpoint: ReplicaEndpoint<M>): void {
+    this.endpoint = endpoint;
+    this.offs.push(
+      this.mesh.handleSystem(this.opts.topic, (payload, ctx) => {
+        if (ctx.from === this.mesh.self.name) return;
+        const msg = endpoint.parse(payload);
+        if (msg === undefined) {
+          this.messagesDropped++;
+          this.warn.warn(`bad:${ctx.from}`, { from: ctx.from }, `malformed ${this.opts.what} replication message dropped`);
+          return;
+        }
+        endpoint.receive(ctx.from, ctx.incarnation, msg);
+      }),
+    );
+    const onReplaced = (e: { peer: string }) => {
+      if (this.up.has(e.peer)) endpoint.peerUp(e.peer);
+    };
+    this.mesh.events.on('link-replaced', onReplaced);
+    this.offs.push(() => this.mesh.events.off('link-replaced', onReplaced));
+    this.watchHandle = this.mesh.watchMembers((change: MembershipChange) => {
+      if (change.member.hidden) return;
+      if (change.type === 'up') {
+        this.up.add(change.member.name);
+        endpoint.peerUp(change.member.name);
+      } else if (change.type === 'down') {
+        this.up.delete(change.member.name);
+        endpoint.peerDown(change.member.name);
+      }
+      this.opts.onMembers?.(change);
+    });
+    for (const m of this.watchHandle.members) {
+      this.up.add(m.name);
+      endpoint.peerUp(m.name);
+    }
+    this.digestTimer = setInterval(() => endpoint.tick(), this.opts.digestMs);
+    this.digestTimer.unref();
+  }
+
+  /** Changes made in one turn of the loop go out together, at once after it. */
+  scheduleFlush(): void {
+    if (this.flushScheduled || this.stopped) return;
+    this.flushScheduled = true;
+    queueMicrotask(() => {
+      this.flushScheduled = false;
+      if (!this.stopped) this.endpoint?.flush();
+    });
+  }
+
+  get isStopped(): boolean {
+    return this.stopped;
+  }
+
+  /** Stops carrying; this node's entries leave with the node (peers drop them when it goes down). */
+  stop(): void {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearInterval(this.digestTimer);
+    this.watchHandle?.stop();
+    for (const off of this.offs.splice(0)) off();
+  }
+}
