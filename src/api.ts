@@ -8,6 +8,7 @@ import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdent
 import type { Channels } from './pubsub/channels.js';
 import type { PubSubApi } from './pubsub/pubsub.js';
 import type { RegistryApi } from './registry/registry.js';
+import type { ServicesApi } from './services/service-mesh/services.js';
 
 export type { LaneCounters, MeshStats, MessageContext } from './mesh/types.js';
 
@@ -97,6 +98,8 @@ export interface FoundationNode {
   readonly pubsub: PubSubApi;
   /** Cluster-wide registry of names: local lookups, replicated registrations, deterministic conflict resolution (docs/guides/registry.md). */
   readonly registry: RegistryApi;
+  /** Service discovery with health, a facade over `registry` (`discover` is a registry select shaped into records); `call` routes to healthy instances (docs/guides/services.md). */
+  readonly services: ServicesApi;
   /** The channel facade over `pubsub`: `control`, `events`, `telemetry`, `config` and user channels, each on a lane (docs/guides/channels.md). */
   readonly channels: Channels;
   /** This node's metrics, in the Prometheus text format (what `/metrics` serves). */

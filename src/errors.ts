@@ -54,6 +54,12 @@ export const ErrorCodes = {
   NAME_TAKEN: 'FOUNDATION_NAME_TAKEN',
   /** The heartbeat worker failed: it did not start in time, exited, or reported an error; peers may see this node down. */
   HEARTBEAT_FAILED: 'FOUNDATION_HEARTBEAT_FAILED',
+  /** `services.call` found no healthy instance of the service, or every attempt failed to reach one (`attempts` says why each). */
+  SERVICE_UNAVAILABLE: 'FOUNDATION_SERVICE_UNAVAILABLE',
+  /** The instance's handler threw (or rejected) in `services.call`: not retried; `remote` carries the remote error. */
+  SERVICE_CALL_FAILED: 'FOUNDATION_SERVICE_CALL_FAILED',
+  /** `services.call` reached an instance that has no handler for the method. */
+  SERVICE_NO_METHOD: 'FOUNDATION_SERVICE_NO_METHOD',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -187,5 +193,42 @@ export class WorkerError extends FoundationError {
   constructor(code: typeof ErrorCodes.CALL_TIMEOUT | typeof ErrorCodes.WORKER_STOPPED | typeof ErrorCodes.WORKER_CRASHED, message: string, cause?: unknown) {
     super(code, message, cause === undefined ? undefined : { cause });
     this.name = 'WorkerError';
+  }
+}
+
+/** One failed attempt of a `services.call`. */
+export interface ServiceCallAttempt {
+  /** Node that owns the instance tried. */
+  readonly node: string;
+  /** Instance id tried. */
+  readonly instance: string;
+  /** Error code of the failure (`FOUNDATION_NODE_UNREACHABLE`, `FOUNDATION_REQUEST_TIMEOUT`...), or `gone` / `critical` when the owner no longer serves the instance. */
+  readonly code: string;
+  readonly message: string;
+}
+
+/**
+ * Errors of `services.call`: no instance answered (`SERVICE_UNAVAILABLE`, with every `attempts`),
+ * the handler threw (`SERVICE_CALL_FAILED`, with `remote`), or it has no such method (`SERVICE_NO_METHOD`).
+ */
+export class ServiceError extends FoundationError {
+  /** The service and method called. */
+  readonly service: string;
+  readonly method: string;
+  /** The attempts that failed before this error, in order. */
+  readonly attempts: readonly ServiceCallAttempt[];
+  /** For `SERVICE_CALL_FAILED`: what the handler threw on the instance's node. */
+  readonly remote?: { readonly name: string; readonly message: string; readonly code?: string; readonly node: string; readonly instance: string };
+  constructor(
+    code: typeof ErrorCodes.SERVICE_UNAVAILABLE | typeof ErrorCodes.SERVICE_CALL_FAILED | typeof ErrorCodes.SERVICE_NO_METHOD,
+    message: string,
+    details: { service: string; method: string; attempts?: readonly ServiceCallAttempt[]; remote?: ServiceError['remote']; cause?: unknown },
+  ) {
+    super(code, message, details.cause === undefined ? undefined : { cause: details.cause });
+    this.name = 'ServiceError';
+    this.service = details.service;
+    this.method = details.method;
+    this.attempts = details.attempts ?? [];
+    if (details.remote) this.remote = details.remote;
   }
 }

@@ -16,6 +16,7 @@ import { MeshPubSubAdapter } from './pubsub/mesh-adapter.js';
 import { PubSub } from './pubsub/pubsub.js';
 import { RedisPubSubAdapter } from './pubsub/redis-adapter.js';
 import { Registry } from './registry/registry.js';
+import { ServiceMesh } from './services/service-mesh/services.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
 import { createMetrics } from './surfaces/metrics.js';
 import { defaultLogger, type Logger } from './util/logger.js';
@@ -66,6 +67,8 @@ export function meshOf(node: FoundationNode): Mesh | undefined {
 class Node implements FoundationNode {
   httpAddress: string | undefined;
   metrics!: MetricsRegistry;
+  /** Layer 5's service mesh, on the registry: set by `start` right after construction. */
+  services!: ServiceMesh;
   admin?: AdminServer;
   private stopped?: Promise<void>;
   readonly #mesh: Mesh;
@@ -104,6 +107,7 @@ class Node implements FoundationNode {
         this.log.info({}, 'stopping: leaving the cluster');
         await Promise.allSettled(this.topologies.map((t) => t.stop()));
         await this.pubsub.stop();
+        this.services?.stop();
         this.registry.stop();
         await this.#mesh.stop();
         await this.admin?.close();
@@ -186,10 +190,13 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   // Layer 4's registry, on the same interface.
   const registry = new Registry(mesh, log);
   const node = new Node(mesh, messaging(mesh), pubsub, registry, cluster, topologies, c.degradedLoopLagMs, log);
+  // Service discovery over the registry; calls on the system topic $svc.call.
+  node.services = new ServiceMesh(mesh, registry, log);
   node.metrics = createMetrics(node);
   try {
     await pubsub.start();
     registry.start();
+    node.services.start();
     await loadOtel();
     for (const t of topologies) await t.start();
     if (c.http) {

@@ -36,7 +36,7 @@ export { StaticStrategy } from './discovery/static.js';
 export type { Strategy, StrategyClass, StrategyContext } from './discovery/strategy.js';
 export { rejectUnknownKeys, startConfigError } from './discovery/strategy.js';
 export type { TopologyStats } from './discovery/topology.js';
-export type { ErrorCode, HandshakeFailureReason } from './errors.js';
+export type { ErrorCode, HandshakeFailureReason, ServiceCallAttempt } from './errors.js';
 export {
   ConfigError,
   ErrorCodes,
@@ -49,6 +49,7 @@ export {
   RegistryError,
   SecretRequiredError,
   SerializationError,
+  ServiceError,
 } from './errors.js';
 export { Foundation } from './foundation.js';
 export type { HeartbeatDropReason } from './mesh/heartbeat-protocol.js';
@@ -63,6 +64,28 @@ export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { HlcStamp } from './registry/hlc.js';
 export type { NameEvent, NameOwner, RegistryApi, RegistryStats } from './registry/registry.js';
+export type {
+  CheckOutcome,
+  HealthCheck,
+  HealthCheckFn,
+  HealthCheckOptions,
+  HealthCheckResult,
+  HealthCheckReturn,
+} from './services/service-mesh/health-check.js';
+export type { PickStrategy } from './services/service-mesh/pick.js';
+export type { HealthState, ServiceRecord } from './services/service-mesh/records.js';
+export type {
+  ServiceCallContext,
+  ServiceCallOptions,
+  ServiceExplanation,
+  ServiceHandler,
+  ServicePickOptions,
+  ServiceQuery,
+  ServiceRegisterOptions,
+  ServiceRegistration,
+  ServicesApi,
+  ServicesStats,
+} from './services/service-mesh/services.js';
 export type { ReplicaChange, ReplicaMessage } from './replication/owned-replica.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';
