@@ -16,6 +16,9 @@ for (const m of node.cluster.members()) out({ event: 'up', member: m });
 const subs = new Map();
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+/** node.services: the state each instance's toggled check returns, by instance id; what each instance's `work` handler does. */
+const svcStates = new Map();
+const svcDie = new Set();
 
 const commands = {
   sub: ({ id, topic, queue, slowMs, maxQueue }) => {
@@ -77,6 +80,51 @@ const commands = {
     node.registry.watch((e) => out({ event: 'registry', change: e }));
     out({ event: 'watching' });
   },
+  /**
+   * node.services: registers an instance. Its check is a function returning the state `svc-health`
+   * sets (or, with `checkUrl`, a GET of that URL); handlers: `whoami` ({ node, id }), `echo`,
+   * `fail` (throws), `work` (kills this process with SIGKILL first when `dieOnWork`: a node killed
+   * while handling a call).
+   */
+  'svc-register': async ({ name, id, version, tags, meta, endpoint, intervalMs, timeoutMs, checkUrl, noCheck, dieOnWork }) => {
+    svcStates.set(id, 'passing');
+    if (dieOnWork) svcDie.add(id);
+    const run = checkUrl ?? (() => svcStates.get(id));
+    const reg = await node.services.register(name, {
+      id,
+      version,
+      tags,
+      meta,
+      endpoint,
+      ...(noCheck ? {} : { check: { run, intervalMs, timeoutMs } }),
+      handlers: {
+        whoami: () => ({ node: node.id.name, id }),
+        echo: (args) => args,
+        fail: (args) => {
+          throw Object.assign(new Error(`boom: ${args?.why ?? 'no reason'}`), { code: 'APP_BOOM' });
+        },
+        work: () => {
+          if (svcDie.has(id)) process.kill(process.pid, 'SIGKILL');
+          return { node: node.id.name, id };
+        },
+      },
+    });
+    out({ event: 'svc-registered', id, health: reg.health() });
+  },
+  'svc-health': ({ id, state }) => {
+    svcStates.set(id, state);
+    out({ event: 'svc-health-set', id, state });
+  },
+  'svc-discover': ({ query }) => out({ event: 'svc-discover', records: node.services.discover(query) }),
+  'svc-call': async ({ name, method, args, opts }) => {
+    try {
+      out({ event: 'svc-call', ok: true, value: await node.services.call(name, method, args, opts) });
+    } catch (err) {
+      out({ event: 'svc-call', ok: false, name: err.name, code: err.code, message: err.message, attempts: err.attempts, remote: err.remote });
+    }
+  },
+  'svc-stats': () => out({ event: 'svc-stats', stats: node.services.stats(), explain: node.services.explain('users') }),
+  'svc-http': () => out({ event: 'svc-http', address: node.httpAddress }),
   report: ({ id }) => {
     const s = subs.get(id);
     out({ event: 'report', id, count: s?.count ?? 0, outOfOrder: s?.outOfOrder ?? 0, duplicates: s?.duplicates ?? 0, distinct: s?.ids?.size });
