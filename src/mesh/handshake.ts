@@ -19,8 +19,11 @@ import { decode, encode } from './codec.js';
 import { FrameType } from './framing.js';
 import type { NodeIdentity } from './types.js';
 
-/** Wire protocol version. A peer with another version is refused with `version-mismatch`. */
-export const PROTOCOL_VERSION = 2;
+/**
+ * Wire protocol version. A peer with another version is refused with `version-mismatch`.
+ * 3: the first fragment of a multi-fragment message carries the message's size (message.ts).
+ */
+export const PROTOCOL_VERSION = 3;
 
 const NONCE_BYTES = 32;
 

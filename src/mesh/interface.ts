@@ -55,6 +55,8 @@ export interface InternalMesh {
    * the same dispatch (same handler, same context shape, `session` `"local"`), asynchronously,
    * never inside this call. Returns false when the lane is over its high-water mark (the message
    * is queued anyway). Throws `FOUNDATION_NODE_UNREACHABLE` when no link to `node` exists.
+   * A `Uint8Array` payload is sent raw; a `GatherPayload` (message.ts) is sent raw as its head
+   * then its body, the body never copied into one buffer with the head (large payloads).
    */
   send(node: string, topic: string, payload: unknown, lane?: LaneName): boolean;
 

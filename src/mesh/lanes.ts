@@ -16,6 +16,11 @@ import { FRAME_HEADER_BYTES, FrameType } from './framing.js';
 import {
   DATA_HEADER_BYTES,
   DEFAULT_FRAGMENT_BYTES,
+  FIN_FIRST,
+  FIN_LAST,
+  FIN_MORE,
+  FIRST_FRAGMENT_EXTRA_BYTES,
+  GatherPayload,
   type InboundMessage,
   LANE_COUNT,
   MESSAGE_HEADER_BYTES,
@@ -128,6 +133,8 @@ class LaneQueue {
   corr = new Uint32Array(16);
   seq = new Float64Array(16);
   topic: Buffer[] = new Array<Buffer>(16).fill(EMPTY);
+  /** Bytes sent between the topic and the payload: the `head` of a `GatherPayload`, else empty. */
+  prefix: Uint8Array[] = new Array<Uint8Array>(16).fill(EMPTY);
   payload: Uint8Array[] = new Array<Uint8Array>(16).fill(EMPTY);
   head = 0;
   count = 0;
@@ -138,16 +145,22 @@ class LaneQueue {
   pOff = 0;
 
   bodyLength(slot: number): number {
-    return MESSAGE_HEADER_BYTES + (this.topic[slot] as Buffer).length + (this.payload[slot] as Uint8Array).length;
+    return MESSAGE_HEADER_BYTES + (this.topic[slot] as Buffer).length + (this.prefix[slot] as Uint8Array).length + (this.payload[slot] as Uint8Array).length;
   }
 
-  push(flags: number, corrId: number, topic: Buffer, payload: Uint8Array, seq: number): void {
+  /** Bytes of the serialized body before the payload: header, topic, prefix. */
+  headLength(slot: number): number {
+    return MESSAGE_HEADER_BYTES + (this.topic[slot] as Buffer).length + (this.prefix[slot] as Uint8Array).length;
+  }
+
+  push(flags: number, corrId: number, topic: Buffer, prefix: Uint8Array, payload: Uint8Array, seq: number): void {
     if (this.count > this.mask) this.grow();
     const slot = (this.head + this.count) & this.mask;
     this.flags[slot] = flags;
     this.corr[slot] = corrId;
     this.seq[slot] = seq;
     this.topic[slot] = topic;
+    this.prefix[slot] = prefix;
     this.payload[slot] = payload;
     this.count++;
   }
@@ -156,6 +169,7 @@ class LaneQueue {
   shift(): void {
     const slot = this.head;
     this.topic[slot] = EMPTY;
+    this.prefix[slot] = EMPTY;
     this.payload[slot] = EMPTY;
     this.head = (slot + 1) & this.mask;
     this.count--;
@@ -170,8 +184,10 @@ class LaneQueue {
     this.corr[s] = this.corr[h] as number;
     this.seq[s] = this.seq[h] as number;
     this.topic[s] = this.topic[h] as Buffer;
+    this.prefix[s] = this.prefix[h] as Uint8Array;
     this.payload[s] = this.payload[h] as Uint8Array;
     this.topic[h] = EMPTY;
+    this.prefix[h] = EMPTY;
     this.payload[h] = EMPTY;
     this.head = s;
     this.count--;
@@ -179,6 +195,7 @@ class LaneQueue {
 
   clear(): void {
     this.topic.fill(EMPTY);
+    this.prefix.fill(EMPTY);
     this.payload.fill(EMPTY);
     this.head = 0;
     this.count = 0;
@@ -191,6 +208,7 @@ class LaneQueue {
     const corr = new Uint32Array(cap);
     const seq = new Float64Array(cap);
     const topic = new Array<Buffer>(cap).fill(EMPTY);
+    const prefix = new Array<Uint8Array>(cap).fill(EMPTY);
     const payload = new Array<Uint8Array>(cap).fill(EMPTY);
     for (let i = 0; i < this.count; i++) {
       const s = (this.head + i) & this.mask;
@@ -198,12 +216,14 @@ class LaneQueue {
       corr[i] = this.corr[s] as number;
       seq[i] = this.seq[s] as number;
       topic[i] = this.topic[s] as Buffer;
+      prefix[i] = this.prefix[s] as Uint8Array;
       payload[i] = this.payload[s] as Uint8Array;
     }
     this.flags = flags;
     this.corr = corr;
     this.seq = seq;
     this.topic = topic;
+    this.prefix = prefix;
     this.payload = payload;
     this.head = 0;
     this.mask = cap - 1;
@@ -414,7 +434,14 @@ export class Outbox {
         const slot = q.head;
         const size = q.bodyLength(slot);
         if (target.dropOldest[lane] && tc.bytesQueued + size > (target.hard[lane] as number)) target.makeRoom(tq, tc, size, target.hard[lane] as number);
-        tq.push(q.flags[slot] as number, q.corr[slot] as number, q.topic[slot] as Buffer, q.payload[slot] as Uint8Array, target.seq++);
+        tq.push(
+          q.flags[slot] as number,
+          q.corr[slot] as number,
+          q.topic[slot] as Buffer,
+          q.prefix[slot] as Uint8Array,
+          q.payload[slot] as Uint8Array,
+          target.seq++,
+        );
         target.pending++;
         tc.messagesQueued++;
         tc.bytesQueued += size;
@@ -436,17 +463,27 @@ export class Outbox {
    * queueing (the message is queued all the same; wait for `onDrain(lane)` before sending
    * more), or when a `drop-oldest` lane had to drop the message itself.
    * Takes ownership of `payload`: it is kept by reference, and large payloads are handed to the
-   * socket as views (see `pullSegments`), so it must not be modified after the call.
+   * socket as views (see `pullSegments`), so it must not be modified after the call. A
+   * `GatherPayload` is sent as its head then its body, the body never copied into one buffer
+   * with the head.
    * @throws LaneOverflowError on a `backpressure` lane that would pass its hard limit (not queued).
    * @throws SerializationError if the topic is over 255 UTF-8 bytes.
    */
-  enqueue(lane: number, flags: number, corrId: number, topic: string, payload: Uint8Array): boolean {
+  enqueue(lane: number, flags: number, corrId: number, topic: string, data: Uint8Array | GatherPayload): boolean {
     const q = this.queues[lane];
     if (q === undefined) throw new RangeError(`lane must be 0..${LANE_COUNT - 1}, got ${String(lane)}`);
     if ((flags & 0xff) !== flags) throw new RangeError(`message flags must be 0..255, got ${String(flags)}`);
     if (corrId >>> 0 !== corrId) throw new RangeError(`corrId must be an unsigned 32-bit integer, got ${String(corrId)}`);
     const t = topicBytes(topic);
-    const size = MESSAGE_HEADER_BYTES + t.length + payload.length;
+    let prefix: Uint8Array = EMPTY;
+    let payload: Uint8Array;
+    if (data instanceof GatherPayload) {
+      prefix = data.head;
+      payload = data.body;
+    } else {
+      payload = data;
+    }
+    const size = MESSAGE_HEADER_BYTES + t.length + prefix.length + payload.length;
     const c = this.laneCounters[lane] as LaneCounters;
     const hard = this.hard[lane] as number;
     if (c.bytesQueued + size > hard) {
@@ -457,7 +494,7 @@ export class Outbox {
         return false;
       }
     }
-    q.push(flags, corrId, t, payload, this.seq++);
+    q.push(flags, corrId, t, prefix, payload, this.seq++);
     this.pending++;
     c.messagesQueued++;
     c.bytesQueued += size;
@@ -560,7 +597,8 @@ export class Outbox {
       const slot = (q.head + q.pIdx) & q.mask;
       const remaining = q.bodyLength(slot) - q.pOff;
       const chunk = Math.min(remaining, frag);
-      const frameBytes = DATA_FRAME_OVERHEAD + chunk;
+      // The first of several fragments also carries the message's total length.
+      const frameBytes = DATA_FRAME_OVERHEAD + chunk + (chunk < remaining && q.pOff === 0 ? FIRST_FRAGMENT_EXTRA_BYTES : 0);
       if (n > 0 && total + frameBytes > budget) break;
       if (lane !== 0) {
         // Window full: stop. Control always comes first in priority mode, so none is left; in
@@ -569,7 +607,7 @@ export class Outbox {
         flight += frameBytes;
         this.deficit[lane] = (this.deficit[lane] as number) - chunk;
       }
-      const viewed = payloadSlice(MESSAGE_HEADER_BYTES + (q.topic[slot] as Buffer).length, q.pOff, chunk);
+      const viewed = payloadSlice(q.headLength(slot), q.pOff, chunk);
       copy += viewed >= ZERO_COPY_MIN_BYTES ? frameBytes - viewed : frameBytes;
       if (chunk === remaining) {
         q.pIdx++;
@@ -666,20 +704,36 @@ export class Outbox {
       const q = queues[lane] as LaneQueue;
       const slot = q.head;
       const topic = q.topic[slot] as Buffer;
+      const prefix = q.prefix[slot] as Uint8Array;
       const payload = q.payload[slot] as Uint8Array;
-      const bodyLength = MESSAGE_HEADER_BYTES + topic.length + payload.length;
+      const bodyLength = MESSAGE_HEADER_BYTES + topic.length + prefix.length + payload.length;
       const fin = q.sent + chunk === bodyLength;
-      const frameLength = DATA_HEADER_BYTES + chunk + 1;
+      const first = !fin && q.sent === 0;
+      const wire = DATA_FRAME_OVERHEAD + chunk + (first ? FIRST_FRAGMENT_EXTRA_BYTES : 0);
+      const frameLength = wire - 4;
       out[p] = frameLength >>> 24;
       out[p + 1] = (frameLength >>> 16) & 0xff;
       out[p + 2] = (frameLength >>> 8) & 0xff;
       out[p + 3] = frameLength & 0xff;
       out[p + 4] = FrameType.DATA;
       out[p + 5] = lane;
-      out[p + 6] = fin ? 1 : 0;
+      out[p + 6] = fin ? FIN_LAST : first ? FIN_FIRST : FIN_MORE;
       p += DATA_FRAME_OVERHEAD;
+      if (first) {
+        out[p] = bodyLength >>> 24;
+        out[p + 1] = (bodyLength >>> 16) & 0xff;
+        out[p + 2] = (bodyLength >>> 8) & 0xff;
+        out[p + 3] = bodyLength & 0xff;
+        p += FIRST_FRAGMENT_EXTRA_BYTES;
+      }
       if (fin && q.sent === 0) {
         p = writeMessageHeader(out, p, q.flags[slot] as number, q.corr[slot] as number, topic);
+        const plen = prefix.length;
+        if (plen > 0) {
+          if (plen < SMALL_COPY) for (let j = 0; j < plen; j++) out[p + j] = prefix[j] as number;
+          else out.set(prefix, p);
+          p += plen;
+        }
         const len = payload.length;
         if (len < SMALL_COPY) {
           for (let j = 0; j < len; j++) out[p + j] = payload[j] as number;
@@ -695,10 +749,10 @@ export class Outbox {
       }
       const c = counters[lane] as LaneCounters;
       c.bytesQueued -= chunk;
-      c.bytesSent += DATA_FRAME_OVERHEAD + chunk;
+      c.bytesSent += wire;
       if (lane !== 0) {
-        this.inFlight += DATA_FRAME_OVERHEAD + chunk;
-        written += DATA_FRAME_OVERHEAD + chunk;
+        this.inFlight += wire;
+        written += wire;
       }
       if (fin) {
         q.shift();
@@ -738,6 +792,7 @@ export class Outbox {
   /** Writes bytes [from, from+length) of the head message's serialized body (fragments only). */
   private writeSlice(out: Buffer, p: number, q: LaneQueue, slot: number, from: number, length: number): number {
     const topic = q.topic[slot] as Buffer;
+    const prefix = q.prefix[slot] as Uint8Array;
     const payload = q.payload[slot] as Uint8Array;
     const headerLength = MESSAGE_HEADER_BYTES + topic.length;
     const end = from + length;
@@ -749,9 +804,16 @@ export class Outbox {
       p += hEnd - from;
       from = hEnd;
     }
+    const prefixEnd = headerLength + prefix.length;
+    if (from < end && from < prefixEnd) {
+      const pEnd = Math.min(end, prefixEnd);
+      out.set(prefix.subarray(from - headerLength, pEnd - headerLength), p);
+      p += pEnd - from;
+      from = pEnd;
+    }
     if (from < end) {
-      const a = from - headerLength;
-      const b = end - headerLength;
+      const a = from - prefixEnd;
+      const b = end - prefixEnd;
       if (b - a >= ZERO_COPY_MIN_BYTES) {
         this.pushView(out, p, payload, a, b);
       } else {
@@ -782,18 +844,27 @@ export interface InboxOptions {
 export const DEFAULT_MAX_MESSAGE_BYTES = 64 * MiB;
 
 /**
- * The receiving side of a link: turns DATA frame bodies back into messages. Fragments are
- * held per lane (as views, not copies) until the lane's fin fragment, then copied once into the
- * message; a single-fragment message is parsed in place. It also counts the wire bytes of
- * non-control DATA frames consumed, for the link to return as ACK frames (`takeUnacked`).
- * After it throws, the link must be closed: the stream is out of sync.
+ * The receiving side of a link: turns DATA frame bodies back into messages. A single-fragment
+ * message is parsed in place (no copy). A message sent in several fragments declares its total
+ * size in its first fragment (`FIN_FIRST`): the inbox allocates its body once, there, and copies
+ * each fragment into it as the fragment arrives, so reassembly never copies more than one
+ * fragment in one synchronous step (a 64 MiB message does not stall the event loop at its last
+ * fragment), and the received socket chunks are not held until the end. It also counts the wire
+ * bytes of non-control DATA frames consumed, for the link to return as ACK frames
+ * (`takeUnacked`). After it throws, the link must be closed: the stream is out of sync.
+ *
+ * Memory: a peer that declares a message and stops sending pins its body (at most
+ * `maxMessageBytes`) per lane until the link closes; peers are authenticated before any DATA frame.
  */
 export class Inbox {
   /** Largest reassembled message body accepted. */
   readonly maxMessageBytes: number;
-  private readonly parts: Buffer[][] = LANES.map(() => []);
-  private readonly partBytes: number[] = LANES.map(() => 0);
+  /** Per lane: the body of the message being reassembled (undefined: none), its size, and the bytes filled. */
+  private readonly bodies: Array<Buffer | undefined> = LANES.map(() => undefined);
+  private readonly totals: number[] = LANES.map(() => 0);
+  private readonly filled: number[] = LANES.map(() => 0);
   private unacked = 0;
+  private longestCopy = 0;
 
   constructor(options: InboxOptions = {}) {
     const max = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
@@ -803,11 +874,23 @@ export class Inbox {
     this.maxMessageBytes = max;
   }
 
-  /** Bytes held for partly received messages, all lanes. */
+  /** Bytes received so far of partly received messages, all lanes. */
   get pendingBytes(): number {
     let sum = 0;
-    for (const b of this.partBytes) sum += b;
+    for (const b of this.filled) sum += b;
     return sum;
+  }
+
+  /** Bytes allocated for partly received messages (their declared sizes), all lanes. */
+  get reservedBytes(): number {
+    let sum = 0;
+    for (let lane = 0; lane < LANE_COUNT; lane++) if (this.bodies[lane] !== undefined) sum += this.totals[lane] as number;
+    return sum;
+  }
+
+  /** Most bytes copied by one `push`/`pushParts` so far (at most one fragment: tests check it). */
+  get longestCopyBytes(): number {
+    return this.longestCopy;
   }
 
   /** Wire bytes (frame header included) of non-control DATA frames consumed since the last `takeUnacked`. */
@@ -824,101 +907,151 @@ export class Inbox {
 
   /**
    * Takes the body of one DATA frame; returns the message it completes, if any.
-   * @throws FrameError FOUNDATION_FRAME_INVALID (bad lane/fin byte, truncated header, empty
-   *   non-final fragment) or FOUNDATION_MESSAGE_TOO_LARGE (message over `maxMessageBytes`).
+   * @throws FrameError FOUNDATION_FRAME_INVALID (bad lane/fin byte, truncated header, fragments
+   *   out of sequence or not adding up to the declared size) or FOUNDATION_MESSAGE_TOO_LARGE
+   *   (message over `maxMessageBytes`).
    */
   push(frameBody: Buffer): InboundMessage | undefined {
     if (frameBody.length < DATA_HEADER_BYTES) invalid(`DATA frame of ${frameBody.length} bytes has no lane/fin header`);
     const lane = frameBody[0] as number;
     const fin = frameBody[1] as number;
-    const chunkLength = frameBody.length - DATA_HEADER_BYTES;
-    const total = this.check(lane, fin, chunkLength);
+    if (lane >= LANE_COUNT) invalid(`DATA frame names lane ${lane}; lanes are 0..${LANE_COUNT - 1}`);
     if (lane !== 0) this.unacked += FRAME_HEADER_BYTES + frameBody.length;
-    if (fin === 1 && total === chunkLength) return parseMessageBody(lane, frameBody, DATA_HEADER_BYTES);
-    const parts = this.parts[lane] as Buffer[];
-    parts.push(frameBody.subarray(DATA_HEADER_BYTES));
-    if (fin === 0) {
-      this.partBytes[lane] = total;
-      return undefined;
+    if (fin === FIN_LAST && this.bodies[lane] === undefined) {
+      const length = frameBody.length - DATA_HEADER_BYTES;
+      if (length > this.maxMessageBytes) this.tooLarge(lane, length);
+      return parseMessageBody(lane, frameBody, DATA_HEADER_BYTES);
     }
-    return this.assemble(lane, total);
+    let at = DATA_HEADER_BYTES;
+    if (fin === FIN_FIRST) {
+      if (frameBody.length < DATA_HEADER_BYTES + FIRST_FRAGMENT_EXTRA_BYTES) invalid('first DATA fragment without its total length');
+      this.begin(lane, frameBody.readUInt32BE(DATA_HEADER_BYTES), frameBody.length - DATA_HEADER_BYTES - FIRST_FRAGMENT_EXTRA_BYTES);
+      at += FIRST_FRAGMENT_EXTRA_BYTES;
+    } else {
+      this.next(lane, fin, frameBody.length - DATA_HEADER_BYTES);
+    }
+    const body = this.bodies[lane] as Buffer;
+    const n = frameBody.copy(body, this.filled[lane] as number, at);
+    return this.advance(lane, n);
   }
 
   /**
    * Like `push`, for a DATA frame body given as pieces (`Frame.parts` of a decoder with
-   * `dataParts`). The pieces are kept as views until the message is complete.
+   * `dataParts`): each piece is copied straight into the message body (a single-fragment message
+   * is gathered into one buffer).
    */
   pushParts(pieces: readonly Buffer[]): InboundMessage | undefined {
     let length = 0;
     for (const b of pieces) length += b.length;
     if (length < DATA_HEADER_BYTES) invalid(`DATA frame of ${length} bytes has no lane/fin header`);
-    const first = pieces[0] as Buffer;
-    const lane = first[0] as number;
-    const fin = (first.length > 1 ? first[1] : (pieces[1] as Buffer)[0]) as number;
-    const chunkLength = length - DATA_HEADER_BYTES;
-    const total = this.check(lane, fin, chunkLength);
+    const lane = byteAt(pieces, 0);
+    const fin = byteAt(pieces, 1);
+    if (lane >= LANE_COUNT) invalid(`DATA frame names lane ${lane}; lanes are 0..${LANE_COUNT - 1}`);
     if (lane !== 0) this.unacked += FRAME_HEADER_BYTES + length;
-    const parts = this.parts[lane] as Buffer[];
     let skip = DATA_HEADER_BYTES;
-    for (const b of pieces) {
-      if (skip >= b.length) {
-        skip -= b.length;
-        continue;
-      }
-      parts.push(skip === 0 ? b : b.subarray(skip));
-      skip = 0;
+    if (fin === FIN_LAST && this.bodies[lane] === undefined) {
+      const chunk = length - DATA_HEADER_BYTES;
+      if (chunk > this.maxMessageBytes) this.tooLarge(lane, chunk);
+      const whole = Buffer.allocUnsafe(chunk);
+      copyPieces(pieces, skip, whole, 0);
+      this.noteCopy(chunk);
+      return parseMessageBody(lane, whole);
     }
-    if (fin === 0) {
-      this.partBytes[lane] = total;
+    if (fin === FIN_FIRST) {
+      if (length < DATA_HEADER_BYTES + FIRST_FRAGMENT_EXTRA_BYTES) invalid('first DATA fragment without its total length');
+      const total = byteAt(pieces, 2) * 0x1000000 + ((byteAt(pieces, 3) << 16) | (byteAt(pieces, 4) << 8) | byteAt(pieces, 5));
+      this.begin(lane, total, length - DATA_HEADER_BYTES - FIRST_FRAGMENT_EXTRA_BYTES);
+      skip += FIRST_FRAGMENT_EXTRA_BYTES;
+    } else {
+      this.next(lane, fin, length - DATA_HEADER_BYTES);
+    }
+    const n = copyPieces(pieces, skip, this.bodies[lane] as Buffer, this.filled[lane] as number);
+    return this.advance(lane, n);
+  }
+
+  /** A `FIN_FIRST` fragment with `chunk` bytes of a message of `total`: allocates its body. */
+  private begin(lane: number, total: number, chunk: number): void {
+    if (this.bodies[lane] !== undefined) invalid(`a new message starts on lane "${LANES[lane] as string}" before the previous one ended`);
+    if (total > this.maxMessageBytes) this.tooLarge(lane, total);
+    // A first fragment that holds everything, or nothing, is never sent (and would let a peer
+    // allocate for free).
+    if (chunk === 0 || chunk >= total) invalid(`first DATA fragment of ${chunk} bytes for a message of ${total}`);
+    this.bodies[lane] = Buffer.allocUnsafe(total);
+    this.totals[lane] = total;
+    this.filled[lane] = 0;
+  }
+
+  /** Checks a `FIN_MORE` or `FIN_LAST` fragment of `chunk` bytes against the message in progress. */
+  private next(lane: number, fin: number, chunk: number): void {
+    if (fin > FIN_FIRST) invalid(`DATA frame has fin byte ${fin}; expected 0, 1 or 2`);
+    if (this.bodies[lane] === undefined) invalid(`a DATA fragment on lane "${LANES[lane] as string}" continues no message`);
+    const filled = (this.filled[lane] as number) + chunk;
+    const total = this.totals[lane] as number;
+    // Empty middle fragments are never sent and would let a peer grow nothing forever.
+    if (fin === FIN_MORE && (chunk === 0 || filled >= total)) invalid(`middle DATA fragment of ${chunk} bytes at ${filled - chunk} of ${total}`);
+    if (fin === FIN_LAST && filled !== total) invalid(`message on lane "${LANES[lane] as string}" ends at ${filled} bytes; it declared ${total}`);
+  }
+
+  /** After copying `n` bytes into the lane's body: the message when it is complete. */
+  private advance(lane: number, n: number): InboundMessage | undefined {
+    this.noteCopy(n);
+    const filled = (this.filled[lane] as number) + n;
+    if (filled < (this.totals[lane] as number)) {
+      this.filled[lane] = filled;
       return undefined;
     }
-    return this.assemble(lane, total);
-  }
-
-  /** Validates a fragment's lane, fin byte and size; returns the message bytes with it. */
-  private check(lane: number, fin: number, chunkLength: number): number {
-    if (lane >= LANE_COUNT) invalid(`DATA frame names lane ${lane}; lanes are 0..${LANE_COUNT - 1}`);
-    if (fin > 1) invalid(`DATA frame has fin byte ${fin}; expected 0 or 1`);
-    const total = (this.partBytes[lane] as number) + chunkLength;
-    if (total > this.maxMessageBytes) {
-      this.parts[lane] = [];
-      this.partBytes[lane] = 0;
-      throw new FrameError(
-        ErrorCodes.MESSAGE_TOO_LARGE,
-        `Message on lane "${LANES[lane] as string}" reached ${total} bytes; maxMessageBytes is ${this.maxMessageBytes}`,
-      );
-    }
-    // Empty middle fragments are never sent and would let a peer grow the list for free.
-    if (chunkLength === 0 && fin === 0) invalid('Empty non-final DATA fragment');
-    return total;
-  }
-
-  /** Copies the held fragments of `lane` (the fin one included) into one body and parses it. */
-  private assemble(lane: number, total: number): InboundMessage {
-    const parts = this.parts[lane] as Buffer[];
-    let body: Buffer;
-    if (parts.length === 1) {
-      body = parts[0] as Buffer;
-    } else {
-      body = Buffer.allocUnsafe(total);
-      let p = 0;
-      for (const part of parts) {
-        part.copy(body, p);
-        p += part.length;
-      }
-    }
-    this.parts[lane] = [];
-    this.partBytes[lane] = 0;
+    const body = this.bodies[lane] as Buffer;
+    this.bodies[lane] = undefined;
+    this.totals[lane] = 0;
+    this.filled[lane] = 0;
     return parseMessageBody(lane, body);
+  }
+
+  private noteCopy(n: number): void {
+    if (n > this.longestCopy) this.longestCopy = n;
+  }
+
+  private tooLarge(lane: number, bytes: number): never {
+    this.bodies[lane] = undefined;
+    this.totals[lane] = 0;
+    this.filled[lane] = 0;
+    throw new FrameError(
+      ErrorCodes.MESSAGE_TOO_LARGE,
+      `Message on lane "${LANES[lane] as string}" of ${bytes} bytes; maxMessageBytes is ${this.maxMessageBytes}`,
+    );
   }
 
   /** Forgets partly received messages (the link was reset). */
   reset(): void {
     for (let lane = 0; lane < LANE_COUNT; lane++) {
-      this.parts[lane] = [];
-      this.partBytes[lane] = 0;
+      this.bodies[lane] = undefined;
+      this.totals[lane] = 0;
+      this.filled[lane] = 0;
     }
   }
+}
+
+/** Byte `i` of pieces taken as one sequence (`i` within their total length). */
+function byteAt(pieces: readonly Buffer[], i: number): number {
+  for (const b of pieces) {
+    if (i < b.length) return b[i] as number;
+    i -= b.length;
+  }
+  return 0;
+}
+
+/** Copies pieces (as one sequence, from byte `skip` on) into `target` at `at`; returns the bytes copied. */
+function copyPieces(pieces: readonly Buffer[], skip: number, target: Buffer, at: number): number {
+  let n = 0;
+  for (const b of pieces) {
+    if (skip >= b.length) {
+      skip -= b.length;
+      continue;
+    }
+    n += b.copy(target, at + n, skip);
+    skip = 0;
+  }
+  return n;
 }
 
 function invalid(message: string): never {

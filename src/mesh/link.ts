@@ -11,7 +11,7 @@ import { ErrorCodes, FrameError, HandshakeError } from '../errors.js';
 import { decodeAck, encodeAck, encodeFrame, type Frame, FrameDecoder, FrameType } from './framing.js';
 import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel, type HandshakeResult } from './handshake.js';
 import { DEFAULT_WINDOW_BYTES, Inbox, Outbox, type OutboxOptions } from './lanes.js';
-import type { InboundMessage } from './message.js';
+import type { GatherPayload, InboundMessage } from './message.js';
 
 export interface LinkOptions {
   maxFrameBytes: number;
@@ -148,9 +148,10 @@ export class Link {
   /**
    * Queues one message. Returns false when the lane is over its high-water mark. Takes
    * ownership of `payload`: large payloads are written to the socket as views, so the caller
-   * must not modify it afterwards.
+   * must not modify it afterwards. A `GatherPayload` goes out as its head then its body, the
+   * body never copied whole.
    */
-  send(lane: number, flags: number, corrId: number, topic: string, payload: Uint8Array): boolean {
+  send(lane: number, flags: number, corrId: number, topic: string, payload: Uint8Array | GatherPayload): boolean {
     // The peer would close the link on an oversized message; refuse it here, at the call site.
     // (Every node of a cluster is expected to share maxMessageBytes.)
     if (payload.length + 262 > this.opts.maxMessageBytes) {

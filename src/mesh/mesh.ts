@@ -28,7 +28,7 @@ import type { InternalMesh, MembersWatch, SendManyResult } from './interface.js'
 import type { Link } from './link.js';
 import { Membership } from './membership.js';
 import type { MeshOptions } from './mesh-options.js';
-import { MessageFlags, topicBytes } from './message.js';
+import { GatherPayload, MessageFlags, topicBytes } from './message.js';
 import { Peers, TOPIC_NAME_TAKEN } from './peers.js';
 import { Requests } from './requests.js';
 import { TransitiveJoin } from './transitive-join.js';
@@ -249,22 +249,22 @@ export class Mesh implements InternalMesh {
   send(node: string, topic: string, payload: unknown, lane: LaneName = 'events'): boolean {
     const link = this.linkTo(node);
     const laneIdx = laneIndex(lane);
-    const raw = payload instanceof Uint8Array;
+    const raw = payload instanceof Uint8Array || payload instanceof GatherPayload;
     const body = raw ? payload : encode(payload);
     if (link === undefined) return this.loopback(laneIdx, raw ? MessageFlags.RAW : 0, 0, topic, body);
     return link.send(laneIdx, raw ? MessageFlags.RAW : 0, 0, topic, body);
   }
 
-  private loopback(lane: number, flags: number, corrId: number, topic: string, body: Uint8Array): boolean {
+  private loopback(lane: number, flags: number, corrId: number, topic: string, body: Uint8Array | GatherPayload): boolean {
     topicBytes(topic); // the same topic check as a link's
-    this.dispatcher.loopback(lane, flags, corrId, topic, body);
+    this.dispatcher.loopback(lane, flags, corrId, topic, body instanceof GatherPayload ? body.concat() : body);
     return true;
   }
 
   sendMany(nodes: Iterable<string>, topic: string, payload: unknown, lane: LaneName = 'events'): SendManyResult {
     const result: SendManyResult = { sent: 0, full: [], failed: [] };
     const laneIdx = laneIndex(lane);
-    const raw = payload instanceof Uint8Array;
+    const raw = payload instanceof Uint8Array || payload instanceof GatherPayload;
     const flags = raw ? MessageFlags.RAW : 0;
     // Encoded once; every link keeps a reference to the same bytes (nobody writes to them).
     const body = raw ? payload : encode(payload);

@@ -2,9 +2,13 @@
  * Messages carried in DATA frames.
  *
  * DATA frame body: `[u8 lane][u8 fin][chunk...]`. A message's serialized body is cut into
- * chunks of at most `fragmentBytes`; every chunk but the last has fin=0. A lane carries one
- * message at a time, so the receiver appends chunks per lane until fin=1, while fragments of
- * different lanes interleave freely.
+ * chunks of at most `fragmentBytes`. A message that fits in one chunk is sent with fin=1 (`FIN_LAST`).
+ * A longer one starts with fin=2 (`FIN_FIRST`), whose frame body is
+ * `[u8 lane][u8 2][u32 BE total body bytes][chunk...]`, continues with fin=0 (`FIN_MORE`) and ends
+ * with fin=1 (protocol version 3): the receiver knows the size from the first fragment, so it
+ * allocates the message once and copies each fragment into it as it arrives (never the whole
+ * message in one step). A lane carries one message at a time, so the receiver appends chunks per
+ * lane until fin=1, while fragments of different lanes interleave freely.
  *
  * Serialized message body: `[u8 flags][u32 BE corrId][u8 topicLength][topic utf8][payload]`.
  */
@@ -29,6 +33,14 @@ export const MESSAGE_HEADER_BYTES = 6;
 export const DATA_HEADER_BYTES = 2;
 /** Longest topic, in UTF-8 bytes. */
 export const MAX_TOPIC_BYTES = 255;
+/** `fin` byte of a middle fragment. */
+export const FIN_MORE = 0;
+/** `fin` byte of the last fragment, or of a message sent whole in one. */
+export const FIN_LAST = 1;
+/** `fin` byte of the first fragment of a message sent in several: the u32 total body length follows. */
+export const FIN_FIRST = 2;
+/** Bytes of the total-length field after the DATA header of a `FIN_FIRST` fragment. */
+export const FIRST_FRAGMENT_EXTRA_BYTES = 4;
 /** Default largest chunk of a message body per DATA frame. */
 export const DEFAULT_FRAGMENT_BYTES = 65536;
 /** Number of lanes on a link. */
@@ -46,6 +58,33 @@ export interface OutboundMessage {
   topic: string;
   /** msgpack-encoded value, or raw bytes when `flags` has RAW. */
   payload: Uint8Array;
+}
+
+/**
+ * Raw bytes given as a small `head` and a `body` sent back to back: a gather write. The receiver
+ * gets them as one raw payload (`head` then `body`, contiguous, as if the sender had
+ * concatenated them), but the sender never copies `body`: the lanes cut it into fragments where
+ * it lies (large slices go to the socket as views). For a layer that puts its own header in
+ * front of a large payload (pubsub's frame) without a whole-payload copy per send.
+ * The caller must not modify either array after handing it to the mesh.
+ */
+export class GatherPayload {
+  /** `head.length + body.length`. */
+  readonly length: number;
+  constructor(
+    readonly head: Uint8Array,
+    readonly body: Uint8Array,
+  ) {
+    this.length = head.length + body.length;
+  }
+
+  /** The bytes as one new buffer: a copy, for cold paths (a message to this node itself). */
+  concat(): Buffer {
+    const out = Buffer.allocUnsafe(this.length);
+    out.set(this.head, 0);
+    out.set(this.body, this.head.length);
+    return out;
+  }
 }
 
 /** A complete message as reassembled by the receiver. */
@@ -128,7 +167,11 @@ const TOPIC_SLOTS = 512;
 const slotBytes: (Buffer | undefined)[] = new Array<Buffer | undefined>(TOPIC_SLOTS).fill(undefined);
 const slotStrings: string[] = new Array<string>(TOPIC_SLOTS).fill('');
 
-function decodeTopic(buf: Buffer, start: number, length: number): string {
+/**
+ * The UTF-8 string of `length` bytes at `start` in `buf`, from a small cache of recently decoded
+ * strings (topics repeat: decoding costs more than everything else in parsing a small message).
+ */
+export function decodeTopic(buf: Buffer, start: number, length: number): string {
   let h = length;
   const end = start + length;
   for (let i = start; i < end; i++) h = Math.imul(h ^ (buf[i] as number), 0x01000193);
@@ -173,20 +216,25 @@ export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundM
 }
 
 /**
- * Cuts a serialized message body into DATA frame bodies (`[lane][fin][chunk]`), each chunk at
- * most `fragmentBytes`. A simple, copying helper for tests and cold paths; the Outbox writes
+ * Cuts a serialized message body into DATA frame bodies, each chunk at most `fragmentBytes`:
+ * `[lane][1][body]` when it fits in one, else `[lane][2][u32 total][chunk]`, `[lane][0][chunk]`...,
+ * `[lane][1][chunk]`. A simple, copying helper for tests and cold paths; the Outbox writes
  * fragments straight into its output buffer.
  */
 export function fragmentMessage(lane: number, body: Uint8Array, fragmentBytes = DEFAULT_FRAGMENT_BYTES): Buffer[] {
   if (!Number.isInteger(fragmentBytes) || fragmentBytes < 1) throw new RangeError('fragmentBytes must be a positive integer');
   const out: Buffer[] = [];
   let offset = 0;
+  const several = body.length > fragmentBytes;
   do {
     const n = Math.min(fragmentBytes, body.length - offset);
-    const frag = Buffer.allocUnsafe(DATA_HEADER_BYTES + n);
+    const first = several && offset === 0;
+    const head = DATA_HEADER_BYTES + (first ? FIRST_FRAGMENT_EXTRA_BYTES : 0);
+    const frag = Buffer.allocUnsafe(head + n);
     frag[0] = lane;
-    frag[1] = offset + n === body.length ? 1 : 0;
-    frag.set(body.subarray(offset, offset + n), DATA_HEADER_BYTES);
+    frag[1] = first ? FIN_FIRST : offset + n === body.length ? FIN_LAST : FIN_MORE;
+    if (first) frag.writeUInt32BE(body.length, DATA_HEADER_BYTES);
+    frag.set(body.subarray(offset, offset + n), head);
     out.push(frag);
     offset += n;
   } while (offset < body.length);

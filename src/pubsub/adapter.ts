@@ -41,6 +41,12 @@ export interface PubSubAdapter {
    * for a single node: an unreachable node is counted as a failed send.
    */
   send(nodes: readonly string[], frame: Buffer, lane: LaneName): { full: readonly string[]; failed: number };
+  /**
+   * Optional: `send` of the frame `head` + `body` without joining them into one buffer (a gather
+   * write; the receiver gets the same bytes as from `send`). The engine uses it when present, so
+   * a large payload is never copied into a frame. Same result as `send`.
+   */
+  sendParts?(nodes: readonly string[], head: Buffer, body: Uint8Array, lane: LaneName): { full: readonly string[]; failed: number };
   /** Sends an interest message to one node, or to every up node when `to` is null. */
   sendInterest(to: string | null, msg: InterestMessage): void;
   /** Resolves when the lane to `node` is under its high-water mark again (or the node is gone). */

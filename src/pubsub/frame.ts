@@ -6,10 +6,15 @@
  * `[u8 length][traceparent]`, `[u8 count]` and `count` × `[u8 length][group][u8 length][node]`,
  * then the body: the payload encoded by the mesh codec (or the raw bytes, flag RAW), deflated
  * when flag DEFLATE is set.
+ *
+ * The head (everything before the body) is built apart from the body and, for the common frame
+ * (no trace, no queue groups), cached per topic and flags: a publish allocates no frame and
+ * copies no body; the mesh adapter sends head and body as one gather write (`GatherPayload`),
+ * so a 64 MiB body is never copied into a frame.
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
 import { decode, encode } from '../mesh/codec.js';
-import { topicBytes } from '../mesh/message.js';
+import { decodeTopic, topicBytes } from '../mesh/message.js';
 
 const VERSION = 1;
 
@@ -82,8 +87,41 @@ function short(s: string, what: string): Buffer {
   return b;
 }
 
-/** Builds the frame's bytes: one allocation, one copy of the body. */
+/** Most topics whose plain frame heads are cached (cleared wholesale when full, as the mesh's topic cache). */
+const HEAD_CACHE_LIMIT = 4096;
+/** Plain frame heads (no trace, no groups) by topic, then by flags. Shared buffers: never written after creation. */
+const headCache = new Map<string, Array<Buffer | undefined>>();
+
+/**
+ * The frame's bytes before the body. Do not modify the result: plain heads are cached and shared
+ * by every frame of the same topic and flags.
+ */
+export function writeFrameHead(f: Omit<OutboundFrame, 'body'>): Buffer {
+  const plain = f.traceparent === undefined && (f.groups === undefined || f.groups.length === 0);
+  if (!plain) return buildHead(f);
+  let byFlags = headCache.get(f.topic);
+  const cached = byFlags?.[f.flags];
+  if (cached !== undefined) return cached;
+  const head = buildHead(f);
+  if (byFlags === undefined) {
+    if (headCache.size >= HEAD_CACHE_LIMIT) headCache.clear();
+    byFlags = [];
+    headCache.set(f.topic, byFlags);
+  }
+  byFlags[f.flags] = head;
+  return head;
+}
+
+/** Builds the frame's bytes as one buffer: the head, then a copy of the body (adapters that need one buffer). */
 export function writeFrame(f: OutboundFrame): Buffer {
+  const head = writeFrameHead(f);
+  const out = Buffer.allocUnsafe(head.length + f.body.length);
+  head.copy(out, 0);
+  out.set(f.body, head.length);
+  return out;
+}
+
+function buildHead(f: Omit<OutboundFrame, 'body'>): Buffer {
   // The same few topics repeat on every publish: their UTF-8 bytes are cached by the mesh.
   const topic = topicBytes(f.topic);
   let flags = f.flags;
@@ -102,7 +140,7 @@ export function writeFrame(f: OutboundFrame): Buffer {
     extra += 1;
     for (const [g, n] of groups) extra += 2 + g.length + n.length;
   }
-  const out = Buffer.allocUnsafe(3 + topic.length + extra + f.body.length);
+  const out = Buffer.allocUnsafe(3 + topic.length + extra);
   out[0] = VERSION;
   out[1] = flags;
   out[2] = topic.length;
@@ -120,7 +158,6 @@ export function writeFrame(f: OutboundFrame): Buffer {
       at += n.copy(out, at);
     }
   }
-  out.set(f.body, at);
   return out;
 }
 
@@ -129,20 +166,18 @@ export function readFrame(buf: Buffer): InboundFrame | undefined {
   if (buf.length < 3 || buf[0] !== VERSION) return undefined;
   const flags = buf[1] as number;
   const topicLen = buf[2] as number;
-  let at = 3;
-  const take = (n: number): string | undefined => {
-    if (at + n > buf.length) return undefined;
-    const s = buf.toString('utf8', at, at + n);
-    at += n;
-    return s;
-  };
-  const topic = take(topicLen);
-  if (topic === undefined || topic.length === 0) return undefined;
+  if (topicLen === 0 || 3 + topicLen > buf.length) return undefined;
+  // Topics repeat: decoded through the mesh's small cache of recent strings.
+  const topic = decodeTopic(buf, 3, topicLen);
+  let at = 3 + topicLen;
+  if ((flags & (FrameFlags.TRACE | FrameFlags.GROUPS)) === 0) return { topic, flags, traceparent: undefined, groups: undefined, body: buf.subarray(at) };
   let traceparent: string | undefined;
   if (flags & FrameFlags.TRACE) {
     if (at >= buf.length) return undefined;
-    traceparent = take(buf[at++] as number);
-    if (traceparent === undefined) return undefined;
+    const n = buf[at++] as number;
+    if (at + n > buf.length) return undefined;
+    traceparent = buf.toString('utf8', at, at + n);
+    at += n;
   }
   let groups: Array<[string, string]> | undefined;
   if (flags & FrameFlags.GROUPS) {
@@ -151,10 +186,14 @@ export function readFrame(buf: Buffer): InboundFrame | undefined {
     groups = [];
     for (let i = 0; i < count; i++) {
       if (at >= buf.length) return undefined;
-      const g = take(buf[at++] as number);
-      if (g === undefined || at >= buf.length) return undefined;
-      const n = take(buf[at++] as number);
-      if (n === undefined) return undefined;
+      const gn = buf[at++] as number;
+      if (at + gn >= buf.length) return undefined;
+      const g = buf.toString('utf8', at, at + gn);
+      at += gn;
+      const nn = buf[at++] as number;
+      if (at + nn > buf.length) return undefined;
+      const n = buf.toString('utf8', at, at + nn);
+      at += nn;
       groups.push([g, n]);
     }
   }

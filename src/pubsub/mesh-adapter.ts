@@ -4,6 +4,7 @@
  * bytes queued on every destination link; interest messages go on the control lane.
  */
 import type { InternalMesh, MembersWatch } from '../mesh/interface.js';
+import { GatherPayload } from '../mesh/message.js';
 import type { LaneName, MembershipChange } from '../mesh/types.js';
 import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
 import type { InterestMessage } from './interest.js';
@@ -53,7 +54,7 @@ export class MeshPubSubAdapter implements PubSubAdapter {
     }
   }
 
-  send(nodes: readonly string[], frame: Buffer, lane: LaneName): { full: readonly string[]; failed: number } {
+  send(nodes: readonly string[], frame: Buffer | GatherPayload, lane: LaneName): { full: readonly string[]; failed: number } {
     if (nodes.length === 1) {
       try {
         const below = this.mesh.send(nodes[0] as string, MESH_PUBSUB_TOPICS.frame, frame, lane);
@@ -64,6 +65,11 @@ export class MeshPubSubAdapter implements PubSubAdapter {
     }
     const r = this.mesh.sendMany(nodes, MESH_PUBSUB_TOPICS.frame, frame, lane);
     return { full: r.full, failed: r.failed.length };
+  }
+
+  /** The frame's head and body as one gather write: the mesh fragments the body where it lies (no copy into a frame). */
+  sendParts(nodes: readonly string[], head: Buffer, body: Uint8Array, lane: LaneName): { full: readonly string[]; failed: number } {
+    return this.send(nodes, new GatherPayload(head, body), lane);
   }
 
   sendInterest(to: string | null, msg: InterestMessage): void {

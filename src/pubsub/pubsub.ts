@@ -16,7 +16,7 @@ import { LANES, type LaneName } from '../mesh/types.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
-import { decodeBody, encodeBody, FrameFlags, type InboundFrame, readFrame, writeFrame } from './frame.js';
+import { decodeBody, encodeBody, FrameFlags, type InboundFrame, type OutboundFrame, readFrame, writeFrame, writeFrameHead } from './frame.js';
 import { InterestSync, type Route } from './interest.js';
 import { type PubSubStream, StreamIterator } from './stream.js';
 import { assertPublishTopic, parsePattern } from './subject.js';
@@ -345,8 +345,7 @@ export class PubSub implements PubSubApi {
       return true;
     }
     const { body, flags } = encodeBody(payload, opts.compressAbove);
-    const frame = writeFrame({ topic, body, flags: flags | FrameFlags.DIRECT, traceparent: opts.traceparent });
-    return this.send([node], frame, lane);
+    return this.send([node], { topic, body, flags: flags | FrameFlags.DIRECT, traceparent: opts.traceparent }, lane);
   }
 
   private publishRouted(topic: string, payload: unknown, opts: BroadcastOptions = {}, includeSelf: boolean): boolean {
@@ -377,8 +376,7 @@ export class PubSub implements PubSubApi {
     let ok = true;
     if (dest.length > 0) {
       const { body, flags } = encodeBody(payload, opts.compressAbove);
-      const frame = writeFrame({ topic, body, flags: groups ? flags | FrameFlags.GROUPS : flags, traceparent: opts.traceparent, groups });
-      ok = this.send(dest, frame, lane);
+      ok = this.send(dest, { topic, body, flags: groups ? flags | FrameFlags.GROUPS : flags, traceparent: opts.traceparent, groups }, lane);
     } else {
       // Nobody elsewhere wants it, but the call must fail the same way whoever listens.
       assertSerializable(payload);
@@ -432,8 +430,11 @@ export class PubSub implements PubSubApi {
     return fallback;
   }
 
-  private send(nodes: readonly string[], frame: Buffer, lane: LaneName): boolean {
-    const { full, failed } = this.adapter.send(nodes, frame, lane);
+  /** Sends one frame: head and body apart when the adapter takes them so (no copy of the body), else joined. */
+  private send(nodes: readonly string[], frame: OutboundFrame, lane: LaneName): boolean {
+    const adapter = this.adapter;
+    const { full, failed } =
+      adapter.sendParts !== undefined ? adapter.sendParts(nodes, writeFrameHead(frame), frame.body, lane) : adapter.send(nodes, writeFrame(frame), lane);
     this.counters.sendFailures += failed;
     for (const node of full) {
       let lanes = this.full.get(node);

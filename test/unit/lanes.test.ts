@@ -4,12 +4,14 @@ import { describe, expect, it } from 'vitest';
 import { ConfigError, ErrorCodes, FrameError, LaneOverflowError, SerializationError } from '../../src/errors.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameType } from '../../src/mesh/framing.js';
 import { DEFAULT_LANE_OPTIONS, DEFAULT_WINDOW_BYTES, Inbox, Lane, Outbox, type OutboxOptions, ZERO_COPY_MIN_BYTES } from '../../src/mesh/lanes.js';
-import { encodeMessageBody, fragmentMessage, type InboundMessage, MessageFlags, parseMessageBody, topicBytes } from '../../src/mesh/message.js';
+import { encodeMessageBody, fragmentMessage, GatherPayload, type InboundMessage, MessageFlags, parseMessageBody, topicBytes } from '../../src/mesh/message.js';
 
 interface WireFrame {
   lane: number;
   fin: number;
   chunk: number;
+  /** Bytes of the frame on the wire (frame header included). */
+  wire: number;
   /** Index of the pull() call that produced the frame. */
   pull: number;
 }
@@ -28,7 +30,8 @@ class Receiver {
     this.decoder.push(buf);
     for (let f = this.decoder.next(); f !== undefined; f = this.decoder.next()) {
       expect(f.type).toBe(FrameType.DATA);
-      this.frames.push({ lane: f.body[0]!, fin: f.body[1]!, chunk: f.body.length - 2, pull: this.pulls });
+      // A first fragment (fin 2) also carries the message's u32 size.
+      this.frames.push({ lane: f.body[0]!, fin: f.body[1]!, chunk: f.body.length - 2 - (f.body[1] === 2 ? 4 : 0), wire: 5 + f.body.length, pull: this.pulls });
       const m = this.inbox.push(f.body);
       if (m) this.messages.push(m);
     }
@@ -99,7 +102,11 @@ describe('message bodies', () => {
     const body = encodeMessageBody(0, 7, 't', randomBytes(1000));
     const frags = fragmentMessage(1, body, 64);
     expect(frags.length).toBe(Math.ceil(body.length / 64));
-    expect(frags.slice(0, -1).every((f) => f[1] === 0 && f.length === 66)).toBe(true);
+    // The first fragment says 2 and carries the body's size; the middle ones say 0.
+    expect(frags[0]![1]).toBe(2);
+    expect(frags[0]!.length).toBe(70);
+    expect(frags[0]!.readUInt32BE(2)).toBe(body.length);
+    expect(frags.slice(1, -1).every((f) => f[1] === 0 && f.length === 66)).toBe(true);
     expect(frags.at(-1)![1]).toBe(1);
     const inbox = new Inbox();
     const got = frags.map((f) => inbox.push(f));
@@ -227,7 +234,7 @@ describe('scheduling', () => {
     // The link pulls; the first pull can only hold one 64 KiB fragment in this budget.
     rx.feed(out.pull(70_000)!);
     expect(rx.frames).toHaveLength(1);
-    expect(rx.frames[0]).toMatchObject({ lane: Lane.BULK, fin: 0, chunk: 65536 });
+    expect(rx.frames[0]).toMatchObject({ lane: Lane.BULK, fin: 2, chunk: 65536 });
 
     out.enqueue(Lane.CONTROL, 0, 2, 'ping', Buffer.from('hb'));
     rx.feed(out.pull(1 << 20)!);
@@ -463,7 +470,7 @@ describe('flow control (send window)', () => {
     // Whatever the budget, no more than the window goes out: the small message and two 64 KiB
     // fragments fit, a third does not.
     for (let buf = out.pull(1 << 20); buf !== undefined; buf = out.pull(1 << 20)) rx.feed(buf);
-    const sent = rx.frames.reduce((sum, f) => sum + wire(f.chunk), 0);
+    const sent = rx.frames.reduce((sum, f) => sum + f.wire, 0);
     expect(sent).toBeLessThanOrEqual(200_000);
     expect(sent).toBeGreaterThan(200_000 - wire(65536));
     expect(out.inFlightBytes).toBe(sent);
@@ -596,7 +603,7 @@ describe('flow control (send window)', () => {
     const rx = new Receiver();
     for (let buf = out.pull(1 << 16, true); buf !== undefined; buf = out.pull(1 << 16, true)) rx.feed(buf);
     expect(rx.messages).toHaveLength(1);
-    expect(out.inFlightBytes).toBe(rx.frames.reduce((sum, f) => sum + wire(f.chunk), 0));
+    expect(out.inFlightBytes).toBe(rx.frames.reduce((sum, f) => sum + f.wire, 0));
     rx.ack(out);
     expect(out.inFlightBytes).toBe(0);
   });
@@ -770,11 +777,20 @@ describe('Inbox', () => {
     expectCode(() => new Inbox().push(frame(0, 0, Buffer.alloc(0))), ErrorCodes.FRAME_INVALID);
   });
 
-  it('throws MESSAGE_TOO_LARGE as soon as a message passes maxMessageBytes', () => {
+  /** A first fragment: `[lane][2][u32 total][chunk]`. */
+  const first = (lane: number, total: number, chunk: Uint8Array): Buffer => {
+    const size = Buffer.alloc(4);
+    size.writeUInt32BE(total);
+    return Buffer.concat([Buffer.from([lane, 2]), size, chunk]);
+  };
+
+  it('throws MESSAGE_TOO_LARGE at the first fragment of a message declared over maxMessageBytes', () => {
     const inbox = new Inbox({ maxMessageBytes: 1000 });
-    expect(inbox.push(frame(3, 0, Buffer.alloc(600)))).toBeUndefined();
+    expect(inbox.push(first(3, 1000, Buffer.alloc(600)))).toBeUndefined();
     expect(inbox.pendingBytes).toBe(600);
-    expectCode(() => inbox.push(frame(3, 0, Buffer.alloc(401))), ErrorCodes.MESSAGE_TOO_LARGE);
+    expect(inbox.reservedBytes).toBe(1000);
+    expectCode(() => new Inbox({ maxMessageBytes: 1000 }).push(first(3, 1001, Buffer.alloc(10))), ErrorCodes.MESSAGE_TOO_LARGE);
+    expectCode(() => new Inbox({ maxMessageBytes: 1000 }).pushParts([first(3, 1001, Buffer.alloc(10))]), ErrorCodes.MESSAGE_TOO_LARGE);
     expectCode(() => new Inbox({ maxMessageBytes: 1000 }).push(frame(1, 1, encodeMessageBody(0, 0, '', Buffer.alloc(995)))), ErrorCodes.MESSAGE_TOO_LARGE);
     // Exactly the limit is fine.
     expect(new Inbox({ maxMessageBytes: 1000 }).push(frame(1, 1, encodeMessageBody(0, 0, '', Buffer.alloc(994))))?.payload.length).toBe(994);
@@ -832,8 +848,16 @@ describe('Inbox', () => {
     expectCode(() => new Inbox().pushParts([Buffer.from([0])]), ErrorCodes.FRAME_INVALID);
     expectCode(() => new Inbox().pushParts([Buffer.from([0, 0])]), ErrorCodes.FRAME_INVALID);
     const small = new Inbox({ maxMessageBytes: 1000 });
-    expect(small.pushParts([frame(3, 0, Buffer.alloc(300)), Buffer.alloc(300)])).toBeUndefined();
-    expectCode(() => small.pushParts([frame(3, 0, Buffer.alloc(300)), Buffer.alloc(300)]), ErrorCodes.MESSAGE_TOO_LARGE);
+    expect(small.pushParts([first(3, 1000, Buffer.alloc(300)), Buffer.alloc(300)])).toBeUndefined();
+    // 600 + 401 passes the declared 1000: out of sync.
+    expectCode(() => small.pushParts([frame(3, 1, Buffer.alloc(300)), Buffer.alloc(101)]), ErrorCodes.FRAME_INVALID);
+    // The size field split across pieces.
+    const split = first(3, 700, Buffer.alloc(400));
+    expect(new Inbox({ maxMessageBytes: 1000 }).pushParts([split.subarray(0, 3), split.subarray(3, 5), split.subarray(5)])).toBeUndefined();
+    expectCode(
+      () => new Inbox({ maxMessageBytes: 600 }).pushParts([split.subarray(0, 3), split.subarray(3, 5), split.subarray(5)]),
+      ErrorCodes.MESSAGE_TOO_LARGE,
+    );
   });
 
   it('counts the wire bytes of consumed non-control DATA frames for the next ACK', () => {
@@ -842,13 +866,177 @@ describe('Inbox', () => {
     expect(inbox.unackedBytes).toBe(0);
     inbox.push(frame(1, 1, encodeMessageBody(0, 1, '', Buffer.alloc(10))));
     expect(inbox.unackedBytes).toBe(5 + 2 + 16);
-    inbox.push(frame(3, 0, Buffer.alloc(100)));
-    inbox.pushParts([frame(3, 1, Buffer.alloc(50)), encodeMessageBody(0, 0, '', Buffer.alloc(44))]);
-    expect(inbox.unackedBytes).toBe(23 + 107 + 5 + 2 + 50 + 50);
-    expect(inbox.takeUnacked()).toBe(23 + 107 + 107);
+    const body = encodeMessageBody(0, 0, '', Buffer.alloc(194));
+    inbox.push(first(3, 200, body.subarray(0, 100)));
+    inbox.pushParts([frame(3, 1, body.subarray(100, 150)), body.subarray(150)]);
+    expect(inbox.unackedBytes).toBe(23 + 111 + 5 + 2 + 50 + 50);
+    expect(inbox.takeUnacked()).toBe(23 + 111 + 107);
     expect(inbox.unackedBytes).toBe(0);
     // A frame that fails validation is not counted.
     expectCode(() => inbox.push(frame(9, 1, Buffer.alloc(10))), ErrorCodes.FRAME_INVALID);
     expect(inbox.unackedBytes).toBe(0);
+  });
+});
+
+describe('gather payloads and incremental reassembly (large bodies)', () => {
+  /** Random bytes of `n` (fast: one random block repeated with a varying first byte per block). */
+  const bulk = (n: number, seed: number): Buffer => {
+    const b = Buffer.allocUnsafe(n);
+    const block = randomBytes(4096);
+    for (let o = 0; o < n; o += 4096) {
+      block.copy(b, o);
+      b[o] = (seed + o / 4096) & 0xff;
+    }
+    return b;
+  };
+
+  it('reassembles head + body byte for byte whatever the fragment size, lanes and socket cuts, copying at most one fragment per step (property)', () => {
+    const arbMsg = fc.record({
+      lane: fc.integer({ min: 0, max: 3 }),
+      head: fc.integer({ min: 0, max: 300 }),
+      body: fc.oneof(fc.integer({ min: 0, max: 100 }), fc.integer({ min: 0, max: 200_000 })),
+      gather: fc.boolean(),
+    });
+    fc.assert(
+      fc.property(
+        fc.array(arbMsg, { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 16, max: 70_000 }),
+        fc.array(fc.integer({ min: 1, max: 100_000 }), { minLength: 1, maxLength: 8 }),
+        fc.integer({ min: 0, max: 1 << 30 }),
+        (msgs, fragmentBytes, cutSizes, seed) => {
+          const out = new Outbox(roomy({ fragmentBytes, windowBytes: 256 * 1024 }));
+          const sent = msgs.map((m, i) => {
+            const head = bulk(m.head, seed + i);
+            const body = bulk(m.body, seed + 7 * i + 1);
+            return {
+              lane: m.lane,
+              corrId: i,
+              data: m.gather ? new GatherPayload(head, body) : Buffer.concat([head, body]),
+              bytes: Buffer.concat([head, body]),
+            };
+          });
+          for (const m of sent) out.enqueue(m.lane, MessageFlags.RAW, m.corrId, `t${m.corrId}`, m.data);
+          const decoder = new FrameDecoder(fragmentBytes + 1024, { dataParts: true });
+          const inbox = new Inbox();
+          const got: InboundMessage[] = [];
+          let cut = 0;
+          for (;;) {
+            const segs = out.pullSegments(64 * 1024);
+            if (segs === undefined) {
+              const n = inbox.takeUnacked();
+              if (n === 0) break;
+              out.ack(n);
+              continue;
+            }
+            const stream = Buffer.concat(segs);
+            for (let p = 0; p < stream.length; ) {
+              const n = cutSizes[cut++ % cutSizes.length] as number;
+              decoder.push(Buffer.from(stream.subarray(p, p + n)));
+              p += n;
+              for (let f = decoder.next(); f !== undefined; f = decoder.next()) {
+                const m = f.parts === undefined ? inbox.push(f.body) : inbox.pushParts(f.parts);
+                if (m) got.push(m);
+              }
+            }
+          }
+          expect(got).toHaveLength(sent.length);
+          for (let lane = 0; lane < 4; lane++) {
+            const want = sent.filter((m) => m.lane === lane);
+            const have = got.filter((m) => m.lane === lane);
+            expect(have.map((m) => m.corrId)).toEqual(want.map((m) => m.corrId));
+            have.forEach((m, i) => {
+              expect(m.topic).toBe(`t${want[i]!.corrId}`);
+              expect(m.payload.equals(want[i]!.bytes)).toBe(true);
+            });
+          }
+          // No synchronous step of the receiver copied more than one fragment (header included).
+          expect(inbox.longestCopyBytes).toBeLessThanOrEqual(fragmentBytes);
+          expect(inbox.pendingBytes).toBe(0);
+          expect(inbox.reservedBytes).toBe(0);
+          expect(out.inFlightBytes).toBe(0);
+        },
+      ),
+      { numRuns: 60 },
+    );
+  });
+
+  it("sends the body of a gather payload as views of the caller's bytes: only headers and the head are copied", () => {
+    const out = new Outbox(roomy());
+    const head = Buffer.from('pubsub-frame-head');
+    // Header (6) + topic (3) + head (17) + body = 16 full fragments and a last one of 30,000 bytes,
+    // so every body slice is over ZERO_COPY_MIN_BYTES.
+    const body = bulk(16 * 65536 + 30_000 - 26, 3);
+    out.enqueue(Lane.TELEMETRY, MessageFlags.RAW, 0, 'big', new GatherPayload(head, body));
+    let viewed = 0;
+    let copied = 0;
+    for (let segs = out.pullSegments(1 << 30, true); segs !== undefined; segs = out.pullSegments(1 << 30, true)) {
+      for (const seg of segs) {
+        if (seg.buffer === body.buffer) viewed += seg.length;
+        else copied += seg.length;
+      }
+    }
+    expect(viewed).toBe(body.length);
+    // Per fragment: frame header (5) + DATA header (2), + 4 for the first; message header, topic and head once.
+    const frames = Math.ceil((6 + 3 + head.length + body.length) / 65536);
+    expect(copied).toBe(frames * 7 + 4 + 6 + 3 + head.length);
+  });
+
+  it('lets a control message through between two fragments of a 4 MiB gather body, and delivers it before the body is complete', () => {
+    const out = new Outbox(roomy());
+    const rx = new Receiver();
+    const body = bulk(4 << 20, 9);
+    out.enqueue(Lane.TELEMETRY, MessageFlags.RAW, 1, 'telemetry', new GatherPayload(Buffer.from([1, 2, 3]), body));
+    rx.feed(out.pull(70_000)!);
+    rx.feed(out.pull(70_000)!);
+    expect(rx.frames.map((f) => f.fin)).toEqual([2, 0]);
+    out.enqueue(Lane.CONTROL, 0, 2, 'control', Buffer.from('urgent'));
+    rx.feed(out.pull(70_000)!);
+    expect(rx.frames[2]).toMatchObject({ lane: Lane.CONTROL, fin: 1 });
+    expect(rx.messages.map((m) => m.topic)).toEqual(['control']);
+    const inbox = (rx as unknown as { inbox: Inbox }).inbox;
+    // The control frame's pull had room for one more telemetry fragment behind it.
+    expect(inbox.pendingBytes).toBe(3 * 65536);
+    expect(inbox.reservedBytes).toBe(6 + 9 + 3 + body.length);
+    rx.ack(out);
+    for (let buf = out.pull(1 << 20); buf !== undefined; buf = out.pull(1 << 20)) {
+      rx.feed(buf);
+      rx.ack(out);
+    }
+    expect(rx.messages.map((m) => m.topic)).toEqual(['control', 'telemetry']);
+    const big = rx.messages[1]!.payload;
+    expect(big.subarray(0, 3)).toEqual(Buffer.from([1, 2, 3]));
+    expect(big.subarray(3).equals(body)).toBe(true);
+  });
+
+  it('copies a 32 MiB message one fragment per step: no push blocks for the whole body', () => {
+    const body = encodeMessageBody(MessageFlags.RAW, 1, 'bulk', bulk(32 << 20, 1));
+    const frags = fragmentMessage(Lane.BULK, body, 65536);
+    const inbox = new Inbox();
+    let m: InboundMessage | undefined;
+    for (const f of frags) m = inbox.push(f);
+    expect(m!.payload.equals(body.subarray(6 + 4))).toBe(true);
+    // The old reassembly copied all 32 MiB at the last fragment.
+    expect(inbox.longestCopyBytes).toBe(65536);
+  });
+
+  it('refuses fragments out of sequence: a middle or last one with no first, a first inside a message, a wrong total', () => {
+    const body = encodeMessageBody(0, 1, 'x', randomBytes(300));
+    const frags = fragmentMessage(1, body, 100);
+    const expectInvalid = (fn: () => unknown) => expect(fn).toThrow(expect.objectContaining({ code: ErrorCodes.FRAME_INVALID }));
+    expectInvalid(() => new Inbox().push(frags[1]!));
+    const twice = new Inbox();
+    twice.push(frags[0]!);
+    expectInvalid(() => twice.push(frags[0]!));
+    const short = new Inbox();
+    short.push(frags[0]!);
+    // The last fragment right after the first: 200 of the 307 declared bytes.
+    expectInvalid(() => short.push(frags.at(-1)!));
+    const long = new Inbox();
+    for (const f of frags.slice(0, -1)) long.push(f);
+    expectInvalid(() => long.push(Buffer.concat([frags.at(-1)!, Buffer.alloc(1)])));
+    // A first fragment holding the whole message, or nothing, is never sent.
+    const whole = Buffer.concat([Buffer.from([1, 2, 0, 0, 0, body.length]), body]);
+    expectInvalid(() => new Inbox().push(whole));
+    expectInvalid(() => new Inbox().push(Buffer.from([1, 2, 0, 0, 1, 0])));
   });
 });
