@@ -4,6 +4,7 @@
  *
  * - `foundation start`  runs one node until SIGINT/SIGTERM.
  * - `foundation status` prints the cluster as one node's admin server sees it.
+ * - `foundation services` prints the service instances one node's admin server sees (`/services`).
  * - `foundation demo`   runs a small local cluster of child processes on 127.0.0.1.
  *
  * Exit codes: 0 success, 1 runtime failure (node unreachable, start failed...),
@@ -28,7 +29,7 @@ import { ENV_CLUSTER_VALUES, optionsFromEnv } from '../config/env.js';
 import type { FoundationOptions } from '../config/options.js';
 import { ErrorCodes, FoundationError } from '../errors.js';
 import type { Member } from '../mesh/types.js';
-import type { ClusterJson, HealthJson } from './http.js';
+import type { ClusterJson, HealthJson, ServicesJson } from './http.js';
 
 /** Loads `Foundation` lazily, so `foundation status` and `--help` never load the mesh. */
 async function loadFoundation(): Promise<typeof import('../foundation.js').Foundation> {
@@ -400,6 +401,55 @@ async function runStatus(flags: { http: HostPort; json?: boolean; timeout: numbe
 }
 
 // ---------------------------------------------------------------------------------------
+// services
+// ---------------------------------------------------------------------------------------
+
+async function runServices(flags: { http: HostPort; name?: string; json?: boolean; timeout: number }): Promise<void> {
+  const address = formatHostPort(flags.http.host ?? '127.0.0.1', flags.http.port);
+  let body: ServicesJson;
+  try {
+    const res = await getJson<ServicesJson>(address, '/services', flags.timeout);
+    if (res.status !== 200) throw new UnreachableError(`/services answered ${res.status}`);
+    body = res.body;
+  } catch (err) {
+    errLine(
+      `foundation: cannot read services from the admin server at http://${address} (${(err as Error).message}); is the node running with --http ${address}?`,
+    );
+    process.exitCode = 1;
+    return;
+  }
+  const instances = flags.name === undefined ? body.instances : body.instances.filter((r) => r.name === flags.name);
+  if (flags.json) {
+    out(JSON.stringify({ node: body.node, instances }, null, 2));
+    return;
+  }
+  const counts = { passing: 0, warning: 0, critical: 0 };
+  for (const r of instances) counts[r.health] = (counts[r.health] ?? 0) + 1;
+  const services = new Set(instances.map((r) => r.name)).size;
+  out(
+    `node ${body.node} sees ${instances.length} instance(s) of ${services} service(s)${flags.name === undefined ? '' : ` named ${flags.name}`}: ` +
+      `${counts.passing} passing, ${counts.warning} warning, ${counts.critical} critical`,
+  );
+  if (instances.length === 0) return;
+  const rows = [['SERVICE', 'ID', 'NODE', 'VERSION', 'HEALTH', 'CHECKED', 'RTT', 'ENDPOINT', 'TAGS']];
+  for (const r of instances) {
+    const health = r.output ? `${r.health} (${r.output})` : r.health;
+    rows.push([
+      r.name,
+      r.id,
+      r.node,
+      r.version ?? '-',
+      health,
+      r.checkedAt === null ? '-' : `${fmtAge(r.checkedAt)} ago`,
+      fmtMs(r.rttMs),
+      r.endpoint ?? '-',
+      r.tags.join(',') || '-',
+    ]);
+  }
+  out(table(rows));
+}
+
+// ---------------------------------------------------------------------------------------
 // demo
 // ---------------------------------------------------------------------------------------
 
@@ -751,6 +801,22 @@ export function buildProgram(): Command {
     .addOption(new Option('--timeout <ms>', 'per-request timeout').argParser(parseIntRange(1, 600_000)).default(3000))
     .action(async (flags: { http: HostPort; json?: boolean; timeout: number }) => {
       await runStatus(flags);
+    });
+
+  program
+    .command('services')
+    .description("Print the service instances one node's admin server sees (GET /services), with their health")
+    .addOption(
+      new Option('--http <url|host:port>', "the node's admin server: http://host:port, host:port, or a port on 127.0.0.1")
+        .env('FOUNDATION_HTTP')
+        .argParser((v: string) => parseHostPort(v, true, 1, true))
+        .makeOptionMandatory(),
+    )
+    .addOption(new Option('--name <service>', 'only the instances of this service').argParser(parseNonEmpty))
+    .option('--json', 'print the raw JSON of /services')
+    .addOption(new Option('--timeout <ms>', 'request timeout').argParser(parseIntRange(1, 600_000)).default(3000))
+    .action(async (flags: { http: HostPort; name?: string; json?: boolean; timeout: number }) => {
+      await runServices(flags);
     });
 
   const config = program.command('config').description('Inspect the configuration');

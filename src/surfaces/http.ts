@@ -9,6 +9,8 @@
  * - `GET /metrics` Prometheus text exposition of the node's registry.
  * - `GET /cluster` `{ self: { name, address, incarnation }, members: [{ name, address, incarnation,
  *   status, rttMs, loopLagMs, since }] }`, down members included while the view lists them.
+ * - `GET /services` `{ node, instances: ServiceRecord[] }`: every service instance this node sees
+ *   (`node.services.list()`, all health states), ordered by service then id; 404 on a node without services.
  * - anything else: 404 `{ error: 'not found' }`.
  *
  * A handler never throws out: a failure answers 500 `{ error }` and logs one line.
@@ -30,10 +32,11 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIP, type Socket } from 'node:net';
 import type { FoundationNode } from '../api.js';
+import type { ServiceRecord } from '../services/service-mesh/records.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 
 /** The part of a node the admin server reads. */
-export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'>;
+export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'> & Partial<Pick<FoundationNode, 'services'>>;
 
 /** Minimal logger the admin server writes to; a pino logger fits. */
 export interface AdminLogger {
@@ -94,6 +97,13 @@ export interface ClusterMemberJson {
 export interface ClusterJson {
   self: { name: string; address: string; incarnation: number };
   members: ClusterMemberJson[];
+}
+
+/** Body of `GET /services`. */
+export interface ServicesJson {
+  /** The node that answered (records are its view). */
+  node: string;
+  instances: ServiceRecord[];
 }
 
 /** Body of `GET /health`. */
@@ -185,6 +195,11 @@ const routes: Record<string, (node: AdminNode) => Reply | Promise<Reply>> = {
     contentType: node.metrics.contentType,
   }),
   '/cluster': (node) => json(200, clusterJson(node)),
+  '/services': (node) => {
+    if (!node.services) return json(404, { error: 'not found', path: '/services' });
+    const body: ServicesJson = { node: node.id.name, instances: node.services.list() };
+    return json(200, body);
+  },
 };
 
 function send(req: IncomingMessage, res: ServerResponse, reply: Reply, extraHeaders: Record<string, string> = {}): void {

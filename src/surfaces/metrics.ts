@@ -19,9 +19,11 @@ import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
 import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
 import type { PubSubStats, TopicCounters } from '../pubsub/pubsub.js';
 import type { RegistryStats } from '../registry/registry.js';
+import type { ServicesStats } from '../services/service-mesh/services.js';
 
 /** The part of a node that metrics are computed from. */
-export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> & Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry'>>;
+export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> &
+  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'services'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -64,6 +66,8 @@ interface Snapshot {
   pubsub: PubSubStats | undefined;
   /** Registry counters, when the node has a registry. */
   registry: RegistryStats | undefined;
+  /** Service mesh counters, when the node has one. */
+  services: ServicesStats | undefined;
 }
 
 function attempt<T>(read: () => T): T | undefined {
@@ -90,6 +94,7 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         topologies: attempt(() => node.discovery?.topologies()) ?? [],
         pubsub: attempt(() => node.pubsub?.stats()),
         registry: attempt(() => node.registry?.stats()),
+        services: attempt(() => node.services?.stats()),
       };
       setImmediate(() => {
         cached = undefined;
@@ -351,6 +356,59 @@ const METRICS: readonly MetricDefinition[] = [
     help: 'Registry replication messages from peers dropped as malformed',
     type: 'counter',
     collect: ({ registry }) => registry && [[{}, registry.messagesDropped]],
+  },
+
+  // --- Services
+  {
+    name: 'foundation_services_instances',
+    help: 'Service instances in the cluster as this node sees them, by health',
+    type: 'gauge',
+    labels: ['health'],
+    collect: ({ services }) => services && (['passing', 'warning', 'critical'] as const).map((health): Sample => [{ health }, services.instances[health]]),
+  },
+  {
+    name: 'foundation_services_local_instances',
+    help: 'Service instances registered by this node',
+    type: 'gauge',
+    collect: ({ services }) => services && [[{}, services.local]],
+  },
+  {
+    name: 'foundation_services_checks_total',
+    help: 'Health check runs on this node, by result',
+    type: 'counter',
+    labels: ['result'],
+    collect: ({ services }) => services && (['passing', 'warning', 'critical'] as const).map((result): Sample => [{ result }, services.checks[result]]),
+  },
+  {
+    name: 'foundation_services_health_changes_total',
+    help: "Health changes of this node's instances, published through the registry",
+    type: 'counter',
+    collect: ({ services }) => services && [[{}, services.healthChanges]],
+  },
+  {
+    name: 'foundation_services_calls_total',
+    help: 'services.call made from this node, by outcome (ok, error: the handler threw, no_method, unavailable)',
+    type: 'counter',
+    labels: ['outcome'],
+    collect: ({ services }) =>
+      services && [
+        [{ outcome: 'ok' }, services.calls.ok],
+        [{ outcome: 'error' }, services.calls.error],
+        [{ outcome: 'no_method' }, services.calls.noMethod],
+        [{ outcome: 'unavailable' }, services.calls.unavailable],
+      ],
+  },
+  {
+    name: 'foundation_services_call_retries_total',
+    help: 'services.call attempts retried on another instance',
+    type: 'counter',
+    collect: ({ services }) => services && [[{}, services.retries]],
+  },
+  {
+    name: 'foundation_services_calls_served_total',
+    help: "Calls this node's instances handled",
+    type: 'counter',
+    collect: ({ services }) => services && [[{}, services.served]],
   },
 
   // --- Discovery
