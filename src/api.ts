@@ -8,6 +8,8 @@ import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdent
 import type { Channels } from './pubsub/channels.js';
 import type { PubSubApi } from './pubsub/pubsub.js';
 import type { RegistryApi } from './registry/registry.js';
+import type { EventsApi } from './services/events/events.js';
+import type { PresenceApi } from './services/presence.js';
 import type { ServicesApi } from './services/service-mesh/services.js';
 
 export type { LaneCounters, MeshStats, MessageContext } from './mesh/types.js';
@@ -98,6 +100,10 @@ export interface FoundationNode {
   readonly pubsub: PubSubApi;
   /** Cluster-wide registry of names: local lookups, replicated registrations, deterministic conflict resolution (docs/guides/registry.md). */
   readonly registry: RegistryApi;
+  /** Local and distributed events with ids, per-origin sequence numbers and HLC stamps; a bounded store per node and a cluster-wide query (docs/guides/events.md). `emitDistributed` is `channels.broadcast('events', ...)`. */
+  readonly events: EventsApi;
+  /** Who is present on which topic, from every node, with join/leave diffs (Phoenix.Presence; docs/guides/presence.md). Replicated like the registry. */
+  readonly presence: PresenceApi;
   /** Service discovery with health, a facade over `registry` (`discover` is a registry select shaped into records); `call` routes to healthy instances (docs/guides/services.md). */
   readonly services: ServicesApi;
   /** The channel facade over `pubsub`: `control`, `events`, `telemetry`, `config` and user channels, each on a lane (docs/guides/channels.md). */

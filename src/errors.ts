@@ -54,6 +54,10 @@ export const ErrorCodes = {
   NAME_TAKEN: 'FOUNDATION_NAME_TAKEN',
   /** The heartbeat worker failed: it did not start in time, exited, or reported an error; peers may see this node down. */
   HEARTBEAT_FAILED: 'FOUNDATION_HEARTBEAT_FAILED',
+  /** `presence.track` for a key this node already tracks on that topic (use `update`). */
+  PRESENCE_TRACKED: 'FOUNDATION_PRESENCE_TRACKED',
+  /** `presence.update` for a key this node does not track on that topic (use `track`). */
+  PRESENCE_NOT_TRACKED: 'FOUNDATION_PRESENCE_NOT_TRACKED',
   /** `services.call` found no healthy instance of the service, or every attempt failed to reach one (`attempts` says why each). */
   SERVICE_UNAVAILABLE: 'FOUNDATION_SERVICE_UNAVAILABLE',
   /** The instance's handler threw (or rejected) in `services.call`: not retried; `remote` carries the remote error. */
@@ -230,5 +234,13 @@ export class ServiceError extends FoundationError {
     this.method = details.method;
     this.attempts = details.attempts ?? [];
     if (details.remote) this.remote = details.remote;
+  }
+}
+
+/** Errors of `node.presence`: a key tracked twice by one node, an update of a key it does not track, a stopped node. */
+export class PresenceError extends FoundationError {
+  constructor(code: typeof ErrorCodes.PRESENCE_TRACKED | typeof ErrorCodes.PRESENCE_NOT_TRACKED | typeof ErrorCodes.NODE_STOPPED, message: string) {
+    super(code, message);
+    this.name = 'PresenceError';
   }
 }

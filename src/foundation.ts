@@ -15,7 +15,10 @@ import { Channels, loadOtel } from './pubsub/channels.js';
 import { MeshPubSubAdapter } from './pubsub/mesh-adapter.js';
 import { PubSub } from './pubsub/pubsub.js';
 import { RedisPubSubAdapter } from './pubsub/redis-adapter.js';
+import { HybridClock } from './registry/hlc.js';
 import { Registry } from './registry/registry.js';
+import { Events } from './services/events/events.js';
+import { Presence } from './services/presence.js';
 import { ServiceMesh } from './services/service-mesh/services.js';
 import { type AdminServer, startAdminServer } from './surfaces/http.js';
 import { createMetrics } from './surfaces/metrics.js';
@@ -67,6 +70,10 @@ export function meshOf(node: FoundationNode): Mesh | undefined {
 class Node implements FoundationNode {
   httpAddress: string | undefined;
   metrics!: MetricsRegistry;
+  /** Layer 5's events, on the channels facade and the mesh: set by `start` right after construction. */
+  events!: Events;
+  /** Layer 5's presence, replicated on the mesh like the registry: set by `start` right after construction. */
+  presence!: Presence;
   /** Layer 5's service mesh, on the registry: set by `start` right after construction. */
   services!: ServiceMesh;
   admin?: AdminServer;
@@ -108,6 +115,8 @@ class Node implements FoundationNode {
         await Promise.allSettled(this.topologies.map((t) => t.stop()));
         await this.pubsub.stop();
         this.services?.stop();
+        this.events?.stop();
+        this.presence?.stop();
         this.registry.stop();
         await this.#mesh.stop();
         await this.admin?.close();
@@ -188,14 +197,21 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   const adapter = c.pubsub.adapter === 'redis' ? new RedisPubSubAdapter(c.clusterName, c.pubsub.redis, log) : new MeshPubSubAdapter(mesh);
   const pubsub = new PubSub(c.name, incarnation, adapter, log);
   // Layer 4's registry, on the same interface.
-  const registry = new Registry(mesh, log);
+  // One hybrid logical clock per node: registry stamps and event stamps order against each other.
+  const clock = new HybridClock();
+  const registry = new Registry(mesh, log, clock);
   const node = new Node(mesh, messaging(mesh), pubsub, registry, cluster, topologies, c.degradedLoopLagMs, log);
+  // Events on the `events` channel (pubsub) and `$events` queries; presence on `$presence`, as the registry.
+  node.events = new Events(mesh, node.channels, log, clock);
+  node.presence = new Presence(mesh, log);
   // Service discovery over the registry; calls on the system topic $svc.call.
   node.services = new ServiceMesh(mesh, registry, log);
   node.metrics = createMetrics(node);
   try {
     await pubsub.start();
     registry.start();
+    node.events.start();
+    node.presence.start();
     node.services.start();
     await loadOtel();
     for (const t of topologies) await t.start();

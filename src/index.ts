@@ -45,6 +45,7 @@ export {
   HandshakeError,
   LaneOverflowError,
   MessagingError,
+  PresenceError,
   PubSubError,
   RegistryError,
   SecretRequiredError,
@@ -64,6 +65,19 @@ export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { HlcStamp } from './registry/hlc.js';
 export type { NameEvent, NameOwner, RegistryApi, RegistryStats } from './registry/registry.js';
+export type {
+  EventFilter,
+  EventHandler,
+  EventQuery,
+  EventQueryResult,
+  EventScope,
+  EventsApi,
+  EventsOptions,
+  EventsStats,
+  FoundationEvent,
+  QueryMiss,
+} from './services/events/events.js';
+export type { PresenceApi, PresenceDiff, PresenceDiffHandler, PresenceEntry, PresenceList, PresenceMeta, PresenceStats } from './services/presence.js';
 export type {
   CheckOutcome,
   HealthCheck,

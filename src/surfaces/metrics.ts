@@ -19,11 +19,13 @@ import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
 import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
 import type { PubSubStats, TopicCounters } from '../pubsub/pubsub.js';
 import type { RegistryStats } from '../registry/registry.js';
+import type { EventsStats } from '../services/events/events.js';
+import type { PresenceStats } from '../services/presence.js';
 import type { ServicesStats } from '../services/service-mesh/services.js';
 
 /** The part of a node that metrics are computed from. */
 export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> &
-  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'services'>>;
+  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'events' | 'presence' | 'services'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -66,6 +68,10 @@ interface Snapshot {
   pubsub: PubSubStats | undefined;
   /** Registry counters, when the node has a registry. */
   registry: RegistryStats | undefined;
+  /** Events counters, when the node has events. */
+  events: EventsStats | undefined;
+  /** Presence counters, when the node has presence. */
+  presence: PresenceStats | undefined;
   /** Service mesh counters, when the node has one. */
   services: ServicesStats | undefined;
 }
@@ -94,6 +100,8 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         topologies: attempt(() => node.discovery?.topologies()) ?? [],
         pubsub: attempt(() => node.pubsub?.stats()),
         registry: attempt(() => node.registry?.stats()),
+        events: attempt(() => node.events?.stats()),
+        presence: attempt(() => node.presence?.stats()),
         services: attempt(() => node.services?.stats()),
       };
       setImmediate(() => {
@@ -356,6 +364,106 @@ const METRICS: readonly MetricDefinition[] = [
     help: 'Registry replication messages from peers dropped as malformed',
     type: 'counter',
     collect: ({ registry }) => registry && [[{}, registry.messagesDropped]],
+  },
+
+  // --- Events
+  {
+    name: 'foundation_events_emitted_total',
+    help: 'Events this node emitted, by scope (local: emit; cluster: emitDistributed)',
+    type: 'counter',
+    labels: ['scope'],
+    collect: ({ events }) =>
+      events && [
+        [{ scope: 'local' }, events.emittedLocal],
+        [{ scope: 'cluster' }, events.emittedDistributed],
+      ],
+  },
+  {
+    name: 'foundation_events_received_total',
+    help: "Distributed events received (every node's, this one's own included), by outcome (stored, duplicate: origin and sequence number seen already)",
+    type: 'counter',
+    labels: ['outcome'],
+    collect: ({ events }) =>
+      events && [
+        [{ outcome: 'stored' }, events.received],
+        [{ outcome: 'duplicate' }, events.duplicates],
+      ],
+  },
+  {
+    name: 'foundation_events_gaps_total',
+    help: "Distributed events missed, counted from jumps in an origin's sequence numbers",
+    type: 'counter',
+    collect: ({ events }) => events && [[{}, events.gaps]],
+  },
+  {
+    name: 'foundation_events_stored',
+    help: "Events held by this node's bounded store (scope=held), and its bound (scope=capacity)",
+    type: 'gauge',
+    labels: ['scope'],
+    collect: ({ events }) =>
+      events && [
+        [{ scope: 'held' }, events.stored],
+        [{ scope: 'capacity' }, events.storeSize],
+      ],
+  },
+  {
+    name: 'foundation_events_evicted_total',
+    help: "Events pushed out of this node's store by its bound",
+    type: 'counter',
+    collect: ({ events }) => events && [[{}, events.evicted]],
+  },
+  {
+    name: 'foundation_events_queries_total',
+    help: 'Cluster-wide event queries made from this node, by result (complete, partial: a member did not answer)',
+    type: 'counter',
+    labels: ['result'],
+    collect: ({ events }) =>
+      events && [
+        [{ result: 'complete' }, events.queries - events.queriesPartial],
+        [{ result: 'partial' }, events.queriesPartial],
+      ],
+  },
+  {
+    name: 'foundation_events_handler_errors_total',
+    help: 'Event handler calls that threw or rejected',
+    type: 'counter',
+    collect: ({ events }) => events && [[{}, events.handlerErrors]],
+  },
+  {
+    name: 'foundation_events_messages_dropped_total',
+    help: 'Malformed events and event queries from peers, dropped',
+    type: 'counter',
+    collect: ({ events }) => events && [[{}, events.messagesDropped]],
+  },
+
+  // --- Presence
+  {
+    name: 'foundation_presence_presences',
+    help: 'Presences in the cluster as this node sees them (scope=cluster), and those this node tracks (scope=local)',
+    type: 'gauge',
+    labels: ['scope'],
+    collect: ({ presence }) =>
+      presence && [
+        [{ scope: 'cluster' }, presence.presences],
+        [{ scope: 'local' }, presence.own],
+      ],
+  },
+  {
+    name: 'foundation_presence_diffs_total',
+    help: 'Presence joins and leaves this node has seen, by type',
+    type: 'counter',
+    labels: ['type'],
+    collect: ({ presence }) =>
+      presence && [
+        [{ type: 'join' }, presence.joins],
+        [{ type: 'leave' }, presence.leaves],
+      ],
+  },
+  {
+    name: 'foundation_presence_messages_dropped_total',
+    help: 'Presence replication messages from peers dropped as malformed',
+    type: 'counter',
+    collect: ({ presence }) => presence && [[{}, presence.messagesDropped]],
   },
 
   // --- Services

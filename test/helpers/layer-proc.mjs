@@ -14,6 +14,8 @@ for (const m of node.cluster.members()) out({ event: 'up', member: m });
 
 /** What each subscription received: count, and per publisher the sequence seen (order and duplicates checked here). */
 const subs = new Map();
+/** What `events-watch` received, per origin incarnation. */
+const eventOrigins = new Map();
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 /** node.services: the state each instance's toggled check returns, by instance id; what each instance's `work` handler does. */
@@ -128,6 +130,43 @@ const commands = {
   report: ({ id }) => {
     const s = subs.get(id);
     out({ event: 'report', id, count: s?.count ?? 0, outOfOrder: s?.outOfOrder ?? 0, duplicates: s?.duplicates ?? 0, distinct: s?.ids?.size });
+  },
+  /** node.events: record what this node receives of `pattern`, per origin incarnation (order, gaps, duplicates checked here). */
+  'events-watch': ({ pattern }) => {
+    node.events.on(pattern, (e) => {
+      const key = `${e.node}:${e.incarnation}`;
+      const o = eventOrigins.get(key) ?? { node: e.node, count: 0, first: e.seq, last: 0, outOfOrder: 0, gaps: 0, ids: new Set() };
+      eventOrigins.set(key, o);
+      if (o.ids.has(e.id)) o.duplicates = (o.duplicates ?? 0) + 1;
+      else if (o.count > 0 && e.seq <= o.last) o.outOfOrder++;
+      else if (o.count > 0 && e.seq !== o.last + 1) o.gaps += e.seq - o.last - 1;
+      o.ids.add(e.id);
+      o.count++;
+      o.last = Math.max(o.last, e.seq);
+    });
+    out({ event: 'events-watching', pattern });
+  },
+  'events-emit': async ({ type, count = 1, distributed = true, pauseEvery, pauseMs }) => {
+    for (let i = 0; i < count; i++) {
+      if (distributed) node.events.emitDistributed(type, { i });
+      else node.events.emit(type, { i });
+      if (pauseEvery && (i + 1) % pauseEvery === 0) await sleep(pauseMs ?? 1);
+    }
+    out({ event: 'events-emitted', type, count });
+  },
+  'events-report': () =>
+    out({
+      event: 'events-report',
+      origins: [...eventOrigins.values()].map(({ ids, ...o }) => ({ ...o, duplicates: o.duplicates ?? 0 })),
+      stats: node.events.stats(),
+    }),
+  'events-query': async ({ query }) => out({ event: 'events-query', result: await node.events.query(query ?? {}) }),
+  /** node.presence */
+  'presence-track': ({ topic, key, meta }) => out({ event: 'presence-tracked', meta: node.presence.track(topic, key, meta ?? null) }),
+  'presence-list': ({ topic }) => out({ event: 'presence-list', topic, list: node.presence.list(topic) }),
+  'presence-watch': ({ topic }) => {
+    node.presence.onDiff(topic, (diff) => out({ event: 'presence-diff', diff }));
+    out({ event: 'presence-watching', topic });
   },
   stats: () => out({ event: 'stats', pubsub: node.pubsub.stats(), lanes: node.mesh.stats().lanes }),
   stop: async () => {

@@ -1,0 +1,180 @@
+/**
+ * node.events across real processes: each node is its own OS process (test/helpers/layer-proc.mjs)
+ * running the built library, linked over loopback by the real mesh. Per-origin order of
+ * `emitDistributed` at every receiver, `events.query` across the cluster, and a query with one
+ * node that cannot answer (SIGSTOP, kill -9): flagged partial, naming that node.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { EventQueryResult, FoundationEvent } from '../../src/services/events/events.js';
+import { compareEvents } from '../../src/services/events/store.js';
+import { isDown, isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { requireBuild } from '../helpers/requires.js';
+
+const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
+const skip = requireBuild('events multi-process tests');
+const SECRET = 'events-process-test-secret-0123456789';
+let procs: NodeProc[] = [];
+let run = 0;
+
+afterEach(async () => {
+  for (const p of procs) {
+    if (p.child.pid !== undefined && !p.exited) process.kill(p.child.pid, 'SIGCONT');
+    p.kill('SIGKILL');
+  }
+  procs = [];
+});
+
+async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
+  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
+  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
+  });
+  const proc = new NodeProc(child, name);
+  procs.push(proc);
+  const started = await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
+  return { proc, address: (started.id as { address: string }).address };
+}
+
+async function cluster(n: number): Promise<NodeProc[]> {
+  const clusterName = `events-proc-${process.pid}-${++run}`;
+  const out: NodeProc[] = [];
+  const addresses: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const { proc, address } = await startNode(`e${i}`, clusterName, addresses);
+    out.push(proc);
+    addresses.push(address);
+  }
+  for (const p of out) {
+    for (let i = 1; i <= n; i++) if (`e${i}` !== p.label) await p.waitFor(isUp(`e${i}`), 10_000, `e${i} up`);
+  }
+  return out;
+}
+
+async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
+  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
+  p.send(cmd);
+  const e = await next;
+  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
+  return e;
+}
+
+interface OriginReport {
+  node: string;
+  count: number;
+  first: number;
+  last: number;
+  outOfOrder: number;
+  gaps: number;
+  duplicates: number;
+}
+
+const report = async (p: NodeProc) =>
+  (await ask(p, { cmd: 'events-report' }, 'events-report')) as NodeEvent & { origins: OriginReport[]; stats: Record<string, number> };
+const query = async (p: NodeProc, q: Record<string, unknown>) => (await ask(p, { cmd: 'events-query', query: q }, 'events-query')).result as EventQueryResult;
+
+async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+function expectOrdered(events: FoundationEvent[]): void {
+  for (let i = 1; i < events.length; i++)
+    expect(compareEvents(events[i - 1] as FoundationEvent, events[i] as FoundationEvent), `event ${i} in HLC order`).toBeLessThan(0);
+  expect(new Set(events.map((e) => e.id)).size, 'one copy of each id').toBe(events.length);
+}
+
+describe.skipIf(skip !== undefined)('events across processes', () => {
+  it('emitDistributed from 3 nodes at once: every receiver sees each origin’s sequence numbers 1..N in order, none lost, none twice', async () => {
+    const nodes = await cluster(3);
+    for (const p of nodes) await ask(p, { cmd: 'events-watch', pattern: 'load.>' }, 'events-watching');
+    // The events channel has interest on every node once each has subscribed: wait for it through a probe.
+    await ask(nodes[0] as NodeProc, { cmd: 'interest', topic: 'foundation:events', to: ['e1', 'e2', 'e3'] }, 'interest');
+    for (const p of nodes) await ask(p, { cmd: 'interest', topic: 'foundation:events', to: ['e1', 'e2', 'e3'] }, 'interest');
+    const N = 3000;
+    await Promise.all(nodes.map((p) => ask(p, { cmd: 'events-emit', type: 'load.tick', count: N, pauseEvery: 500, pauseMs: 5 }, 'events-emitted', 60_000)));
+    await until(async () => {
+      for (const p of nodes) {
+        const r = await report(p);
+        if (r.origins.length < 3 || r.origins.some((o) => o.count < N)) return false;
+      }
+      return true;
+    }, 'every receiver to get 3 x N events');
+    for (const p of nodes) {
+      const r = await report(p);
+      expect(r.origins.map((o) => o.node).sort()).toEqual(['e1', 'e2', 'e3']);
+      for (const o of r.origins) {
+        expect({ at: p.label, ...o }).toEqual({ at: p.label, node: o.node, count: N, first: 1, last: N, outOfOrder: 0, gaps: 0, duplicates: 0 });
+      }
+      expect(r.stats).toMatchObject({ emittedDistributed: N, received: 3 * N, duplicates: 0, gaps: 0 });
+    }
+  });
+
+  it('events.query gathers local and distributed events from every node, once each, in HLC order; with a node stopped or killed it is flagged partial and names it', async () => {
+    const [a, b, c] = (await cluster(3)) as NodeProc[];
+    for (const p of [a, b, c] as NodeProc[]) await ask(p, { cmd: 'interest', topic: 'foundation:events', to: ['e1', 'e2', 'e3'] }, 'interest');
+    for (const p of [a, b, c] as NodeProc[]) await ask(p, { cmd: 'events-emit', type: 'audit.local', count: 5, distributed: false }, 'events-emitted');
+    await ask(a as NodeProc, { cmd: 'events-emit', type: 'audit.shared', count: 3 }, 'events-emitted');
+    await ask(a as NodeProc, { cmd: 'events-emit', type: 'other.thing', count: 2 }, 'events-emitted');
+    // Each node holds its 5 local events and the 5 distributed ones (a's): wait for the distributed ones to land.
+    await until(
+      async () =>
+        (await query(c as NodeProc, { node: 'e1', type: 'audit.shared' })).events.length === 3 &&
+        (await query(b as NodeProc, { type: 'other.*' })).events.length === 2,
+      'distributed events stored',
+    );
+
+    const all = await query(b as NodeProc, { type: 'audit.>' });
+    expect(all.partial).toBe(false);
+    expect(all.missing).toEqual([]);
+    expect([...all.nodes].sort()).toEqual(['e1', 'e2', 'e3']);
+    expect(all.events).toHaveLength(15 + 3);
+    expectOrdered(all.events);
+    expect(
+      all.events
+        .filter((e) => e.scope === 'local')
+        .map((e) => e.node)
+        .sort(),
+    ).toEqual([...Array(5).fill('e1'), ...Array(5).fill('e2'), ...Array(5).fill('e3')]);
+    // Filters and the limit: the newest `limit`, flagged truncated.
+    const fromC = await query(a as NodeProc, { node: 'e3' });
+    expect(fromC.events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    const newest = await query(a as NodeProc, { type: 'audit.>', limit: 4 });
+    expect(newest.truncated).toBe(true);
+    expect(newest.events).toEqual(all.events.slice(-4));
+    const since = await query(a as NodeProc, { since: all.events[10]?.hlc });
+    expect(since.events.filter((e) => e.type.startsWith('audit.'))).toEqual(all.events.slice(11));
+
+    // c stops answering (SIGSTOP): a query with a 1 s deadline comes back partial, naming c.
+    process.kill((c as NodeProc).child.pid as number, 'SIGSTOP');
+    const t0 = Date.now();
+    const stopped = await query(a as NodeProc, { type: 'audit.>', timeoutMs: 1000 });
+    const tookMs = Date.now() - t0;
+    console.log(`[events] query with e3 stopped: ${tookMs} ms, missing ${JSON.stringify(stopped.missing)}`);
+    expect(stopped.partial).toBe(true);
+    expect(stopped.missing.map((m) => m.node)).toEqual(['e3']);
+    expect(['timeout', 'down']).toContain(stopped.missing[0]?.reason);
+    expect([...stopped.nodes].sort()).toEqual(['e1', 'e2']);
+    // What only e3 held (its local events) is missing; what others hold too is there.
+    expect(stopped.events.filter((e) => e.node === 'e3')).toEqual([]);
+    expect(stopped.events).toHaveLength(10 + 3);
+    expect(tookMs).toBeLessThan(5000);
+
+    // b is killed outright: once the mesh has it down, the query names it too, without waiting.
+    process.kill((c as NodeProc).child.pid as number, 'SIGCONT');
+    await until(async () => !(await query(a as NodeProc, { timeoutMs: 3000 })).partial, 'e3 answering again');
+    (b as NodeProc).kill('SIGKILL');
+    await (a as NodeProc).waitFor(isDown('e2'), 10_000, 'e2 down');
+    const killed = await query(a as NodeProc, { type: 'audit.>' });
+    expect(killed.partial).toBe(true);
+    expect(killed.missing).toEqual([{ node: 'e2', reason: 'down' }]);
+    expect(killed.events.filter((e) => e.node === 'e2')).toEqual([]);
+    expect(killed.events).toHaveLength(10 + 3);
+    expect((await report(a as NodeProc)).stats.queriesPartial).toBeGreaterThanOrEqual(2);
+  });
+});

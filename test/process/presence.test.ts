@@ -1,0 +1,123 @@
+/**
+ * node.presence across real processes (test/helpers/layer-proc.mjs, the built library, loopback):
+ * tracks on 3 nodes listed the same everywhere, with join diffs; and a node killed
+ * with kill -9 whose presences leave every survivor's list within detection time, with leave diffs.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { PresenceDiff, PresenceList } from '../../src/services/presence.js';
+import { isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { requireBuild } from '../helpers/requires.js';
+
+const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
+const skip = requireBuild('presence multi-process tests');
+const SECRET = 'presence-process-test-secret-0123456789';
+let procs: NodeProc[] = [];
+let run = 0;
+
+afterEach(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  procs = [];
+});
+
+async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
+  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
+  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
+  });
+  const proc = new NodeProc(child, name);
+  procs.push(proc);
+  const started = await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
+  return { proc, address: (started.id as { address: string }).address };
+}
+
+async function cluster(n: number): Promise<NodeProc[]> {
+  const clusterName = `presence-proc-${process.pid}-${++run}`;
+  const out: NodeProc[] = [];
+  const addresses: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const { proc, address } = await startNode(`r${i}`, clusterName, addresses);
+    out.push(proc);
+    addresses.push(address);
+  }
+  for (const p of out) {
+    for (let i = 1; i <= n; i++) if (`r${i}` !== p.label) await p.waitFor(isUp(`r${i}`), 10_000, `r${i} up`);
+  }
+  return out;
+}
+
+async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
+  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
+  p.send(cmd);
+  const e = await next;
+  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
+  return e;
+}
+
+const list = async (p: NodeProc, topic: string) => (await ask(p, { cmd: 'presence-list', topic }, 'presence-list')).list as PresenceList;
+/** A list as `key: node=meta.device` strings, sorted: easy to compare across nodes. */
+const flat = (l: PresenceList) =>
+  Object.entries(l)
+    .flatMap(([key, { metas }]) => metas.map((m) => `${key}:${m.node}=${(m.meta as { device?: string } | null)?.device}`))
+    .sort();
+
+async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const end = Date.now() + timeoutMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+describe.skipIf(skip !== undefined)('presence across processes', () => {
+  it('tracks on 3 nodes are listed alike everywhere; kill -9 of one takes its presences off every survivor within detection time, with leave diffs', async () => {
+    const [a, b, c] = (await cluster(3)) as NodeProc[];
+    const nodes = [a, b, c] as NodeProc[];
+    for (const p of nodes) await ask(p, { cmd: 'presence-watch', topic: 'room:lobby' }, 'presence-watching');
+    await ask(a as NodeProc, { cmd: 'presence-track', topic: 'room:lobby', key: 'alice', meta: { device: 'phone' } }, 'presence-tracked');
+    await ask(b as NodeProc, { cmd: 'presence-track', topic: 'room:lobby', key: 'bob', meta: { device: 'laptop' } }, 'presence-tracked');
+    await ask(c as NodeProc, { cmd: 'presence-track', topic: 'room:lobby', key: 'alice', meta: { device: 'tablet' } }, 'presence-tracked');
+    await ask(c as NodeProc, { cmd: 'presence-track', topic: 'room:other', key: 'carol', meta: { device: 'tv' } }, 'presence-tracked');
+    const want = ['alice:r1=phone', 'alice:r3=tablet', 'bob:r2=laptop'];
+    await until(async () => {
+      for (const p of nodes) if (JSON.stringify(flat(await list(p, 'room:lobby'))) !== JSON.stringify(want)) return false;
+      return true;
+    }, 'every node to list the 3 presences');
+    // Grouped by key, metas by node (Phoenix's shape).
+    const l = await list(b as NodeProc, 'room:lobby');
+    expect(Object.keys(l)).toEqual(['alice', 'bob']);
+    expect(l.alice?.metas.map((m) => m.node)).toEqual(['r1', 'r3']);
+    expect(flat(await list(a as NodeProc, 'room:other'))).toEqual(['carol:r3=tv']);
+    // Every node saw the three joins through its diffs (its own included).
+    for (const p of nodes) {
+      const joins = p.events
+        .filter((e) => e.event === 'presence-diff')
+        .flatMap((e) => Object.entries((e.diff as PresenceDiff).joins).flatMap(([key, { metas }]) => metas.map((m) => `${key}:${m.node}`)));
+      expect(joins.sort(), `${p.label}'s joins`).toEqual(['alice:r1', 'alice:r3', 'bob:r2']);
+    }
+
+    // kill -9 of r3: its presences leave every survivor's list, and leave diffs fire there.
+    const t0 = Date.now();
+    (c as NodeProc).kill('SIGKILL');
+    const left = await Promise.all(
+      [a, b].map((p) =>
+        (p as NodeProc).waitForNext(
+          (e) => e.event === 'presence-diff' && Object.values((e.diff as PresenceDiff).leaves).some(({ metas }) => metas.some((m) => m.node === 'r3')),
+          10_000,
+          'a leave diff of r3',
+        ),
+      ),
+    );
+    const ms = Math.max(...left.map((e) => e.at)) - t0;
+    console.log(`[presence] r3 killed: its presences left both survivors in ${ms} ms`);
+    for (const e of left) expect((e.diff as PresenceDiff).leaves).toMatchObject({ alice: { metas: [{ node: 'r3', meta: { device: 'tablet' } }] } });
+    // Connection-closed detection is milliseconds on loopback; the bound leaves room for a loaded 2-core machine.
+    expect(ms).toBeLessThan(3000);
+    for (const p of [a, b] as NodeProc[]) {
+      expect(flat(await list(p, 'room:lobby'))).toEqual(['alice:r1=phone', 'bob:r2=laptop']);
+      expect(await list(p, 'room:other')).toEqual({});
+    }
+  });
+});
