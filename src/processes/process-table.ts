@@ -47,7 +47,8 @@ function isEntry(v: unknown): v is ProcessEntry {
   if (typeof e.k !== 'string' || !KINDS.has(e.k)) return false;
   if (e.k === 'type') return true;
   if (typeof e.type !== 'string' || !('args' in e)) return false;
-  if (e.k === 'singleton') return (e.consistency === 'available' || e.consistency === 'quorum') && (e.clusterSize === undefined || Number.isInteger(e.clusterSize));
+  if (e.k === 'singleton')
+    return (e.consistency === 'available' || e.consistency === 'quorum') && (e.clusterSize === undefined || Number.isInteger(e.clusterSize));
   if (e.k === 'child') return POLICIES.has(e.restart as string) && Number.isInteger(e.maxRestarts) && typeof e.windowMs === 'number';
   return true;
 }
@@ -74,7 +75,13 @@ export class ProcessTable {
     private readonly onChange: (change: TableChange) => void,
     private readonly now: () => number = Date.now,
   ) {
-    this.replica = new OwnedReplica<ProcessEntry>(self, incarnation, emit, (node, key, prev, next, cause) => this.changed(node, key, prev, next, cause), isEntry);
+    this.replica = new OwnedReplica<ProcessEntry>(
+      self,
+      incarnation,
+      emit,
+      (node, key, prev, next, cause) => this.changed(node, key, prev, next, cause),
+      isEntry,
+    );
   }
 
   // ---- this node's entries ---------------------------------------------------------------------
@@ -143,7 +150,10 @@ export class ProcessTable {
     const map = this.byKind[kind];
     let byNode = map.get(name);
     if (next) {
-      if (!byNode) map.set(name, (byNode = new Map()));
+      if (!byNode) {
+        byNode = new Map();
+        map.set(name, byNode);
+      }
       byNode.set(node, next);
       if (kind === 'child') this.orphaned.delete(name);
     } else if (byNode) {

@@ -17,26 +17,37 @@
  * one as `ctx.handoff`.
  */
 import { randomUUID } from 'node:crypto';
-import { EventEmitter } from 'node:events';
 import { ConfigError, ErrorCodes, type FoundationError, RegistryError, WorkerError } from '../errors.js';
 import { assertSerializable } from '../mesh/codec.js';
 import type { InternalMesh } from '../mesh/interface.js';
 import type { MembershipChange } from '../mesh/types.js';
-import type { NameOwner, Registry } from '../registry/registry.js';
+import type { Registry } from '../registry/registry.js';
 import { MeshReplicaLink } from '../replication/mesh-replica.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
 import { ownerOf, rankFor } from './placement.js';
-import { type ChildEntry, ProcessTable, type ProcessTableMessage, type SingletonConsistency } from './process-table.js';
+import { type PlacementView, planOwned, planReplicated } from './placement-plan.js';
+import { type ChildEntry, ProcessTable, type ProcessTableMessage } from './process-table.js';
+import { parseRpc, RETRYABLE, RPC_TOPIC, type Rpc, type RpcReply } from './rpc.js';
 import { type RestartPolicy, Supervisor } from './supervisor.js';
+import type {
+  CallOptions,
+  ChildStartOptions,
+  ProcessEvent,
+  ProcessExplanation,
+  ProcessesApi,
+  ProcessesStats,
+  ProcessInfo,
+  ProcessRef,
+  QuorumLeaseHandle,
+  QuorumLeases,
+  SingletonOptions,
+  SupervisionOptions,
+} from './types.js';
 import type { StopReason, WorkerSpec } from './worker.js';
-
-export type { SingletonConsistency } from './process-table.js';
 
 /** System topic of the process table's replication. */
 const TABLE_TOPIC = '$proc.table';
-/** System topic of requests between nodes' process layers (calls, placement, handoff). */
-const RPC_TOPIC = '$proc.rpc';
 /** Period of the table's digest. */
 const DIGEST_MS = 2000;
 /** Placement runs this long after the last change that may move something (coalesces bursts). */
@@ -48,165 +59,6 @@ const REBALANCE_STABLE_MS = 1000;
 /** Pause between two attempts of a call by name (a failover or handoff in progress). */
 const RETRY_PAUSE_MS = 25;
 
-/** One quorum singleton's lease, as this layer uses it (`quorum-singleton.ts` implements it). */
-export interface QuorumLeaseHandle {
-  on(event: 'acquired', listener: (e: { token: number }) => void): unknown;
-  on(event: 'lost', listener: (e: { reason: string }) => void): unknown;
-  /** Releases the lease (a successor need not wait it out) and stops claiming. */
-  stop(): Promise<void>;
-  /** The holder and its token, as this node knows them. */
-  holder(): { node: string; token: number } | undefined;
-}
-
-/** The quorum lease manager of a node: every node that declares a quorum singleton claims it (and so votes). */
-export interface QuorumLeases {
-  claim(name: string, opts: { clusterSize: number; leaseMs?: number }): QuorumLeaseHandle;
-}
-
-/** Supervision of a placed worker. */
-export interface SupervisionOptions {
-  /** `permanent` (default): always restarted; `transient`: only after a crash; `temporary`: never. */
-  restart?: RestartPolicy;
-  /** Most restarts within `windowMs` before the node gives up on the worker (event `gave-up`). Default 3. */
-  maxRestarts?: number;
-  /** The restart intensity window, in ms. Default 5000. */
-  windowMs?: number;
-}
-
-/** Options of `startSingleton`. */
-export interface SingletonOptions extends SupervisionOptions {
-  /**
-   * `'available'` (default): runs on the owner chosen over reachable members; during a partition
-   * each side may run one, after the heal exactly one survives (the other stops with
-   * `name_conflict`). `'quorum'`: at most one instance at any moment, given `clusterSize`; the side
-   * without a majority runs none (docs/guides/processes.md, docs/guides/quorum-singletons.md).
-   */
-  consistency?: SingletonConsistency;
-  /** For `'quorum'`: how many nodes declare this singleton (the voters); a majority of it is needed. Required with `'quorum'`. */
-  clusterSize?: number;
-  /** For `'quorum'`: the lease a majority grants, in ms (failover after a crash takes about one lease). Default from `quorum-singleton.ts`. */
-  leaseMs?: number;
-}
-
-/** Options of `startChild`. */
-export interface ChildStartOptions extends SupervisionOptions {
-  /** The child's registry name, unique in the cluster. Default `<type>-<uuid>`. */
-  name?: string;
-  /**
-   * `'passive'` (default): the child stays where it runs until its host goes. `'active'`: when
-   * membership changes and the rendezvous owner is another node, the child moves there through
-   * handoff (after membership has been stable for a second).
-   */
-  rebalance?: 'passive' | 'active';
-  /** How long to try placing it (owners that die meanwhile are skipped), in ms. Default 5000. */
-  timeoutMs?: number;
-}
-
-/** Where a worker runs. */
-export interface ProcessRef {
-  readonly name: string;
-  readonly node: string;
-}
-
-/** Options of `call` and `cast` by name. */
-export interface CallOptions {
-  /** Overall deadline, retries included, in ms. Default 5000. */
-  timeoutMs?: number;
-}
-
-/** What a running worker is, as `/processes` and `list()` show it. */
-export interface ProcessInfo {
-  readonly name: string;
-  readonly node: string;
-  readonly kind: 'singleton' | 'replicated' | 'child';
-  readonly type: string;
-  readonly fencingToken?: number;
-}
-
-/** `explain(name)`: where a worker runs, why, and the mechanism beneath. */
-export interface ProcessExplanation {
-  readonly name: string;
-  readonly kind: 'singleton' | 'replicated' | 'child' | 'unknown';
-  /** The node that runs it now (its registry entry), if any. */
-  readonly node?: string;
-  /** The registry entry beneath (`node.registry.lookup(name)`). */
-  readonly registry?: NameOwner;
-  readonly type?: string;
-  readonly consistency?: SingletonConsistency;
-  /** How the node was chosen. */
-  readonly placement: string;
-  /** Candidates in rendezvous order (the first is the owner when nothing runs it yet). */
-  readonly candidates: string[];
-  /** Quorum singletons: the fencing token of the running activation. */
-  readonly fencingToken?: number;
-  /** Restarts on its current host, and its mailbox depth (asked of the host). */
-  readonly restarts?: number;
-  readonly mailboxDepth?: number;
-  /** True when its host died and no node has adopted it yet. */
-  readonly orphan?: boolean;
-}
-
-/** Events of `processes.watch`. */
-export type ProcessEvent =
-  | { type: 'started'; name: string; kind: ProcessInfo['kind']; restarts: number; handoff: boolean }
-  | { type: 'stopped'; name: string; reason: StopReason }
-  | { type: 'gave-up'; name: string; reason: StopReason; restarts: number }
-  | { type: 'conflict'; name: string; winner: string }
-  | { type: 'failover'; name: string; from?: string }
-  | { type: 'handoff'; name: string; to: string };
-
-/** Counters of the processes layer on this node. */
-export interface ProcessesStats {
-  /** Workers running on this node. */
-  running: number;
-  restarts: number;
-  /** Workers this node started because their previous host died (singletons and adopted children). */
-  failovers: number;
-  /** Workers moved off this node / onto this node with their state. */
-  handoffsOut: number;
-  handoffsIn: number;
-  /** Workers this node stopped because another node's registration won (`name_conflict`). */
-  conflicts: number;
-  /** Workers given up after too many restarts. */
-  gaveUp: number;
-  /** Children whose host died, not adopted yet, as this node sees them. */
-  orphans: number;
-  /** Messages waiting in the mailboxes of this node's workers: sum and largest. */
-  mailboxDepth: number;
-  maxMailboxDepth: number;
-  /** Malformed replication or request messages dropped. */
-  messagesDropped: number;
-}
-
-/** The public API of `node.processes` (docs/guides/processes.md). */
-export interface ProcessesApi {
-  /** Declares worker type `type` on this node (every node that may run it declares it, before use). */
-  define<S, A>(type: string, spec: WorkerSpec<S, A>): void;
-  /** Declares singleton `name` on this node; one node of those that declared it runs it. Resolves once declared. */
-  startSingleton(name: string, type: string, args?: unknown, opts?: SingletonOptions): Promise<void>;
-  /** One instance on every node that defined `type`, named `name@<node>`, including nodes that join later. Resolves with the instances started now. */
-  startReplicated(name: string, type: string, args?: unknown, opts?: SupervisionOptions): Promise<ProcessRef[]>;
-  /** Stops every copy of replicated worker `name` (on the nodes reachable now). */
-  stopReplicated(name: string): Promise<void>;
-  /** Starts a child on the rendezvous owner among live nodes that defined `type`; resolves with where it runs. */
-  startChild(type: string, args?: unknown, opts?: ChildStartOptions): Promise<ProcessRef>;
-  /** Stops a child for good, wherever it runs; false when no such child exists. */
-  stopChild(name: string, opts?: CallOptions): Promise<boolean>;
-  /** Calls worker `name` wherever it runs; retries across handoff and failover until `timeoutMs`. */
-  call<T = unknown>(name: string, msg: unknown, opts?: CallOptions): Promise<T>;
-  /** Casts to worker `name` wherever it runs; resolves once a running instance took the message (retried like `call`). */
-  cast(name: string, msg: unknown, opts?: CallOptions): Promise<void>;
-  /** Where `name` runs now, from local state. */
-  whereis(name: string): ProcessRef | undefined;
-  /** Every worker running in the cluster, as this node sees it. */
-  list(): ProcessInfo[];
-  /** Where a worker runs, why, and its registry entry (asks its host for restarts and mailbox depth). */
-  explain(name: string): Promise<ProcessExplanation>;
-  /** Calls `listener` on every event of this node's workers. Returns the function that stops it. */
-  watch(listener: (event: ProcessEvent) => void): () => void;
-  stats(): ProcessesStats;
-}
-
 /** A worker running on this node, and why. */
 interface LocalWorker {
   kind: ProcessInfo['kind'];
@@ -217,52 +69,6 @@ interface LocalWorker {
   /** The registration failed because another node still held the name (quorum holders retry). */
   unregistered?: boolean;
   rebalance?: 'passive' | 'active';
-}
-
-/** Requests between the process layers of two nodes. */
-type Rpc =
-  | { t: 'call'; name: string; msg: unknown; timeoutMs: number }
-  | { t: 'cast'; name: string; msg: unknown }
-  | { t: 'start-child'; name: string; spec: ChildEntry; rebalance?: 'passive' | 'active'; moved?: boolean; handoff?: unknown }
-  | { t: 'adopt-singleton'; name: string; moved?: boolean; handoff?: unknown }
-  | { t: 'stop-child'; name: string }
-  | { t: 'start-replicated'; name: string; type: string; args: unknown; sup: SupervisionOptions }
-  | { t: 'stop-replicated'; name: string }
-  | { t: 'info'; name: string };
-
-type RpcReply = { ok: true; v?: unknown } | { ok: false; code: string; message: string };
-
-const RETRYABLE = new Set<string>([
-  'NOT_HERE',
-  ErrorCodes.WORKER_STOPPED,
-  ErrorCodes.NODE_UNREACHABLE,
-  ErrorCodes.LINK_CLOSED,
-  ErrorCodes.NO_HANDLER,
-  ErrorCodes.NODE_STOPPED,
-]);
-
-function parseRpc(v: unknown): Rpc | undefined {
-  if (typeof v !== 'object' || v === null) return undefined;
-  const r = v as Record<string, unknown>;
-  if (typeof r.name !== 'string' || r.name.length === 0) return undefined;
-  switch (r.t) {
-    case 'call':
-      return typeof r.timeoutMs === 'number' && r.timeoutMs > 0 ? (r as Rpc) : undefined;
-    case 'start-child': {
-      const s = r.spec as Record<string, unknown> | null;
-      return typeof s === 'object' && s !== null && s.k === 'child' && typeof s.type === 'string' ? (r as Rpc) : undefined;
-    }
-    case 'start-replicated':
-      return typeof r.type === 'string' && typeof r.sup === 'object' && r.sup !== null ? (r as Rpc) : undefined;
-    case 'cast':
-    case 'adopt-singleton':
-    case 'stop-child':
-    case 'stop-replicated':
-    case 'info':
-      return r as Rpc;
-    default:
-      return undefined;
-  }
 }
 
 function checkName(what: string, name: unknown): asserts name is string {
@@ -450,7 +256,10 @@ export class Processes implements ProcessesApi {
     const sup = supervision(opts);
     if (consistency === 'quorum') {
       if (!Number.isInteger(opts.clusterSize) || (opts.clusterSize as number) < 1) {
-        throw new ConfigError('clusterSize', `a quorum singleton needs clusterSize, the number of nodes that declare it (an integer >= 1), got ${opts.clusterSize}`);
+        throw new ConfigError(
+          'clusterSize',
+          `a quorum singleton needs clusterSize, the number of nodes that declare it (an integer >= 1), got ${opts.clusterSize}`,
+        );
       }
       if (!this.quorum) throw new ConfigError('consistency', 'quorum singletons are not available on this node');
     }
@@ -470,10 +279,7 @@ export class Processes implements ProcessesApi {
     lease.on('acquired', ({ token }: { token: number }) => {
       if (this.stopping) return;
       const from = this.lastHost.get(name);
-      if (from !== undefined && from !== this.self) {
-        this.counters.failovers++;
-        this.emit({ type: 'failover', name, from });
-      }
+      if (from !== undefined && from !== this.self) this.failover(name, from);
       void this.runLocal(name, 'singleton', type, args, { ...(this.singletonSupervision.get(name) ?? supervision({})), fencingToken: token });
     });
     lease.on('lost', () => {
@@ -524,13 +330,18 @@ export class Processes implements ProcessesApi {
       throw new RegistryError(ErrorCodes.NAME_REGISTERED, `a worker named "${name}" already exists`, this.registry.lookup(name));
     }
     const spec: ChildEntry = { k: 'child', type, args, ...sup };
+    // Which nodes defined the type is in their tables: wait (bounded) for the tables of members just up.
+    await this.awaitSynced(deadline);
     for (;;) {
       const eligible = this.live().filter((n) => this.table.holders('type', type).has(n));
       if (eligible.length === 0) throw new WorkerError(ErrorCodes.WORKER_TYPE_UNKNOWN, `no live node defines worker type "${type}"`);
       let lastError: Error | undefined;
       for (const node of rankFor(name, eligible)) {
         const req: Rpc = { t: 'start-child', name, spec, rebalance: opts.rebalance };
-        const r = node === this.self ? await this.handleRpc(req, this.self) : await this.request(node, req, Math.max(1, deadline - Date.now()), 'control').catch((e) => e as Error);
+        const r =
+          node === this.self
+            ? await this.handleRpc(req, this.self)
+            : await this.request(node, req, Math.max(1, deadline - Date.now()), 'control').catch((e) => e as Error);
         if (r instanceof Error) {
           lastError = r;
           continue;
@@ -603,7 +414,10 @@ export class Processes implements ProcessesApi {
         continue;
       }
       const req: Rpc = kind === 'call' ? { t: 'call', name, msg, timeoutMs: remaining } : { t: 'cast', name, msg };
-      const r = owner.node === this.self ? await this.handleRpc(req, this.self) : await this.request(owner.node, req, remaining + 100, 'events').catch((e) => e as Error);
+      const r =
+        owner.node === this.self
+          ? await this.handleRpc(req, this.self)
+          : await this.request(owner.node, req, remaining + 100, 'events').catch((e) => e as Error);
       if (r instanceof Error) {
         const code = (r as FoundationError).code;
         if (code === ErrorCodes.REQUEST_TIMEOUT) break;
@@ -652,7 +466,8 @@ export class Processes implements ProcessesApi {
         }
         case 'cast': {
           const inst = this.supervisor.get(req.name);
-          if (!inst || !this.local.has(req.name) || !inst.cast(req.msg)) return { ok: false, code: 'NOT_HERE', message: `"${req.name}" does not run on ${this.self}` };
+          if (!inst || !this.local.has(req.name) || !inst.cast(req.msg))
+            return { ok: false, code: 'NOT_HERE', message: `"${req.name}" does not run on ${this.self}` };
           return { ok: true };
         }
         case 'start-child': {
@@ -664,7 +479,8 @@ export class Processes implements ProcessesApi {
         }
         case 'adopt-singleton': {
           const decl = this.table.own('singleton', req.name);
-          if (decl?.k !== 'singleton' || decl.consistency !== 'available') return { ok: false, code: 'NOT_HERE', message: `"${req.name}" is not declared on ${this.self}` };
+          if (decl?.k !== 'singleton' || decl.consistency !== 'available')
+            return { ok: false, code: 'NOT_HERE', message: `"${req.name}" is not declared on ${this.self}` };
           if (this.local.has(req.name)) return { ok: true };
           const sup = this.singletonSupervision.get(req.name) ?? supervision({});
           const started = await this.runLocal(req.name, 'singleton', decl.type, decl.args, sup, { handoff: req.handoff });
@@ -818,7 +634,11 @@ export class Processes implements ProcessesApi {
     this.registry.unregister(name);
     // The unregistration goes out (control lane, next microtask) before the request (same lane).
     await new Promise<void>((r) => setImmediate(r));
-    const r = await this.request(to, { ...req, moved: true, handoff: state }, 5000, 'control').catch((e) => ({ ok: false as const, code: 'ERROR', message: (e as Error).message }));
+    const r = await this.request(to, { ...req, moved: true, handoff: state }, 5000, 'control').catch((e) => ({
+      ok: false as const,
+      code: 'ERROR',
+      message: (e as Error).message,
+    }));
     if (r.ok) {
       this.counters.handoffsOut++;
       this.local.delete(name);
@@ -868,52 +688,56 @@ export class Processes implements ProcessesApi {
    */
   private reconcile(): void {
     if (this.stopping) return;
-    const live = this.live();
-    // Replicated workers: a copy here for every spec anyone publishes, if this node has the type.
     for (const name of this.stoppedReplicated) if (this.table.holders('replicated', name).size === 0) this.stoppedReplicated.delete(name);
-    for (const name of this.table.names('replicated')) {
-      const copy = `${name}@${this.self}`;
-      if (this.local.has(copy) || this.table.own('replicated', name) || this.stoppedReplicated.has(name)) continue;
-      const spec = [...this.table.holders('replicated', name).values()][0];
-      if (spec && this.types.has(spec.type)) void this.handleRpc({ t: 'start-replicated', name, type: spec.type, args: spec.args, sup: {} }, this.self);
+    const view: PlacementView = {
+      self: this.self,
+      live: this.live(),
+      table: this.table,
+      registered: (name) => this.registry.lookup(name)?.node,
+      runsHere: (name) => this.local.has(name),
+      defines: (type) => this.types.has(type),
+      stoppedReplicated: this.stoppedReplicated,
+    };
+    for (const a of planReplicated(view)) {
+      if (a.start === 'replicated') void this.handleRpc({ t: 'start-replicated', name: a.name, type: a.type, args: a.args, sup: {} }, this.self);
     }
-    if (!this.isReady()) return this.retryWhenReady();
-    const now = Date.now();
-    const waiting = live.filter((n) => !this.table.syncedWith(n) && now - (this.unsyncedSince.get(n) ?? 0) < SYNC_WAIT_MS);
-    if (waiting.length > 0) {
+    if (!this.isReady()) {
+      this.retryWhenReady();
+      return;
+    }
+    if (this.unsynced().length > 0) {
       setTimeout(() => this.schedule(), 50).unref();
       return;
     }
-    // Available singletons this node declared: the owner among live declarers runs it when nobody does.
-    for (const name of this.table.names('singleton')) {
-      const mine = this.table.own('singleton', name);
-      if (mine?.k !== 'singleton' || mine.consistency !== 'available' || this.local.has(name) || this.registry.lookup(name)) continue;
-      const declarers = live.filter((n) => this.table.holders('singleton', name).has(n));
-      if (ownerOf(name, declarers) !== this.self) continue;
-      const from = this.lastHost.get(name);
-      void this.runLocal(name, 'singleton', mine.type, mine.args, this.singletonSupervision.get(name) ?? supervision({}))
-        .then((ok) => {
-          if (ok && from !== undefined && from !== this.self) {
-            this.counters.failovers++;
-            this.emit({ type: 'failover', name, from });
-          }
-        })
-        .catch(() => {});
+    for (const a of planOwned(view)) {
+      if (a.start === 'singleton') {
+        const from = this.lastHost.get(a.name);
+        void this.runLocal(a.name, 'singleton', a.type, a.args, this.singletonSupervision.get(a.name) ?? supervision({}))
+          .then((ok) => {
+            if (ok && from !== undefined && from !== this.self) this.failover(a.name, from);
+          })
+          .catch(() => {});
+      } else if (a.start === 'orphan') {
+        void this.runLocal(a.name, 'child', a.spec.type, a.spec.args, a.spec)
+          .then((ok) => ok && this.failover(a.name, a.from))
+          .catch(() => {});
+      }
     }
-    // Orphaned children: the owner among live nodes that define the type adopts each.
-    for (const [name, spec, from] of this.table.orphans()) {
-      if (this.local.has(name) || this.registry.lookup(name)) continue;
-      const eligible = live.filter((n) => this.table.holders('type', spec.type).has(n));
-      if (ownerOf(name, eligible) !== this.self) continue;
-      void this.runLocal(name, 'child', spec.type, spec.args, spec)
-        .then((ok) => {
-          if (ok) {
-            this.counters.failovers++;
-            this.emit({ type: 'failover', name, from });
-          }
-        })
-        .catch(() => {});
-    }
+  }
+
+  private failover(name: string, from: string): void {
+    this.counters.failovers++;
+    this.emit({ type: 'failover', name, from });
+  }
+
+  /** Members up whose process table has not arrived yet (and has not been waited for `SYNC_WAIT_MS`). */
+  private unsynced(): string[] {
+    const now = Date.now();
+    return this.live().filter((n) => !this.table.syncedWith(n) && now - (this.unsyncedSince.get(n) ?? 0) < SYNC_WAIT_MS);
+  }
+
+  private async awaitSynced(deadline: number): Promise<void> {
+    while (this.unsynced().length > 0 && Date.now() < deadline) await sleep(10);
   }
 
   private retryWhenReady(): void {
@@ -984,7 +808,8 @@ export class Processes implements ProcessesApi {
               kind: 'singleton',
               type: singleton.type,
               consistency: 'available',
-              placement: 'rendezvous hashing of the name over live nodes that declared it; sticky while its node lives; conflicts after a partition: earliest registration wins',
+              placement:
+                'rendezvous hashing of the name over live nodes that declared it; sticky while its node lives; conflicts after a partition: earliest registration wins',
               candidates: rankFor(name, declarers),
             };
     } else if (child?.k === 'child') {
@@ -997,13 +822,21 @@ export class Processes implements ProcessesApi {
         orphan: this.table.orphans().some(([n]) => n === name),
       };
     } else if (replicated?.k === 'replicated') {
-      base = { kind: 'replicated', type: replicated.type, placement: `one copy per node that defined type "${replicated.type}", named name@node`, candidates: [name.slice(at + 1)] };
+      base = {
+        kind: 'replicated',
+        type: replicated.type,
+        placement: `one copy per node that defined type "${replicated.type}", named name@node`,
+        candidates: [name.slice(at + 1)],
+      };
     } else {
       base = { kind: 'unknown', placement: registry ? 'a registry name not started by node.processes' : 'no such worker', candidates: [] };
     }
     let hostInfo: { restarts?: number; mailboxDepth?: number; fencingToken?: number } = {};
     if (registry) {
-      const r = registry.node === this.self ? await this.handleRpc({ t: 'info', name }, this.self) : await this.request(registry.node, { t: 'info', name }, 1000, 'control').catch(() => undefined);
+      const r =
+        registry.node === this.self
+          ? await this.handleRpc({ t: 'info', name }, this.self)
+          : await this.request(registry.node, { t: 'info', name }, 1000, 'control').catch(() => undefined);
       if (r?.ok && r.v) hostInfo = r.v as typeof hostInfo;
     }
     return {
@@ -1058,4 +891,3 @@ export class Processes implements ProcessesApi {
     if (this.stopping) throw new WorkerError(ErrorCodes.NODE_STOPPED, 'node is stopping: no new workers');
   }
 }
-

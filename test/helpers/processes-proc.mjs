@@ -42,7 +42,11 @@ const commands = {
   children: async ({ count, prefix }) => {
     const refs = [];
     for (let i = 0; i < count; i += 100) {
-      refs.push(...(await Promise.all(Array.from({ length: Math.min(100, count - i) }, (_, j) => node.processes.startChild('counter', null, { name: `${prefix}${i + j}` })))));
+      refs.push(
+        ...(await Promise.all(
+          Array.from({ length: Math.min(100, count - i) }, (_, j) => node.processes.startChild('counter', null, { name: `${prefix}${i + j}` })),
+        )),
+      );
     }
     const perNode = {};
     for (const r of refs) perNode[r.node] = (perNode[r.node] ?? 0) + 1;

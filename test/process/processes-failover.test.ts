@@ -31,7 +31,10 @@ afterEach(async () => {
 
 async function spawnNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
   const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], { stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' } });
+  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
+  });
   const proc = new NodeProc(child, name);
   procs.push(proc);
   const started = await proc.waitFor((e) => e.event === 'started', 15_000, 'start');
@@ -47,7 +50,9 @@ async function cluster(n: number): Promise<{ procs: NodeProc[]; addresses: strin
     out.push(proc);
     addresses.push(address);
   }
-  for (const p of out) for (let i = 1; i <= n; i++) if (`n${i}` !== p.label) await p.waitFor((e) => e.event === 'up' && (e.member as { name: string }).name === `n${i}`, 10_000, `n${i} up`);
+  for (const p of out)
+    for (let i = 1; i <= n; i++)
+      if (`n${i}` !== p.label) await p.waitFor((e) => e.event === 'up' && (e.member as { name: string }).name === `n${i}`, 10_000, `n${i} up`);
   return { procs: out, addresses, clusterName };
 }
 
@@ -60,7 +65,8 @@ async function ask(p: NodeProc, cmd: Record<string, unknown>, event: string, tim
 }
 
 const running = async (p: NodeProc) => (await ask(p, { cmd: 'running' }, 'running')).local as string[];
-const startedHere = (name: string) => (e: NodeEvent) => e.event === 'proc' && (e.e as { type: string; name: string }).type === 'started' && (e.e as { name: string }).name === name;
+const startedHere = (name: string) => (e: NodeEvent) =>
+  e.event === 'proc' && (e.e as { type: string; name: string }).type === 'started' && (e.e as { name: string }).name === name;
 
 async function singletonHost(ps: NodeProc[], name: string): Promise<NodeProc> {
   const deadline = Date.now() + 10_000;

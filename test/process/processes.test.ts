@@ -52,7 +52,8 @@ async function startNode(name: string, hosts: string[]): Promise<FoundationNode>
   return node;
 }
 
-async function cluster(n: number): Promise<FoundationNode[]> {
+/** The nodes p1..pn (typed as at least three; a 2-node cluster leaves the third undefined and unused). */
+async function cluster(n: number): Promise<[FoundationNode, FoundationNode, FoundationNode]> {
   clusterName = `processes-${process.pid}-${++run}`;
   const out: FoundationNode[] = [];
   for (let i = 1; i <= n; i++)
@@ -63,14 +64,14 @@ async function cluster(n: number): Promise<FoundationNode[]> {
       ),
     );
   await waitFor(() => out.every((x) => x.cluster.members().length === n - 1), 'a full mesh', 10_000);
-  return out;
+  return out as [FoundationNode, FoundationNode, FoundationNode];
 }
 
 const running = (ns: FoundationNode[]) => ns.reduce((sum, x) => sum + x.processes.stats().running, 0);
 
 describe.skipIf(skip !== undefined)('processes on real nodes', () => {
   it('startChild places by rendezvous over nodes that defined the type; call and cast by name work from every node', async () => {
-    const [a, b, c] = (await cluster(3)) as FoundationNode[];
+    const [a, b, c] = await cluster(3);
     const refs = await Promise.all(Array.from({ length: 30 }, (_, i) => a.processes.startChild('counter', { start: i }, { name: `c${i}` })));
     const perNode = new Map<string, number>();
     for (const r of refs) perNode.set(r.node, (perNode.get(r.node) ?? 0) + 1);
@@ -90,7 +91,7 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
   });
 
   it('a name that does not exist fails fast with FOUNDATION_NO_SUCH_WORKER; an undefined type with FOUNDATION_WORKER_TYPE_UNKNOWN', async () => {
-    const [a] = (await cluster(2)) as FoundationNode[];
+    const [a] = await cluster(2);
     const t0 = Date.now();
     await expect(a.processes.call('nobody', 'get', { timeoutMs: 5000 })).rejects.toMatchObject({ code: 'FOUNDATION_NO_SUCH_WORKER' });
     expect(Date.now() - t0).toBeLessThan(1000);
@@ -105,7 +106,7 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
   });
 
   it('a singleton declared on every node runs exactly once; a graceful stop of its host hands it off with its state', async () => {
-    const all = (await cluster(3)) as FoundationNode[];
+    const all = await cluster(3);
     for (const x of all) await x.processes.startSingleton('leader', 'counter', { start: 100 });
     await waitFor(() => all.every((x) => x.processes.whereis('leader') !== undefined), 'the singleton registered everywhere', 5000);
     // Stable: still one instance after placement had time to run everywhere.
@@ -126,9 +127,11 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
   });
 
   it('startReplicated runs name@node on every node, and on a node that joins later', async () => {
-    const [a, b, c] = (await cluster(3)) as FoundationNode[];
+    const [a, b, c] = await cluster(3);
     const refs = await a.processes.startReplicated('cache', 'counter', { start: 1 });
     expect(refs.map((r) => r.name).sort()).toEqual(['cache@p1', 'cache@p2', 'cache@p3']);
+    // Visible on other nodes once replicated (a name not seen yet fails fast: FOUNDATION_NO_SUCH_WORKER).
+    await b.registry.awaitRegistered('cache@p3', { timeoutMs: 3000 });
     expect(await b.processes.call('cache@p3', 'get')).toMatchObject({ node: 'p3', n: 1 });
     const d = await startNode('p4', [a.id.address]);
     await waitFor(() => d.processes.whereis('cache@p4')?.node === 'p4', 'the copy on the node that joined', 10_000);
@@ -141,9 +144,15 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
   });
 
   it('a transient child that ends normally is gone everywhere; stopChild stops one wherever it runs', async () => {
-    const [a, b] = (await cluster(2)) as FoundationNode[];
-    a.processes.define('once', { init: (_args, ctx) => (setTimeout(() => ctx.stop('normal'), 50), 0) });
-    b.processes.define('once', { init: (_args, ctx) => (setTimeout(() => ctx.stop('normal'), 50), 0) });
+    const [a, b] = await cluster(2);
+    const once: WorkerSpec<number, null> = {
+      init: (_args, ctx) => {
+        setTimeout(() => ctx.stop('normal'), 50);
+        return 0;
+      },
+    };
+    a.processes.define('once', once);
+    b.processes.define('once', once);
     await a.processes.startChild('once', null, { name: 'o1', restart: 'transient' });
     await waitFor(() => a.processes.whereis('o1') === undefined && b.processes.whereis('o1') === undefined, 'the ended child gone', 5000);
     await expect(b.processes.call('o1', 'x')).rejects.toMatchObject({ code: 'FOUNDATION_NO_SUCH_WORKER' });
@@ -155,8 +164,10 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
   });
 
   it("rebalance 'active' moves children to a node that joins, with their state; 'passive' children stay", async () => {
-    const [a, b] = (await cluster(2)) as FoundationNode[];
-    const active = await Promise.all(Array.from({ length: 20 }, (_, i) => a.processes.startChild('counter', { start: i }, { name: `act${i}`, rebalance: 'active' })));
+    const [a, b] = await cluster(2);
+    const active = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => a.processes.startChild('counter', { start: i }, { name: `act${i}`, rebalance: 'active' })),
+    );
     const passive = await Promise.all(Array.from({ length: 20 }, (_, i) => a.processes.startChild('counter', { start: i }, { name: `pas${i}` })));
     for (const r of active) await a.processes.call(r.name, { add: 1000 });
     const c = await startNode('p3', [a.id.address, b.id.address]);
