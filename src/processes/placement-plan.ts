@@ -8,7 +8,9 @@
  *   the rendezvous owner among live declarers starts it. The registry drops a node's names when
  *   it goes down, so "nobody holds it" also covers a host that died.
  * - Orphaned children (their host went down without giving them up): the rendezvous owner among
- *   live nodes that defined the type adopts each one nobody holds.
+ *   live nodes that defined the type adopts each one nobody holds. The owner may never have seen
+ *   the child's spec (its host died before the spec reached it): a node that knows the orphan and
+ *   sees it unadopted after `forwardAfterMs` sends it to the owner.
  *
  * Sticky by construction: nothing here moves a worker that runs (active rebalancing is a separate,
  * explicit step), so a node that joins takes nothing over.
@@ -30,12 +32,18 @@ export interface PlacementView {
   defines(type: string): boolean;
   /** Replicated names this node stopped and must not restart. */
   stoppedReplicated?: ReadonlySet<string>;
+  /** Now, on the clock of the table's `since` stamps. */
+  readonly now: number;
+  /** An orphan older than this that the owner has not adopted is sent to the owner (it may not know of it). */
+  readonly forwardAfterMs: number;
 }
 
 export type PlacementAction =
   | { start: 'replicated'; name: string; copy: string; type: string; args: unknown }
   | { start: 'singleton'; name: string; type: string; args: unknown }
-  | { start: 'orphan'; name: string; spec: ChildEntry; from: string };
+  | { start: 'orphan'; name: string; spec: ChildEntry; from: string }
+  /** Ask `to`, the owner, to adopt an orphan: only this node may have seen its spec. */
+  | { start: 'forward'; name: string; spec: ChildEntry; from: string; to: string };
 
 /** Replicated copies to start here (these need no synced view: a copy per node is always right). */
 export function planReplicated(v: PlacementView): PlacementAction[] {
@@ -58,10 +66,12 @@ export function planOwned(v: PlacementView): PlacementAction[] {
     const declarers = v.live.filter((n) => v.table.holders('singleton', name).has(n));
     if (ownerOf(name, declarers) === v.self) out.push({ start: 'singleton', name, type: mine.type, args: mine.args });
   }
-  for (const [name, spec, from] of v.table.orphans()) {
+  for (const [name, spec, from, since] of v.table.orphans()) {
     if (v.runsHere(name) || v.registered(name) !== undefined) continue;
     const eligible = v.live.filter((n) => v.table.holders('type', spec.type).has(n));
-    if (ownerOf(name, eligible) === v.self) out.push({ start: 'orphan', name, spec, from });
+    const owner = ownerOf(name, eligible);
+    if (owner === v.self) out.push({ start: 'orphan', name, spec, from });
+    else if (owner !== undefined && v.now - since >= v.forwardAfterMs) out.push({ start: 'forward', name, spec, from, to: owner });
   }
   return out;
 }

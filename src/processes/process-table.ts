@@ -110,9 +110,9 @@ export class ProcessTable {
     return [...this.byKind[kind].keys()];
   }
 
-  /** Children whose host is gone and that nobody has taken yet. */
-  orphans(): Array<[name: string, spec: ChildEntry, from: string]> {
-    return [...this.orphaned].map(([name, o]) => [name, o.spec, o.from]);
+  /** Children whose host is gone and that nobody has taken yet (`since`: when this node saw the host go). */
+  orphans(): Array<[name: string, spec: ChildEntry, from: string, since: number]> {
+    return [...this.orphaned].map(([name, o]) => [name, o.spec, o.from, o.since]);
   }
 
   /** Whether this node holds `node`'s whole map (it has heard from it since it came up). */

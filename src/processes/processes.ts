@@ -54,6 +54,8 @@ const DIGEST_MS = 2000;
 const SETTLE_MS = 25;
 /** How long placement waits for a peer's table before deciding without it. */
 const SYNC_WAIT_MS = 2000;
+/** An orphan the owner has not adopted after this long is sent to it (the owner may not know of it); again every as long. */
+const ORPHAN_FORWARD_MS = 500;
 /** Active rebalancing waits for membership to be stable this long. */
 const REBALANCE_STABLE_MS = 1000;
 /** Pause between two attempts of a call by name (a failover or handoff in progress). */
@@ -111,6 +113,8 @@ export class Processes implements ProcessesApi {
   private readonly unsyncedSince = new Map<string, number>();
   /** Stops in progress, by name: a new instance of the name waits for the old one's terminate. */
   private readonly exits = new Map<string, Promise<unknown>>();
+  /** Orphans this node sent to their owner, and when (sent again every `ORPHAN_FORWARD_MS` while unadopted). */
+  private readonly forwarded = new Map<string, number>();
   /** Replicated workers stopped here, ignored until no node publishes them any more. */
   private readonly stoppedReplicated = new Set<string>();
   private reconcileTimer?: NodeJS.Timeout;
@@ -475,6 +479,7 @@ export class Processes implements ProcessesApi {
           const started = await this.runLocal(req.name, 'child', req.spec.type, req.spec.args, req.spec, { handoff: req.handoff, rebalance: req.rebalance });
           if (!started) return { ok: false, code: ErrorCodes.NAME_REGISTERED, message: `"${req.name}" is already registered` };
           if (req.moved) this.counters.handoffsIn++;
+          if (req.orphanOf !== undefined) this.failover(req.name, req.orphanOf);
           return { ok: true };
         }
         case 'adopt-singleton': {
@@ -697,6 +702,8 @@ export class Processes implements ProcessesApi {
       runsHere: (name) => this.local.has(name),
       defines: (type) => this.types.has(type),
       stoppedReplicated: this.stoppedReplicated,
+      now: Date.now(),
+      forwardAfterMs: ORPHAN_FORWARD_MS,
     };
     for (const a of planReplicated(view)) {
       if (a.start === 'replicated') void this.handleRpc({ t: 'start-replicated', name: a.name, type: a.type, args: a.args, sup: {} }, this.self);
@@ -721,8 +728,14 @@ export class Processes implements ProcessesApi {
         void this.runLocal(a.name, 'child', a.spec.type, a.spec.args, a.spec)
           .then((ok) => ok && this.failover(a.name, a.from))
           .catch(() => {});
+      } else if (a.start === 'forward' && Date.now() - (this.forwarded.get(a.name) ?? 0) >= ORPHAN_FORWARD_MS) {
+        this.forwarded.set(a.name, Date.now());
+        void this.request(a.to, { t: 'start-child', name: a.name, spec: a.spec, orphanOf: a.from }, 5000, 'control').catch(() => {});
       }
     }
+    for (const name of this.forwarded.keys()) if (!this.table.orphans().some(([n]) => n === name)) this.forwarded.delete(name);
+    // Orphans age into forwarding: look again while there are any.
+    if (this.table.orphans().length > 0) setTimeout(() => this.schedule(), ORPHAN_FORWARD_MS).unref();
   }
 
   private failover(name: string, from: string): void {

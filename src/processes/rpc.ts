@@ -14,7 +14,7 @@ export const RPC_TOPIC = '$proc.rpc';
 export type Rpc =
   | { t: 'call'; name: string; msg: unknown; timeoutMs: number }
   | { t: 'cast'; name: string; msg: unknown }
-  | { t: 'start-child'; name: string; spec: ChildEntry; rebalance?: 'passive' | 'active'; moved?: boolean; handoff?: unknown }
+  | { t: 'start-child'; name: string; spec: ChildEntry; rebalance?: 'passive' | 'active'; moved?: boolean; handoff?: unknown; orphanOf?: string }
   | { t: 'adopt-singleton'; name: string; moved?: boolean; handoff?: unknown }
   | { t: 'stop-child'; name: string }
   | { t: 'start-replicated'; name: string; type: string; args: unknown; sup: SupervisionOptions }
