@@ -64,6 +64,8 @@ export const ErrorCodes = {
   SERVICE_CALL_FAILED: 'FOUNDATION_SERVICE_CALL_FAILED',
   /** `services.call` reached an instance that has no handler for the method. */
   SERVICE_NO_METHOD: 'FOUNDATION_SERVICE_NO_METHOD',
+  /** A quorum singleton's node will not claim it (nor vote): it sees more declaring nodes than `clusterSize`, or one configured with another `clusterSize` or `leaseMs`. */
+  QUORUM_MISCONFIGURED: 'FOUNDATION_QUORUM_MISCONFIGURED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
