@@ -14,6 +14,7 @@ import type { InternalMesh, MembersWatch } from '../mesh/interface.js';
 import type { MembershipChange } from '../mesh/types.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
+import { GlobCache, literalPrefix, SortedNames } from './glob.js';
 import { HybridClock } from './hlc.js';
 import { type NameEvent, type NameOwner, NameTable } from './name-table.js';
 
@@ -80,17 +81,6 @@ function checkName(name: unknown): asserts name is string {
   if (Buffer.byteLength(name, 'utf8') > MAX_NAME_BYTES) throw new ConfigError('name', `a registry name is at most ${MAX_NAME_BYTES} bytes in UTF-8`);
 }
 
-/** Compiles a glob into a RegExp (anchored; `*` any run, `?` one character, everything else literal). */
-function globToRegExp(glob: string): RegExp {
-  let src = '';
-  for (const ch of glob) {
-    if (ch === '*') src += '.*';
-    else if (ch === '?') src += '.';
-    else src += ch.replace(/[\\^$.|+()[\]{}]/g, '\\$&');
-  }
-  return new RegExp(`^${src}$`, 's');
-}
-
 const byName = (a: NameOwner, b: NameOwner): number => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
 export class Registry implements RegistryApi {
@@ -105,6 +95,9 @@ export class Registry implements RegistryApi {
   private flushScheduled = false;
   private stopped = false;
   private readonly counters = { registers: 0, updates: 0, unregisters: 0, conflicts: 0, messagesDropped: 0 };
+  private readonly globs = new GlobCache();
+  /** The resolved names in order, for selects with a literal prefix (kept in step by `dispatch`). */
+  private readonly sortedNames = new SortedNames(() => [...this.table.owned()].map((o) => o.name));
 
   constructor(
     private readonly mesh: InternalMesh,
@@ -134,10 +127,14 @@ export class Registry implements RegistryApi {
   }
 
   private dispatch(e: NameEvent): void {
-    if (e.type === 'register') this.counters.registers++;
-    else if (e.type === 'update') this.counters.updates++;
-    else if (e.type === 'unregister') this.counters.unregisters++;
-    else this.counters.conflicts++;
+    if (e.type === 'register') {
+      this.counters.registers++;
+      this.sortedNames.add(e.owner.name);
+    } else if (e.type === 'update') this.counters.updates++;
+    else if (e.type === 'unregister') {
+      this.counters.unregisters++;
+      this.sortedNames.remove(e.name);
+    } else this.counters.conflicts++;
     for (const l of this.listeners) {
       try {
         l(e);
@@ -242,7 +239,17 @@ export class Registry implements RegistryApi {
 
   select(pattern: string): NameOwner[] {
     if (typeof pattern !== 'string') throw new ConfigError('pattern', 'expected a glob string');
-    const re = globToRegExp(pattern);
+    const re = this.globs.get(pattern);
+    const prefix = literalPrefix(pattern);
+    if (prefix.length > 0) {
+      // Only the names under the prefix, already in order.
+      const under: NameOwner[] = [];
+      for (const name of this.sortedNames.withPrefix(prefix)) {
+        const o = re.test(name) ? this.table.lookup(name) : undefined;
+        if (o) under.push(o);
+      }
+      return under;
+    }
     const out: NameOwner[] = [];
     for (const o of this.table.owned()) if (re.test(o.name)) out.push(o);
     return out.sort(byName);

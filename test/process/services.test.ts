@@ -94,7 +94,11 @@ const register = (p: NodeProc, opts: Record<string, unknown>) => ask(p, { cmd: '
 const call = (p: NodeProc, name: string, method: string, args: unknown, opts: Record<string, unknown> = {}) =>
   ask(p, { cmd: 'svc-call', name, method, args, opts }, 'svc-call', 30_000);
 const stats = async (p: NodeProc) =>
-  (await ask(p, { cmd: 'svc-stats' }, 'svc-stats')).stats as { retries: number; calls: Record<string, number>; served: number };
+  (await ask(p, { cmd: 'svc-stats' }, 'svc-stats')).stats as {
+    retries: number;
+    calls: { ok: number; error: number; noMethod: number; unavailable: number };
+    served: number;
+  };
 
 /** Polls `p` until `cond` holds of its discover results; resolves with the time (ms since epoch, on `p`) it first did. */
 async function until(p: NodeProc, query: Record<string, unknown>, cond: (rs: Rec[]) => boolean, what: string, timeoutMs = 10_000): Promise<number> {
