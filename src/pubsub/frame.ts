@@ -161,41 +161,45 @@ function buildHead(f: Omit<OutboundFrame, 'body'>): Buffer {
   return out;
 }
 
-/** Parses a frame; undefined when the bytes are not a valid frame (dropped and counted by the caller). */
-export function readFrame(buf: Buffer): InboundFrame | undefined {
-  if (buf.length < 3 || buf[0] !== VERSION) return undefined;
-  const flags = buf[1] as number;
-  const topicLen = buf[2] as number;
-  if (topicLen === 0 || 3 + topicLen > buf.length) return undefined;
+/**
+ * Parses the frame in bytes [start, end) of `buf` (a batch holds several); undefined when they
+ * are not a valid frame (dropped and counted by the caller). The body is a view into `buf`.
+ */
+export function readFrame(buf: Buffer, start = 0, end = buf.length): InboundFrame | undefined {
+  if (end - start < 3 || buf[start] !== VERSION) return undefined;
+  const flags = buf[start + 1] as number;
+  const topicLen = buf[start + 2] as number;
+  let at = start + 3;
+  if (topicLen === 0 || at + topicLen > end) return undefined;
   // Topics repeat: decoded through the mesh's small cache of recent strings.
-  const topic = decodeTopic(buf, 3, topicLen);
-  let at = 3 + topicLen;
-  if ((flags & (FrameFlags.TRACE | FrameFlags.GROUPS)) === 0) return { topic, flags, traceparent: undefined, groups: undefined, body: buf.subarray(at) };
+  const topic = decodeTopic(buf, at, topicLen);
+  at += topicLen;
+  if ((flags & (FrameFlags.TRACE | FrameFlags.GROUPS)) === 0) return { topic, flags, traceparent: undefined, groups: undefined, body: buf.subarray(at, end) };
   let traceparent: string | undefined;
   if (flags & FrameFlags.TRACE) {
-    if (at >= buf.length) return undefined;
+    if (at >= end) return undefined;
     const n = buf[at++] as number;
-    if (at + n > buf.length) return undefined;
+    if (at + n > end) return undefined;
     traceparent = buf.toString('utf8', at, at + n);
     at += n;
   }
   let groups: Array<[string, string]> | undefined;
   if (flags & FrameFlags.GROUPS) {
-    if (at >= buf.length) return undefined;
+    if (at >= end) return undefined;
     const count = buf[at++] as number;
     groups = [];
     for (let i = 0; i < count; i++) {
-      if (at >= buf.length) return undefined;
+      if (at >= end) return undefined;
       const gn = buf[at++] as number;
-      if (at + gn >= buf.length) return undefined;
+      if (at + gn >= end) return undefined;
       const g = buf.toString('utf8', at, at + gn);
       at += gn;
       const nn = buf[at++] as number;
-      if (at + nn > buf.length) return undefined;
+      if (at + nn > end) return undefined;
       const n = buf.toString('utf8', at, at + nn);
       at += nn;
       groups.push([g, n]);
     }
   }
-  return { topic, flags, traceparent, groups, body: buf.subarray(at) };
+  return { topic, flags, traceparent, groups, body: buf.subarray(at, end) };
 }

@@ -16,6 +16,7 @@ import { LANES, type LaneName } from '../mesh/types.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
+import { BATCH_MARK, FrameBatcher, forEachBatchFrame } from './batch.js';
 import { decodeBody, encodeBody, FrameFlags, type InboundFrame, type OutboundFrame, readFrame, writeFrame, writeFrameHead } from './frame.js';
 import { InterestSync, type Route } from './interest.js';
 import { type PubSubStream, StreamIterator } from './stream.js';
@@ -148,6 +149,8 @@ export class PubSub implements PubSubApi {
   private stopped = false;
   private readonly counters = { framesReceived: 0, framesDropped: 0, unrouted: 0, sendFailures: 0 };
   private readonly hooks: SubscriberHooks;
+  /** Frames published in one turn of the loop to the same nodes and lane, sent as one message per node (batch.ts). */
+  private readonly batcher = new FrameBatcher((dest, bytes, frames, lane) => this.sendBytes(dest, bytes, frames, lane));
 
   constructor(
     readonly self: string,
@@ -225,6 +228,7 @@ export class PubSub implements PubSubApi {
   /** Ends every subscription and stops the adapter. */
   async stop(): Promise<void> {
     if (this.stopped) return;
+    this.batcher.flush();
     this.stopped = true;
     clearInterval(this.digestTimer);
     for (const end of [...this.active.values()]) end();
@@ -430,11 +434,38 @@ export class PubSub implements PubSubApi {
     return fallback;
   }
 
-  /** Sends one frame: head and body apart when the adapter takes them so (no copy of the body), else joined. */
+  /**
+   * Sends one frame. A small one joins the open batch (sent when the current job ends, or
+   * earlier when full); a large one goes alone, head and body apart when the adapter takes them
+   * so (no copy of the body). Returns false when a destination's lane is known to be over its
+   * high-water mark (as of the last batch sent to it).
+   */
   private send(nodes: readonly string[], frame: OutboundFrame, lane: LaneName): boolean {
+    if (FrameBatcher.fits(frame.body)) {
+      this.batcher.add(nodes, lane, writeFrameHead(frame), frame.body);
+      return !this.anyFull(nodes, lane);
+    }
+    this.batcher.flush();
     const adapter = this.adapter;
     const { full, failed } =
       adapter.sendParts !== undefined ? adapter.sendParts(nodes, writeFrameHead(frame), frame.body, lane) : adapter.send(nodes, writeFrame(frame), lane);
+    this.noteSent(full, failed, lane);
+    return full.length === 0;
+  }
+
+  /** Sends a closed batch (or a lone small frame) through the adapter. */
+  private sendBytes(nodes: readonly string[], bytes: Buffer, frames: number, lane: LaneName): void {
+    const { full, failed } = this.adapter.send(nodes, bytes, lane);
+    this.noteSent(full, failed * frames, lane);
+  }
+
+  private anyFull(nodes: readonly string[], lane: LaneName): boolean {
+    if (this.full.size === 0) return false;
+    for (const node of nodes) if (this.full.get(node)?.has(lane)) return true;
+    return false;
+  }
+
+  private noteSent(full: readonly string[], failed: number, lane: LaneName): void {
     this.counters.sendFailures += failed;
     for (const node of full) {
       let lanes = this.full.get(node);
@@ -444,10 +475,11 @@ export class PubSub implements PubSubApi {
       }
       lanes.add(lane);
     }
-    return full.length === 0;
   }
 
   async drained(): Promise<void> {
+    // What is batched must go out first: the lanes to wait for are known once it is queued.
+    this.batcher.flush();
     const waits: Promise<void>[] = [];
     for (const [node, lanes] of this.full) for (const lane of lanes) waits.push(this.adapter.drained(node, lane).catch(() => {}));
     this.full.clear();
@@ -460,8 +492,26 @@ export class PubSub implements PubSubApi {
   // ---- receiving ---------------------------------------------------------------------------
 
   private receive(from: string, lane: LaneName, buf: Buffer): void {
+    if (buf.length > 0 && buf[0] === BATCH_MARK) {
+      this.receiving = { from, lane, buf };
+      if (!forEachBatchFrame(buf, this.receiveBatched)) this.dropFrame(from, 'malformed batch');
+      this.receiving = undefined;
+      this.lastMeta = undefined;
+      return;
+    }
+    this.receiveFrame(from, lane, buf, 0, buf.length);
+  }
+
+  /** The batch being received (`receiveBatched` is one function for all batches: no closure per batch). */
+  private receiving: { from: string; lane: LaneName; buf: Buffer } | undefined;
+  private readonly receiveBatched = (start: number, end: number): void => {
+    const r = this.receiving as { from: string; lane: LaneName; buf: Buffer };
+    this.receiveFrame(r.from, r.lane, r.buf, start, end);
+  };
+
+  private receiveFrame(from: string, lane: LaneName, buf: Buffer, start: number, end: number): void {
     this.counters.framesReceived++;
-    const frame = readFrame(buf);
+    const frame = readFrame(buf, start, end);
     if (!frame) {
       this.dropFrame(from, 'malformed frame');
       return;
@@ -515,7 +565,14 @@ export class PubSub implements PubSubApi {
       }
     }
     const traceparent = frame ? frame.traceparent : localTraceparent;
-    const meta: DeliveryMeta = traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent };
+    let meta: DeliveryMeta;
+    const last = this.lastMeta;
+    // Consecutive frames of one batch on one topic share their (read-only) meta.
+    if (traceparent === undefined && last !== undefined && last.topic === topic && last.from === from && last.lane === lane) meta = last;
+    else {
+      meta = traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent };
+      if (this.receiving !== undefined && traceparent === undefined) this.lastMeta = meta;
+    }
     let count = 0;
     let picks: Map<string, Subscriber[]> | undefined;
     for (let i = 0; i < matched.length; i++) {
@@ -541,6 +598,9 @@ export class PubSub implements PubSubApi {
     if (count > 0) this.prefix(topic).delivered += count;
     return count;
   }
+
+  /** Meta of the previous frame of the batch being received (reset after each batch). */
+  private lastMeta: DeliveryMeta | undefined;
 
   /** Scratch array of `deliverLocal` (subscribers run later, never inside it, so it is never re-entered). */
   private readonly matched: Subscriber[] = [];
