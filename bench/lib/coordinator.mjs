@@ -1,6 +1,5 @@
-// Coordinator side of the pubsub and hol benches: worker processes over IPC, broker daemons,
-// table formatting. The same machinery as bench/mesh.mjs (which keeps its own copy inline; this
-// module exports it so bench/pubsub.mjs and bench/hol.mjs share one).
+// Coordinator side of the mesh, pubsub and hol benches: worker processes over IPC, broker
+// daemons, table formatting (bench/mesh.mjs, bench/pubsub.mjs and bench/hol.mjs share it).
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
