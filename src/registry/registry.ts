@@ -242,10 +242,11 @@ export class Registry implements RegistryApi {
     const re = this.globs.get(pattern);
     const prefix = literalPrefix(pattern);
     if (prefix.length > 0) {
-      // Only the names under the prefix, already in order.
+      // Only the names under the prefix, already in order; `prefix*` matches every one of them.
+      const all = pattern.length === prefix.length + 1 && pattern.endsWith('*');
       const under: NameOwner[] = [];
       for (const name of this.sortedNames.withPrefix(prefix)) {
-        const o = re.test(name) ? this.table.lookup(name) : undefined;
+        const o = all || re.test(name) ? this.table.lookup(name) : undefined;
         if (o) under.push(o);
       }
       return under;

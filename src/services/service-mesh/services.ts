@@ -211,6 +211,13 @@ const RETRYABLE: Record<string, 'node' | 'instance'> = {
   [ErrorCodes.REQUEST_TIMEOUT]: 'instance',
 };
 
+/** One registry entry read as an instance (see `ServiceMesh.parsed`). */
+interface ParsedEntry {
+  readonly meta: InstanceMeta;
+  readonly version: semver.SemVer | null;
+  record?: ServiceRecord;
+}
+
 interface LocalInstance {
   readonly name: string;
   readonly id: string;
@@ -256,8 +263,14 @@ export class ServiceMesh implements ServicesApi {
   private readonly serviceHandlers = new Map<string, Map<string, ServiceHandler>>();
   private readonly picker: Picker;
   private readonly warn: RateLimitedLog;
-  /** Shaped metas by registry entry (entries are replaced on every change, so a cached parse is never stale). */
-  private readonly parsed = new WeakMap<NameOwner, InstanceMeta | null>();
+  /**
+   * What each registry entry was read as (entries are replaced on every change, so a cached read
+   * is never stale): its instance meta, its parsed version, the record last returned (reused while
+   * the RTT to the owner is the same); null for an entry that is not an instance.
+   */
+  private readonly parsed = new WeakMap<NameOwner, ParsedEntry | null>();
+  /** Parsed semver ranges of `discover({ version })`, by text. */
+  private readonly ranges = new Map<string, semver.Range>();
   private readonly offs: Array<() => void> = [];
   private stopped = false;
   private readonly counters = {
@@ -402,13 +415,18 @@ export class ServiceMesh implements ServicesApi {
 
   // ---- discovery ----------------------------------------------------------------------------
 
-  private instanceOf(owner: NameOwner): InstanceMeta | undefined {
-    let m = this.parsed.get(owner);
-    if (m === undefined) {
-      m = parseInstance(owner) ?? null;
-      this.parsed.set(owner, m);
+  private entryOf(owner: NameOwner): ParsedEntry | undefined {
+    let e = this.parsed.get(owner);
+    if (e === undefined) {
+      const meta = parseInstance(owner);
+      e = meta ? { meta, version: meta.version === null ? null : semver.parse(meta.version) } : null;
+      this.parsed.set(owner, e);
     }
-    return m ?? undefined;
+    return e ?? undefined;
+  }
+
+  private instanceOf(owner: NameOwner): InstanceMeta | undefined {
+    return this.entryOf(owner)?.meta;
   }
 
   private rttTo(node: string): number | null {
@@ -416,36 +434,57 @@ export class ServiceMesh implements ServicesApi {
     return this.mesh.membership.get(node)?.rttMs ?? null;
   }
 
+  /** The record of an entry (frozen, so one can be handed out again while nothing it shows has changed). */
+  private recordOf(o: NameOwner, e: ParsedEntry, rttMs: number | null): ServiceRecord {
+    if (e.record && e.record.rttMs === rttMs) return e.record;
+    e.record = Object.freeze(toRecord(o.node, e.meta, rttMs));
+    return e.record;
+  }
+
   private shape(owners: NameOwner[]): ServiceRecord[] {
     const out: ServiceRecord[] = [];
     for (const o of owners) {
-      const m = this.instanceOf(o);
-      if (m) out.push(toRecord(o.node, m, this.rttTo(o.node)));
+      const e = this.entryOf(o);
+      if (e) out.push(this.recordOf(o, e, this.rttTo(o.node)));
     }
     return out;
+  }
+
+  private rangeOf(text: unknown): semver.Range {
+    let range = typeof text === 'string' ? this.ranges.get(text) : undefined;
+    if (range) return range;
+    try {
+      range = new semver.Range(text as string);
+    } catch {
+      throw new ConfigError('version', `expected a semver range such as "^1.2" or ">=2 <3", got ${JSON.stringify(text)}`);
+    }
+    if (this.ranges.size >= 256) this.ranges.clear();
+    this.ranges.set(text as string, range);
+    return range;
   }
 
   discover(query: ServiceQuery): ServiceRecord[] {
     if (typeof query !== 'object' || query === null) throw new ConfigError('query', 'expected { name, tags?, version?, healthy? }');
     checkServiceName(query.name);
     if (query.tags !== undefined) checkStrings(query.tags, 'tags');
-    let range: semver.Range | undefined;
-    if (query.version !== undefined) {
-      try {
-        range = new semver.Range(query.version);
-      } catch {
-        throw new ConfigError('version', `expected a semver range such as "^1.2" or ">=2 <3", got ${JSON.stringify(query.version)}`);
-      }
-    }
+    const range = query.version === undefined ? undefined : this.rangeOf(query.version);
     if (query.healthy !== undefined && typeof query.healthy !== 'boolean') throw new ConfigError('healthy', 'expected a boolean');
     const out: ServiceRecord[] = [];
+    // One RTT per node per call: instances of one node share it.
+    let lastNode: string | undefined;
+    let lastRtt: number | null = null;
     for (const o of this.registry.select(instancePattern(query.name))) {
-      const m = this.instanceOf(o);
-      if (!m) continue;
+      const e = this.entryOf(o);
+      if (!e) continue;
+      const m = e.meta;
       if (query.healthy !== undefined && (m.health !== 'critical') !== query.healthy) continue;
       if (query.tags && !query.tags.every((t) => m.tags.includes(t))) continue;
-      if (range && (m.version === null || !range.test(m.version))) continue;
-      out.push(toRecord(o.node, m, this.rttTo(o.node)));
+      if (range && (e.version === null || !range.test(e.version))) continue;
+      if (o.node !== lastNode) {
+        lastNode = o.node;
+        lastRtt = this.rttTo(o.node);
+      }
+      out.push(this.recordOf(o, e, lastRtt));
     }
     return out;
   }
