@@ -8,6 +8,7 @@ import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdent
 import type { Channels } from './pubsub/channels.js';
 import type { PubSubApi } from './pubsub/pubsub.js';
 import type { RegistryApi } from './registry/registry.js';
+import type { ClusterConfigApi } from './services/cluster-config/cluster-config.js';
 import type { EventsApi } from './services/events/events.js';
 import type { PresenceApi } from './services/presence.js';
 import type { ServicesApi } from './services/service-mesh/services.js';
@@ -100,6 +101,8 @@ export interface FoundationNode {
   readonly pubsub: PubSubApi;
   /** Cluster-wide registry of names: local lookups, replicated registrations, deterministic conflict resolution (docs/guides/registry.md). */
   readonly registry: RegistryApi;
+  /** Cluster-wide configuration: local reads and overrides, watches, validators that can veto, `setClusterWide` by a real two-phase commit, versions and history (docs/guides/config.md). */
+  readonly config: ClusterConfigApi;
   /** Local and distributed events with ids, per-origin sequence numbers and HLC stamps; a bounded store per node and a cluster-wide query (docs/guides/events.md). `emitDistributed` is `channels.broadcast('events', ...)`. */
   readonly events: EventsApi;
   /** Who is present on which topic, from every node, with join/leave diffs (Phoenix.Presence; docs/guides/presence.md). Replicated like the registry. */

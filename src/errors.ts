@@ -66,6 +66,10 @@ export const ErrorCodes = {
   SERVICE_NO_METHOD: 'FOUNDATION_SERVICE_NO_METHOD',
   /** A quorum singleton's node will not claim it (nor vote): it sees more declaring nodes than `clusterSize`, or one configured with another `clusterSize` or `leaseMs`. */
   QUORUM_MISCONFIGURED: 'FOUNDATION_QUORUM_MISCONFIGURED',
+  /** `config.setClusterWide` aborted: a participant vetoed, was locked, stale, unreachable or silent; `votes` says who and why. */
+  CONFIG_ABORTED: 'FOUNDATION_CONFIG_ABORTED',
+  /** `config.setClusterWide` decided commit but no participant acknowledged it in time: the outcome is not known yet (`config.inDoubt()`). */
+  CONFIG_IN_DOUBT: 'FOUNDATION_CONFIG_IN_DOUBT',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -244,5 +248,35 @@ export class PresenceError extends FoundationError {
   constructor(code: typeof ErrorCodes.PRESENCE_TRACKED | typeof ErrorCodes.PRESENCE_NOT_TRACKED | typeof ErrorCodes.NODE_STOPPED, message: string) {
     super(code, message);
     this.name = 'PresenceError';
+  }
+}
+
+/** One participant's vote in a cluster-wide config transaction (`ClusterConfigError.votes`). */
+export interface ConfigVote {
+  node: string;
+  /** `yes`, `no`, or `none` when no vote came (`code` says why). */
+  vote: 'yes' | 'no' | 'none';
+  /** Why not yes: `veto`, `locked`, `stale`, `syncing`, `timeout`, `unreachable`, `incarnation`, `aborted`. */
+  code?: string;
+  /** The validator's message for a veto; a short explanation otherwise. */
+  reason?: string;
+}
+
+/** `config.setClusterWide` did not commit (`FOUNDATION_CONFIG_ABORTED`) or does not know yet (`FOUNDATION_CONFIG_IN_DOUBT`). */
+export class ClusterConfigError extends FoundationError {
+  /** The transaction id. */
+  readonly tx: string;
+  /** Every participant's vote, this node included. */
+  readonly votes: readonly ConfigVote[];
+  constructor(
+    code: typeof ErrorCodes.CONFIG_ABORTED | typeof ErrorCodes.CONFIG_IN_DOUBT | typeof ErrorCodes.NODE_STOPPED,
+    message: string,
+    tx: string,
+    votes: readonly ConfigVote[],
+  ) {
+    super(code, message);
+    this.name = 'ClusterConfigError';
+    this.tx = tx;
+    this.votes = votes;
   }
 }

@@ -17,6 +17,7 @@ import { PubSub } from './pubsub/pubsub.js';
 import { RedisPubSubAdapter } from './pubsub/redis-adapter.js';
 import { HybridClock } from './registry/hlc.js';
 import { Registry } from './registry/registry.js';
+import { ClusterConfig } from './services/cluster-config/cluster-config.js';
 import { Events } from './services/events/events.js';
 import { Presence } from './services/presence.js';
 import { ServiceMesh } from './services/service-mesh/services.js';
@@ -26,6 +27,8 @@ import { defaultLogger, type Logger } from './util/logger.js';
 
 class Cluster extends EventEmitter<ClusterEvents> implements ClusterView {
   readyAt?: number;
+  /** Whether `node.config` fetched the cluster config from a peer (or has none to fetch from): readiness waits for it. */
+  configSynced: () => boolean = () => true;
   constructor(
     private readonly mesh: Mesh,
     private readonly wantsPeers: () => boolean,
@@ -50,7 +53,7 @@ class Cluster extends EventEmitter<ClusterEvents> implements ClusterView {
     return m ? { ...m } : undefined;
   }
   isReady(): boolean {
-    if (this.readyAt === undefined) return false;
+    if (this.readyAt === undefined || !this.configSynced()) return false;
     // Joined (a member is up), or alone by design, or done waiting for peers that are not there.
     return this.mesh.membership.upNames().length > 0 || !this.wantsPeers() || Date.now() - this.startedAt > 5000;
   }
@@ -76,6 +79,8 @@ class Node implements FoundationNode {
   presence!: Presence;
   /** Layer 5's service mesh, on the registry: set by `start` right after construction. */
   services!: ServiceMesh;
+  /** Layer 5's cluster-wide config (two-phase commit on `$config`): set by `start` right after construction. */
+  config!: ClusterConfig;
   admin?: AdminServer;
   private stopped?: Promise<void>;
   readonly #mesh: Mesh;
@@ -115,6 +120,7 @@ class Node implements FoundationNode {
         await Promise.allSettled(this.topologies.map((t) => t.stop()));
         await this.pubsub.stop();
         this.services?.stop();
+        this.config?.stop();
         this.events?.stop();
         this.presence?.stop();
         this.registry.stop();
@@ -206,6 +212,9 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   node.presence = new Presence(mesh, log);
   // Service discovery over the registry; calls on the system topic $svc.call.
   node.services = new ServiceMesh(mesh, registry, log);
+  // Cluster-wide config on `$config`; a node is ready once it fetched the config from a peer.
+  node.config = new ClusterConfig(mesh, log);
+  cluster.configSynced = () => node.config.isSynced();
   node.metrics = createMetrics(node);
   try {
     await pubsub.start();
@@ -213,6 +222,7 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
     node.events.start();
     node.presence.start();
     node.services.start();
+    node.config.start();
     await loadOtel();
     for (const t of topologies) await t.start();
     if (c.http) {

@@ -36,8 +36,9 @@ export { StaticStrategy } from './discovery/static.js';
 export type { Strategy, StrategyClass, StrategyContext } from './discovery/strategy.js';
 export { rejectUnknownKeys, startConfigError } from './discovery/strategy.js';
 export type { TopologyStats } from './discovery/topology.js';
-export type { ErrorCode, HandshakeFailureReason, ServiceCallAttempt } from './errors.js';
+export type { ConfigVote, ErrorCode, HandshakeFailureReason, ServiceCallAttempt } from './errors.js';
 export {
+  ClusterConfigError,
   ConfigError,
   ErrorCodes,
   FoundationError,
@@ -65,6 +66,17 @@ export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { HlcStamp } from './registry/hlc.js';
 export type { NameEvent, NameOwner, RegistryApi, RegistryStats } from './registry/registry.js';
+export type {
+  ClusterConfigApi,
+  ClusterConfigCommit,
+  ClusterConfigStats,
+  ConfigChange,
+  ConfigValidator,
+  ConfigWatchEvent,
+  InDoubtTransaction,
+  SetClusterWideOptions,
+  VoteCode,
+} from './services/cluster-config/cluster-config.js';
 export type {
   EventFilter,
   EventHandler,

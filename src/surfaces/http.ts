@@ -2,7 +2,7 @@
  * The admin HTTP server of a node: liveness, readiness, Prometheus metrics and the
  * cluster view. Plain `node:http`, JSON bodies, no framework.
  *
- * Routes (GET and HEAD only; another method on a known route is 405 with `Allow`):
+ * Routes (GET and HEAD, and POST on `/config`; another method on a known route is 405 with `Allow`):
  * - `GET /health`  200 `{ status: 'ok' | 'degraded', name, loopLag: { p50Ms, p99Ms, maxMs } }`.
  *   Liveness: 200 even when degraded (degraded is information, not death).
  * - `GET /ready`   200 `{ ready: true }` when `cluster.isReady()`, else 503 `{ ready: false }`.
@@ -11,6 +11,8 @@
  *   status, rttMs, loopLagMs, since }] }`, down members included while the view lists them.
  * - `GET /services` `{ node, instances: ServiceRecord[] }`: every service instance this node sees
  *   (`node.services.list()`, all health states), ordered by service then id; 404 on a node without services.
+ * - `GET /config`, `GET /config?path=`, `POST /config`: `node.config`, secrets redacted, and
+ *   cluster-wide changes (src/surfaces/config-route.ts says what each answers); 404 on a node without config.
  * - anything else: 404 `{ error: 'not found' }`.
  *
  * A handler never throws out: a failure answers 500 `{ error }` and logs one line.
@@ -34,9 +36,10 @@ import { type AddressInfo, isIP, type Socket } from 'node:net';
 import type { FoundationNode } from '../api.js';
 import type { ServiceRecord } from '../services/service-mesh/records.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
+import { configGet, configJsonReplacer, configPost } from './config-route.js';
 
 /** The part of a node the admin server reads. */
-export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'> & Partial<Pick<FoundationNode, 'services'>>;
+export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'> & Partial<Pick<FoundationNode, 'services' | 'config'>>;
 
 /** Minimal logger the admin server writes to; a pino logger fits. */
 export interface AdminLogger {
@@ -178,7 +181,7 @@ function clusterJson(node: AdminNode): ClusterJson {
   };
 }
 
-const routes: Record<string, (node: AdminNode) => Reply | Promise<Reply>> = {
+const routes: Record<string, (node: AdminNode, url: URL) => Reply | Promise<Reply>> = {
   '/health': (node) => {
     const h = node.health();
     const body: HealthJson = {
@@ -199,6 +202,26 @@ const routes: Record<string, (node: AdminNode) => Reply | Promise<Reply>> = {
     if (!node.services) return json(404, { error: 'not found', path: '/services' });
     const body: ServicesJson = { node: node.id.name, instances: node.services.list() };
     return json(200, body);
+  },
+  '/config': (node, url) => {
+    if (!node.config) return json(404, { error: 'not found', path: '/config' });
+    const r = configGet({ id: node.id, config: node.config }, url);
+    return { status: r.status, body: `${JSON.stringify(r.value, configJsonReplacer)}\n`, contentType: 'application/json; charset=utf-8' };
+  },
+};
+
+/** Routes that also take POST (their handler reads the body), and what `Allow` says for them. */
+const postRoutes: Record<string, { allow: string; handle: (node: AdminNode, req: IncomingMessage) => Promise<Reply> }> = {
+  '/config': {
+    allow: 'GET, HEAD, POST',
+    handle: async (node, req) => {
+      if (!node.config) {
+        req.resume();
+        return json(404, { error: 'not found', path: '/config' });
+      }
+      const r = await configPost({ id: node.id, config: node.config }, req);
+      return { status: r.status, body: `${JSON.stringify(r.value, configJsonReplacer)}\n`, contentType: 'application/json; charset=utf-8' };
+    },
   },
 };
 
@@ -227,23 +250,32 @@ async function handle(h: Handling, req: IncomingMessage, res: ServerResponse): P
   let path = '/';
   try {
     if (!h.hostAllowed(req.headers.host)) {
+      req.resume();
       const host = req.headers.host ?? '';
       h.refusedLog.warn('host', { host: host.slice(0, 100), remote: req.socket.remoteAddress }, 'admin HTTP request refused: Host header names another server');
       // The configured names are not listed: a rebinding page can read this body.
       send(req, res, json(403, { error: 'host not allowed', host: host.slice(0, 100), hint: HOST_HINT }));
       return;
     }
-    path = new URL(req.url ?? '/', 'http://admin.invalid').pathname;
+    const url = new URL(req.url ?? '/', 'http://admin.invalid');
+    path = url.pathname;
     const route = Object.hasOwn(routes, path) ? routes[path] : undefined;
+    const post = Object.hasOwn(postRoutes, path) ? postRoutes[path] : undefined;
+    if (req.method === 'POST' && post) {
+      send(req, res, await post.handle(node, req));
+      return;
+    }
+    req.resume();
     if (!route) {
       send(req, res, json(404, { error: 'not found', path }));
       return;
     }
     if (req.method !== 'GET' && req.method !== 'HEAD') {
-      send(req, res, json(405, { error: 'method not allowed', method: req.method, allow: ALLOW }), { allow: ALLOW });
+      const allow = post?.allow ?? ALLOW;
+      send(req, res, json(405, { error: 'method not allowed', method: req.method, allow }), { allow });
       return;
     }
-    send(req, res, await route(node));
+    send(req, res, await route(node, url));
   } catch (err) {
     logger.error({ err, method: req.method, path }, 'admin HTTP handler failed');
     if (res.headersSent) {
@@ -291,8 +323,9 @@ export async function startAdminServer(node: AdminNode, opts: AdminServerOptions
       connectionsCheckingInterval: CONNECTIONS_CHECK_INTERVAL_MS,
     },
     (req, res) => {
-      // Drain any request body so the connection stays reusable for keep-alive.
-      req.resume();
+      // Drain any request body so the connection stays reusable for keep-alive (a POST is
+      // drained in `handle`, once it knows whether a route reads the body).
+      if (req.method !== 'POST') req.resume();
       handle(handling, req, res).catch((err: unknown) => {
         logger.error({ err }, 'admin HTTP handler failed');
         res.destroy();

@@ -19,13 +19,14 @@ import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
 import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
 import type { PubSubStats, TopicCounters } from '../pubsub/pubsub.js';
 import type { RegistryStats } from '../registry/registry.js';
+import type { ClusterConfigStats } from '../services/cluster-config/cluster-config.js';
 import type { EventsStats } from '../services/events/events.js';
 import type { PresenceStats } from '../services/presence.js';
 import type { ServicesStats } from '../services/service-mesh/services.js';
 
 /** The part of a node that metrics are computed from. */
 export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> &
-  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'events' | 'presence' | 'services'>>;
+  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'events' | 'presence' | 'services' | 'config'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -74,6 +75,8 @@ interface Snapshot {
   presence: PresenceStats | undefined;
   /** Service mesh counters, when the node has one. */
   services: ServicesStats | undefined;
+  /** Cluster config counters, when the node has `config`. */
+  config: ClusterConfigStats | undefined;
 }
 
 function attempt<T>(read: () => T): T | undefined {
@@ -103,6 +106,7 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         events: attempt(() => node.events?.stats()),
         presence: attempt(() => node.presence?.stats()),
         services: attempt(() => node.services?.stats()),
+        config: attempt(() => node.config?.stats()),
       };
       setImmediate(() => {
         cached = undefined;
@@ -517,6 +521,54 @@ const METRICS: readonly MetricDefinition[] = [
     help: "Calls this node's instances handled",
     type: 'counter',
     collect: ({ services }) => services && [[{}, services.served]],
+  },
+
+  // --- Cluster config
+  {
+    name: 'foundation_config_version',
+    help: 'The cluster config version on this node (bumped by every cluster-wide commit)',
+    type: 'gauge',
+    collect: ({ config }) => config && [[{}, config.version]],
+  },
+  {
+    name: 'foundation_config_transactions_total',
+    help: 'Cluster-wide config transactions ended on this node (as coordinator or participant), by outcome',
+    type: 'counter',
+    labels: ['outcome'],
+    collect: ({ config }) =>
+      config && [
+        [{ outcome: 'committed' }, config.committed],
+        [{ outcome: 'aborted' }, config.aborted],
+      ],
+  },
+  {
+    name: 'foundation_config_in_doubt',
+    help: 'Config transactions this node holds prepared without a decision (recovering, or blocked)',
+    type: 'gauge',
+    collect: ({ config }) => config && [[{}, config.inDoubt]],
+  },
+  {
+    name: 'foundation_config_divergence_total',
+    help: 'Anti-entropy digests that found this node behind a peer (a commit it missed) or different at the same version (conflict); each is repaired from the higher one',
+    type: 'counter',
+    labels: ['kind'],
+    collect: ({ config }) =>
+      config && [
+        [{ kind: 'behind' }, config.divergences.behind],
+        [{ kind: 'conflict' }, config.divergences.conflict],
+      ],
+  },
+  {
+    name: 'foundation_config_vetoes_total',
+    help: "Votes of this node's validators that vetoed a cluster-wide change",
+    type: 'counter',
+    collect: ({ config }) => config && [[{}, config.vetoes]],
+  },
+  {
+    name: 'foundation_config_messages_dropped_total',
+    help: 'Cluster config messages from peers dropped as malformed',
+    type: 'counter',
+    collect: ({ config }) => config && [[{}, config.messagesDropped]],
   },
 
   // --- Discovery

@@ -169,6 +169,47 @@ const commands = {
     out({ event: 'presence-watching', topic });
   },
   stats: () => out({ event: 'stats', pubsub: node.pubsub.stats(), lanes: node.mesh.stats().lanes }),
+  /** node.config: a cluster-wide set; prints each node's vote, or the error's code, votes and message. */
+  'config-set-cw': async ({ path, value, timeoutMs }) => {
+    const t0 = performance.now();
+    try {
+      const r = await node.config.setClusterWide(path, value, timeoutMs ? { timeoutMs } : {});
+      out({ event: 'config-committed', path, ...r, ms: performance.now() - t0 });
+    } catch (err) {
+      out({ event: 'config-aborted', path, code: err.code, message: err.message, tx: err.tx, votes: err.votes, ms: performance.now() - t0 });
+    }
+  },
+  'config-get': ({ path }) => out({ event: 'config-value', path, value: node.config.get(path) ?? null, version: node.config.version() }),
+  /** A validator on `prefix` that vetoes with `reason`: every value, or only numbers above `max` when given. */
+  'config-validator': ({ prefix, reason, max }) => {
+    node.config.validate(prefix, (_path, value) => {
+      if (max === undefined || (typeof value === 'number' && value > max)) throw new Error(reason ?? 'refused');
+    });
+    out({ event: 'config-validator', prefix });
+  },
+  'config-watch': ({ path }) => {
+    node.config.watch(path, (value, e) => out({ event: 'config-changed', path, value, version: e.version, source: e.source }));
+    out({ event: 'config-watching', path });
+  },
+  /** Test hook: hold this coordinator's commit decisions (except to `allow`), reporting each held one. */
+  'config-hold': ({ allow }) => {
+    node.config.holdCommitsForTest({ allow: allow ?? [], onHeld: (tx, to) => out({ event: 'config-held', tx, to }) });
+    out({ event: 'config-holding' });
+  },
+  'config-state': () =>
+    out({
+      event: 'config-state',
+      version: node.config.version(),
+      inDoubt: node.config.inDoubt(),
+      stats: node.config.stats(),
+      history: node.config.history(),
+      entries: node.config.entries(),
+    }),
+  /** Waits until the node reports ready and prints what `path` read at that first ready moment. */
+  'config-when-ready': async ({ path }) => {
+    while (!node.cluster.isReady()) await sleep(2);
+    out({ event: 'config-ready', path, value: node.config.get(path) ?? null, version: node.config.version() });
+  },
   stop: async () => {
     await node.stop();
     out({ event: 'stopped' });

@@ -1,0 +1,172 @@
+/**
+ * node.config across real processes: each node is its own OS process (test/helpers/layer-proc.mjs)
+ * running the built library, linked over loopback by the real mesh. A cluster-wide set commits
+ * everywhere; one node's validator vetoes and nothing changes anywhere; kill -9 of the
+ * coordinator between the votes and the commit resolves the same way on every survivor (abort
+ * when no participant got the commit, commit when one did); a node started later reads the
+ * current config before it reports ready.
+ */
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { afterEach, describe, expect, it } from 'vitest';
+import { isDown, isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { requireBuild } from '../helpers/requires.js';
+
+const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
+const skip = requireBuild('cluster config multi-process tests');
+const SECRET = 'cluster-config-process-test-secret-0123';
+let procs: NodeProc[] = [];
+let run = 0;
+
+afterEach(async () => {
+  for (const p of procs) p.kill('SIGKILL');
+  procs = [];
+});
+
+async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
+  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
+  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
+    stdio: ['pipe', 'pipe', 'pipe'],
+    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
+  });
+  const proc = new NodeProc(child, name);
+  procs.push(proc);
+  const started = await proc.waitFor((e) => e.event === 'started', 15_000, 'start');
+  return { proc, address: (started.id as { address: string }).address };
+}
+
+async function cluster(n: number): Promise<{ nodes: NodeProc[]; addresses: string[]; clusterName: string }> {
+  const clusterName = `config-proc-${process.pid}-${++run}`;
+  const nodes: NodeProc[] = [];
+  const addresses: string[] = [];
+  for (let i = 1; i <= n; i++) {
+    const { proc, address } = await startNode(`c${i}`, clusterName, addresses);
+    nodes.push(proc);
+    addresses.push(address);
+  }
+  for (const p of nodes) for (let i = 1; i <= n; i++) if (`c${i}` !== p.label) await p.waitFor(isUp(`c${i}`), 15_000, `c${i} up`);
+  return { nodes, addresses, clusterName };
+}
+
+async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string | string[], timeoutMs = 20_000): Promise<NodeEvent> {
+  const replies = Array.isArray(reply) ? reply : [reply];
+  const next = p.waitForNext((e) => replies.includes(e.event) || e.event === 'command-error', timeoutMs, replies.join('|'));
+  p.send(cmd);
+  const e = await next;
+  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
+  return e;
+}
+
+const setCw = (p: NodeProc, path: string, value: unknown, timeoutMs = 5000) =>
+  ask(p, { cmd: 'config-set-cw', path, value, timeoutMs }, ['config-committed', 'config-aborted'], timeoutMs + 10_000);
+const get = (p: NodeProc, path: string) => ask(p, { cmd: 'config-get', path }, 'config-value');
+const state = (p: NodeProc) => ask(p, { cmd: 'config-state' }, 'config-state');
+
+function expectCommitted(e: NodeEvent): void {
+  expect(e.event, JSON.stringify(e)).toBe('config-committed');
+}
+
+interface ConfigState {
+  version: number;
+  inDoubt: unknown[];
+  stats: { terminations: number; committed: number; aborted: number };
+  history: Array<{ version: number; tx: string; coordinator: string }>;
+}
+
+async function settled(p: NodeProc, timeoutMs = 15_000): Promise<ConfigState> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const s = (await state(p)) as unknown as ConfigState;
+    if (s.inDoubt.length === 0 && s.stats.terminations > 0) return s;
+    if (Date.now() > end) throw new Error(`${p.label} still in doubt: ${JSON.stringify(s)}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+describe.skipIf(skip !== undefined)('node.config across processes', () => {
+  it('a cluster-wide set commits on every node, with every vote yes; a veto on one node changes nothing anywhere and the caller sees its reason', async () => {
+    const { nodes } = await cluster(3);
+    const [c1, c2, c3] = nodes as [NodeProc, NodeProc, NodeProc];
+    const ok = await setCw(c1, 'app.limit', 5);
+    expectCommitted(ok);
+    expect(ok.version).toBe(1);
+    expect((ok.votes as Array<{ node: string; vote: string }>).map((v) => `${v.node}:${v.vote}`).sort()).toEqual(['c1:yes', 'c2:yes', 'c3:yes']);
+    expect(ok.acked).toEqual(['c2', 'c3']);
+    for (const p of nodes) {
+      const v = await get(p, 'app.limit');
+      expect(v, p.label).toMatchObject({ value: 5, version: 1 });
+      const s = (await state(p)) as unknown as ConfigState;
+      expect(s.history, p.label).toMatchObject([{ version: 1, coordinator: 'c1', tx: ok.tx }]);
+    }
+
+    await ask(c3, { cmd: 'config-validator', prefix: 'app', reason: 'limit above 10 is refused here', max: 10 }, 'config-validator');
+    const refused = await setCw(c2, 'app.limit', 50);
+    expect(refused.event).toBe('config-aborted');
+    expect(refused.code).toBe('FOUNDATION_CONFIG_ABORTED');
+    const votes = refused.votes as Array<{ node: string; vote: string; code?: string; reason?: string }>;
+    expect(votes.find((v) => v.node === 'c3')).toEqual({ node: 'c3', vote: 'no', code: 'veto', reason: 'node c3: limit above 10 is refused here' });
+    expect(String(refused.message)).toContain('limit above 10 is refused here');
+    for (const p of nodes) expect(await get(p, 'app.limit'), p.label).toMatchObject({ value: 5, version: 1 });
+    // And a value the validator accepts still commits everywhere.
+    expectCommitted(await setCw(c2, 'app.limit', 8));
+    for (const p of [c1, c2, c3]) expect(await get(p, 'app'), p.label).toMatchObject({ value: { limit: 8 }, version: 2 });
+  }, 90_000);
+
+  it('kill -9 of the coordinator after every vote and before any commit left it: both survivors abort, nothing changes', async () => {
+    const { nodes } = await cluster(3);
+    const [c1, c2, c3] = nodes as [NodeProc, NodeProc, NodeProc];
+    expectCommitted(await setCw(c1, 'feature.on', false));
+    await ask(c1, { cmd: 'config-hold', allow: [] }, 'config-holding');
+    const held = [
+      c1.waitForNext((e) => e.event === 'config-held' && e.to === 'c2', 10_000),
+      c1.waitForNext((e) => e.event === 'config-held' && e.to === 'c3', 10_000),
+    ];
+    c1.send({ cmd: 'config-set-cw', path: 'feature.on', value: true, timeoutMs: 5000 });
+    await Promise.all(held);
+    const downs = [c2.waitForNext(isDown('c1'), 10_000), c3.waitForNext(isDown('c1'), 10_000)];
+    c1.kill('SIGKILL');
+    await Promise.all(downs);
+    const [s2, s3] = await Promise.all([settled(c2), settled(c3)]);
+    expect(s2.version).toBe(1);
+    expect(s3.version).toBe(1);
+    for (const p of [c2, c3]) expect(await get(p, 'feature.on'), p.label).toMatchObject({ value: false, version: 1 });
+  }, 90_000);
+
+  it('kill -9 of the coordinator after its commit reached one participant only: the other survivor commits too', async () => {
+    const { nodes } = await cluster(3);
+    const [c1, c2, c3] = nodes as [NodeProc, NodeProc, NodeProc];
+    await ask(c1, { cmd: 'config-hold', allow: ['c2'] }, 'config-holding');
+    const held = c1.waitForNext((e) => (e.event === 'config-held' && e.to === 'c3') || e.event === 'config-aborted', 10_000);
+    c1.send({ cmd: 'config-set-cw', path: 'feature.on', value: true, timeoutMs: 5000 });
+    expect((await held).event, JSON.stringify(c1.events.slice(-3))).toBe('config-held');
+    // c2 applied it (its acknowledgment lets c1 apply too); c3 holds it prepared.
+    for (let i = 0; i < 100; i++) {
+      if ((await get(c2, 'feature.on')).value === true) break;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    const downs = [c2.waitForNext(isDown('c1'), 10_000), c3.waitForNext(isDown('c1'), 10_000)];
+    c1.kill('SIGKILL');
+    await Promise.all(downs);
+    const s3 = await settled(c3);
+    const s2 = (await state(c2)) as unknown as ConfigState;
+    expect(s3.version).toBe(1);
+    expect(s2.version).toBe(1);
+    for (const p of [c2, c3]) expect(await get(p, 'feature.on'), p.label).toMatchObject({ value: true, version: 1 });
+  }, 90_000);
+
+  it('a node started later has the current config when it first reports ready', async () => {
+    const { nodes, addresses, clusterName } = await cluster(3);
+    const [c1] = nodes as [NodeProc];
+    expectCommitted(await setCw(c1, 'db.pool.size', 20));
+    expectCommitted(await setCw(c1, 'db.pool.idleMs', 3000));
+    const { proc: c4 } = await startNode('c4', clusterName, addresses);
+    const ready = await ask(c4, { cmd: 'config-when-ready', path: 'db.pool' }, 'config-ready', 20_000);
+    expect(ready).toMatchObject({ value: { size: 20, idleMs: 3000 }, version: 2 });
+    // And it takes part in the next change.
+    for (const p of nodes) await p.waitFor(isUp('c4'), 15_000, 'c4 up');
+    const next = await setCw(c1, 'db.pool.size', 25);
+    expectCommitted(next);
+    expect((next.votes as Array<{ node: string }>).map((v) => v.node).sort()).toEqual(['c1', 'c2', 'c3', 'c4']);
+    expect(await get(c4, 'db.pool.size')).toMatchObject({ value: 25, version: 3 });
+  }, 90_000);
+});
