@@ -213,6 +213,7 @@ export class QuorumLease {
   private stopping = false;
   /** The last round each node released to this acceptor (a hint for retrying a refused claim soon). */
   private readonly lastRelease = new Map<string, number>();
+  private rankCache?: { key: string; ranked: string[] };
   private readonly counters = { claims: 0, acquired: 0, renewals: 0, lost: 0, promises: 0, refusals: 0 };
 
   constructor(
@@ -468,13 +469,17 @@ export class QuorumLease {
     const base = Math.max(this.retryAt, a.until);
     let exclude: string | undefined;
     if (a.grantee && !a.released && a.grantee.node !== this.env.self) exclude = a.grantee.node;
-    const ranked = rankFor(
-      this.env.name,
-      reach.filter((n) => n !== exclude),
-    );
+    const ranked = this.ranked(reach.filter((n) => n !== exclude));
     let rank = ranked.indexOf(this.env.self);
     if (rank < 0) rank = ranked.length;
     return base + rank * this.config.claimStaggerMs;
+  }
+
+  /** Rendezvous ranking of `voters` for this name (cached: it hashes every voter, and the set rarely changes). */
+  private ranked(voters: string[]): string[] {
+    const key = voters.join('\u0000');
+    if (this.rankCache?.key !== key) this.rankCache = { key, ranked: rankFor(this.env.name, voters) };
+    return this.rankCache.ranked;
   }
 
   private nextRound(): number {
@@ -530,7 +535,9 @@ export class QuorumLease {
     waits.sort((x, y) => x - y);
     const need = this.majority - free;
     const hint = need <= 0 ? 0 : need <= waits.length ? Math.min(waits[need - 1] as number, window) : window;
-    this.retryAt = now + Math.max(hint, window / 8);
+    // A known wait is waited exactly (the next grant to run out frees the majority); otherwise a
+    // short pause, not a storm.
+    this.retryAt = now + (hint > 0 ? hint + 1 : window / 8);
   }
 
   private reply(from: string, msg: Extract<QuorumMessage, { t: 'ack' | 'nack' }>, now: number): void {
@@ -539,6 +546,11 @@ export class QuorumLease {
     if (msg.t === 'nack' && msg.why === 'config' && from !== this.env.self) this.mismatched.set(from, 'it refuses our claims as misconfigured');
     const c = this.claim;
     if (this.state === 'claiming' && c && msg.r === c.r && msg.s === c.s) {
+      if (now >= c.windowEnd) {
+        // Too late, even if the timer has not fired yet: a won claim must start within its window (the token order relies on it).
+        this.abandon(now);
+        return;
+      }
       if (msg.t === 'ack') {
         c.acks.add(from);
         if (c.acks.size >= this.majority) this.acquire(c, now);
