@@ -7,14 +7,18 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { FoundationNode } from '../../src/api.js';
 import type { EventQueryResult, FoundationEvent } from '../../src/services/events/events.js';
 import { compareEvents } from '../../src/services/events/store.js';
+import { waitFor } from '../compliance/pubsub-adapter-compliance.js';
 import { isDown, isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { silentLogger } from '../helpers/pubsub-hub.js';
 import { requireBuild } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
 const skip = requireBuild('events multi-process tests');
 const SECRET = 'events-process-test-secret-0123456789';
+const DIST = '../../dist/index.js';
 let procs: NodeProc[] = [];
 let run = 0;
 
@@ -176,5 +180,54 @@ describe.skipIf(skip !== undefined)('events across processes', () => {
     expect(killed.events.filter((e) => e.node === 'e2')).toEqual([]);
     expect(killed.events).toHaveLength(10 + 3);
     expect((await report(a as NodeProc)).stats.queriesPartial).toBeGreaterThanOrEqual(2);
+  });
+});
+
+describe.skipIf(skip !== undefined)('events on real nodes in this process: what arrives on the events channel', () => {
+  let inProcess: FoundationNode[] = [];
+  afterEach(async () => {
+    await Promise.all(inProcess.map((n) => n.stop()));
+    inProcess = [];
+  });
+
+  it('a record seen again is dropped before handlers, a jump in seq is counted as a gap, and a malformed record is dropped and counted', async () => {
+    const { Foundation } = (await import(DIST)) as typeof import('../../src/index.js');
+    const base = { clusterName: `events-inproc-${process.pid}`, secret: SECRET, host: '127.0.0.1', logger: silentLogger };
+    const a = await Foundation.start({ ...base, name: 'i1' });
+    inProcess.push(a);
+    const b = await Foundation.start({ ...base, name: 'i2', cluster: { strategy: 'static', hosts: [a.id.address] } });
+    inProcess.push(b);
+    await waitFor(() => a.cluster.members().length === 1 && b.cluster.members().length === 1, 'a 2-node mesh', 10_000);
+    const seen: FoundationEvent[] = [];
+    b.events.on('order.>', (e) => {
+      seen.push(e);
+    });
+    await waitFor(
+      () =>
+        (a.pubsub as unknown as { interest: { table: { route(t: string): { plain: Set<string> } } } }).interest.table
+          .route('foundation:events')
+          .plain.has('i2'),
+      'interest',
+    );
+    const e1 = a.events.emitDistributed('order.placed', { n: 1 });
+    await waitFor(() => seen.length === 1, 'the first event');
+    // The same record again (a replayed or duplicated delivery), then one from further on (seq + 2).
+    a.channels.broadcast('events', e1);
+    a.channels.broadcast('events', { ...e1, id: `${e1.node}:${e1.incarnation}:d${e1.seq + 2}`, seq: e1.seq + 2 });
+    a.channels.broadcast('events', { type: 'order.placed', data: 1 }); // not an event record
+    await waitFor(() => seen.length === 2 && b.events.stats().messagesDropped === 1, 'the later event and the dropped record');
+    expect(seen.map((e) => e.seq)).toEqual([e1.seq, e1.seq + 2]);
+    expect(b.events.stats()).toMatchObject({ received: 2, duplicates: 1, gaps: 1, messagesDropped: 1 });
+    // Local events reach local handlers only, synchronously, and are stored here only.
+    const local = b.events.emit('order.audited', { by: 'i2' });
+    expect(seen.at(-1)).toEqual(local);
+    expect(a.events.queryLocal({ type: 'order.audited' })).toEqual([]);
+    expect(b.events.queryLocal({ type: 'order.>' }).map((e) => e.id)).toEqual([e1.id, `i1:${e1.incarnation}:d${e1.seq + 2}`, local.id]);
+    const text = await b.metrics.metrics();
+    expect(text).toContain('foundation_events_received_total{outcome="duplicate"} 1');
+    expect(text).toContain('foundation_events_gaps_total 1');
+    expect(() => b.events.emit('order.*', null)).toThrowError(expect.objectContaining({ key: 'type' }));
+    expect(() => b.events.on('order.>.x', () => {})).toThrowError(expect.objectContaining({ key: 'type' }));
+    await expect(b.events.query({ limit: 0 })).rejects.toMatchObject({ key: 'limit' });
   });
 });
