@@ -28,6 +28,7 @@ import { RateLimitedLog } from '../util/logger.js';
 import { ownerOf, rankFor } from './placement.js';
 import { type PlacementView, planOwned, planReplicated } from './placement-plan.js';
 import { type ChildEntry, ProcessTable, type ProcessTableMessage } from './process-table.js';
+import { type QuorumLeaseHandle, QuorumLeases } from './quorum-singleton.js';
 import { parseRpc, RETRYABLE, RPC_TOPIC, type Rpc, type RpcReply } from './rpc.js';
 import { type RestartPolicy, Supervisor } from './supervisor.js';
 import type {
@@ -39,8 +40,6 @@ import type {
   ProcessesStats,
   ProcessInfo,
   ProcessRef,
-  QuorumLeaseHandle,
-  QuorumLeases,
   SingletonOptions,
   SupervisionOptions,
 } from './types.js';
@@ -121,6 +120,7 @@ export class Processes implements ProcessesApi {
   private rebalanceTimer?: NodeJS.Timeout;
   private readyTimer?: NodeJS.Timeout;
   private stopping = false;
+  private readonly quorum: QuorumLeases;
   private readonly counters = { restarts: 0, failovers: 0, handoffsOut: 0, handoffsIn: 0, conflicts: 0, gaveUp: 0, rpcDropped: 0 };
 
   constructor(
@@ -129,9 +129,10 @@ export class Processes implements ProcessesApi {
     private readonly log: Logger,
     /** True once the node has joined its cluster (or is alone by design): singletons are not placed before. */
     private readonly isReady: () => boolean,
-    private readonly quorum?: QuorumLeases,
   ) {
     this.warn = new RateLimitedLog(log);
+    // On every node, declaring or not: a node answers the voters' hellos (docs/guides/quorum-singletons.md).
+    this.quorum = new QuorumLeases(mesh, log);
     this.supervisor = new Supervisor(mesh.self.name, log);
     this.link = new MeshReplicaLink<ProcessTableMessage>(mesh, log, {
       topic: TABLE_TOPIC,
@@ -168,6 +169,7 @@ export class Processes implements ProcessesApi {
       const w = this.local.get(e.name);
       this.counters.gaveUp++;
       if (w) this.forget(e.name, w);
+      if (w?.fencingToken !== undefined) this.reclaimQuorum(e.name);
       this.emit({ type: 'gave-up', name: e.name, reason: e.reason, restarts: e.restarts });
     });
     this.offs.push(
@@ -214,7 +216,8 @@ export class Processes implements ProcessesApi {
       }
     }
     await Promise.allSettled(moves);
-    for (const lease of this.leases.values()) await lease.stop().catch(() => {});
+    // Releases what this node holds: a successor takes over in a round trip, not a lease.
+    await this.quorum.stop().catch(() => {});
     for (const w of this.local.values()) w.leaving = true;
     await this.supervisor.stopAll('shutdown');
     for (const name of this.local.keys()) this.registry.unregister(name);
@@ -265,7 +268,6 @@ export class Processes implements ProcessesApi {
           `a quorum singleton needs clusterSize, the number of nodes that declare it (an integer >= 1), got ${opts.clusterSize}`,
         );
       }
-      if (!this.quorum) throw new ConfigError('consistency', 'quorum singletons are not available on this node');
     }
     if (this.table.own('singleton', name)) throw new ConfigError('name', `singleton "${name}" is already declared on this node`);
     this.table.setOwn(name, { k: 'singleton', type, args, consistency, ...(consistency === 'quorum' ? { clusterSize: opts.clusterSize } : {}) });
@@ -277,9 +279,35 @@ export class Processes implements ProcessesApi {
 
   private readonly singletonSupervision = new Map<string, ReturnType<typeof supervision>>();
 
+  /**
+   * A quorum singleton that will not run here (it crashed past its restart intensity, or its init
+   * failed) gives its lease back, so another voter can take it, and claims again a second later.
+   */
+  private reclaimQuorum(name: string): void {
+    const lease = this.leases.get(name);
+    const decl = this.table.own('singleton', name);
+    if (!lease || decl?.k !== 'singleton') return;
+    this.leases.delete(name);
+    void lease
+      .stop()
+      .catch(() => {})
+      .then(() => {
+        const t = setTimeout(() => {
+          if (!this.stopping && !this.leases.has(name))
+            this.claimQuorum(name, decl.type, decl.args, { clusterSize: decl.clusterSize, ...this.quorumTiming.get(name) });
+        }, 1000);
+        t.unref();
+      });
+  }
+
+  /** Lease options each quorum singleton was declared with (a re-claim uses the same). */
+  private readonly quorumTiming = new Map<string, { leaseMs?: number }>();
+
   private claimQuorum(name: string, type: string, args: unknown, opts: SingletonOptions): void {
-    const lease = (this.quorum as QuorumLeases).claim(name, { clusterSize: opts.clusterSize as number, ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) });
+    if (opts.leaseMs !== undefined) this.quorumTiming.set(name, { leaseMs: opts.leaseMs });
+    const lease = this.quorum.claim(name, { clusterSize: opts.clusterSize as number, ...(opts.leaseMs ? { leaseMs: opts.leaseMs } : {}) });
     this.leases.set(name, lease);
+    lease.on('misconfigured', (err) => this.log.error({ worker: name, error: err.message }, 'quorum singleton misconfigured: this node will not run it'));
     lease.on('acquired', ({ token }: { token: number }) => {
       if (this.stopping) return;
       const from = this.lastHost.get(name);
@@ -569,6 +597,7 @@ export class Processes implements ProcessesApi {
     } catch (error) {
       this.warn.warn(`init:${name}`, { worker: name, error: (error as Error)?.message }, 'worker failed to start');
       this.forget(name, w);
+      if (w.fencingToken !== undefined) this.reclaimQuorum(name);
       this.emit({ type: 'gave-up', name, reason: { error }, restarts: 0 });
       throw error;
     }

@@ -9,21 +9,6 @@ import type { StopReason, WorkerSpec } from './worker.js';
 
 export type { SingletonConsistency } from './process-table.js';
 
-/** One quorum singleton's lease, as this layer uses it (`quorum-singleton.ts` implements it). */
-export interface QuorumLeaseHandle {
-  on(event: 'acquired', listener: (e: { token: number }) => void): unknown;
-  on(event: 'lost', listener: (e: { reason: string }) => void): unknown;
-  /** Releases the lease (a successor need not wait it out) and stops claiming. */
-  stop(): Promise<void>;
-  /** The holder and its token, as this node knows them. */
-  holder(): { node: string; token: number } | undefined;
-}
-
-/** The quorum lease manager of a node: every node that declares a quorum singleton claims it (and so votes). */
-export interface QuorumLeases {
-  claim(name: string, opts: { clusterSize: number; leaseMs?: number }): QuorumLeaseHandle;
-}
-
 /** Supervision of a placed worker. */
 export interface SupervisionOptions {
   /** `permanent` (default): always restarted; `transient`: only after a crash; `temporary`: never. */

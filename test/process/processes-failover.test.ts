@@ -134,6 +134,25 @@ describe.skipIf(skip !== undefined)('processes across processes', () => {
     expect(count).toBe(1);
   });
 
+  it("a 'quorum' singleton: kill -9 of its holder, it runs elsewhere within one lease plus 1 s, with a higher fencing token", async () => {
+    const { procs: ps } = await cluster(3);
+    const leaseMs = 1000;
+    for (const p of ps) await ask(p, { cmd: 'singleton', name: 'ledger', consistency: 'quorum', clusterSize: 3, leaseMs }, 'declared');
+    const host = await singletonHost(ps, 'ledger');
+    const rest = ps.filter((p) => p !== host);
+    const before = (await ask(rest[0] as NodeProc, { cmd: 'call', id: 1, name: 'ledger', msg: 'get', timeoutMs: 3000 }, 'reply')).value as { token: number };
+    expect(before.token).toBeGreaterThan(0);
+    const restarted = Promise.race(rest.map((p) => p.waitForNext(startedHere('ledger'), 10_000, 'ledger restarted')));
+    const killedAt = Date.now();
+    host.kill('SIGKILL');
+    const e = await restarted;
+    console.log(`[processes] quorum singleton failover after kill -9: ${e.at - killedAt} ms (lease ${leaseMs} ms)`);
+    expect(e.at - killedAt).toBeLessThan(leaseMs + 1000);
+    const after = (await ask(rest[0] as NodeProc, { cmd: 'call', id: 2, name: 'ledger', msg: 'get', timeoutMs: 3000 }, 'reply')).value as { token: number };
+    expect(after.token).toBeGreaterThan(before.token);
+    expect((await Promise.all(rest.map(running))).flat().filter((n) => n === 'ledger')).toHaveLength(1);
+  });
+
   it('1,000 children spread within ±20% of even; after a node is killed all 1,000 run again, each once', async () => {
     const { procs: ps } = await cluster(3);
     const made = await ask(ps[0] as NodeProc, { cmd: 'children', count: 1000, prefix: 'job' }, 'children', 60_000);

@@ -24,10 +24,15 @@ afterEach(async () => {
 });
 
 /** A counter: `call('get')`, `call({ add })`, `cast({ add })`; hands its count over on a graceful move. */
-const counter: WorkerSpec<{ n: number; node: string; handedOver: boolean }, { start?: number } | null> = {
-  init: (args, ctx) => ({ n: (ctx.handoff as number | undefined) ?? args?.start ?? 0, node: ctx.node, handedOver: ctx.handoff !== undefined }),
+const counter: WorkerSpec<{ n: number; node: string; handedOver: boolean; token?: number }, { start?: number } | null> = {
+  init: (args, ctx) => ({
+    n: (ctx.handoff as number | undefined) ?? args?.start ?? 0,
+    node: ctx.node,
+    handedOver: ctx.handoff !== undefined,
+    token: ctx.fencingToken,
+  }),
   handleCall: (msg, s) => {
-    if (msg === 'get') return { reply: { n: s.n, node: s.node, handedOver: s.handedOver } };
+    if (msg === 'get') return { reply: { n: s.n, node: s.node, handedOver: s.handedOver, token: s.token } };
     const add = (msg as { add: number }).add;
     return { reply: s.n + add, state: { ...s, n: s.n + add } };
   },
@@ -37,7 +42,7 @@ const counter: WorkerSpec<{ n: number; node: string; handedOver: boolean }, { st
 
 let clusterName = '';
 
-async function startNode(name: string, hosts: string[]): Promise<FoundationNode> {
+async function startNode(name: string, hosts: string[], http = false): Promise<FoundationNode> {
   const { Foundation } = (await import(DIST)) as typeof import('../../src/index.js');
   const node = await Foundation.start({
     name,
@@ -45,6 +50,7 @@ async function startNode(name: string, hosts: string[]): Promise<FoundationNode>
     secret: SECRET,
     host: '127.0.0.1',
     logger: silentLogger,
+    ...(http ? { http: { port: 0 } } : {}),
     ...(hosts.length > 0 ? { cluster: { strategy: 'static', hosts } } : {}),
   });
   node.processes.define('counter', counter);
@@ -126,6 +132,30 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
     expect(running(rest)).toBe(1);
   });
 
+  it("a 'quorum' singleton runs once with a fencing token; a graceful stop of its host moves it on with a higher token", async () => {
+    const all = await cluster(3);
+    for (const x of all) await x.processes.startSingleton('ledger', 'counter', { start: 1 }, { consistency: 'quorum', clusterSize: 3, leaseMs: 1000 });
+    await waitFor(() => all.filter((x) => x.processes.stats().running === 1).length === 1, 'one holder runs it', 10_000);
+    const host = all.find((x) => x.processes.stats().running === 1) as FoundationNode;
+    const other = all.find((x) => x !== host) as FoundationNode;
+    await waitFor(() => other.processes.whereis('ledger') !== undefined, 'registered', 5000);
+    const first = (await other.processes.call('ledger', 'get')) as { token: number };
+    expect(Number.isSafeInteger(first.token) && first.token > 0).toBe(true);
+    const ex = await other.processes.explain('ledger');
+    expect(ex).toMatchObject({ kind: 'singleton', consistency: 'quorum', node: host.id.name, fencingToken: first.token });
+    const t0 = Date.now();
+    await host.stop();
+    nodes = nodes.filter((x) => x !== host);
+    const rest = all.filter((x) => x !== host);
+    await waitFor(() => rest.some((x) => x.processes.stats().running === 1), 'a successor holds it', 10_000);
+    console.log(`[processes] quorum singleton after a graceful stop: running again in ${Date.now() - t0} ms`);
+    const second = (await other.processes.call('ledger', 'get', { timeoutMs: 5000 })) as { token: number; node: string };
+    expect(second.node).not.toBe(host.id.name);
+    expect(second.token).toBeGreaterThan(first.token);
+    expect(running(rest)).toBe(1);
+    await expect(other.processes.startSingleton('x', 'counter', null, { consistency: 'quorum' })).rejects.toMatchObject({ code: 'FOUNDATION_CONFIG_INVALID' });
+  });
+
   it('startReplicated runs name@node on every node, and on a node that joins later', async () => {
     const [a, b, c] = await cluster(3);
     const refs = await a.processes.startReplicated('cache', 'counter', { start: 1 });
@@ -161,6 +191,27 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
     await waitFor(() => a.processes.whereis('k1') === undefined && b.processes.whereis('k1') === undefined, 'the stopped child gone', 5000);
     expect(ref.node === 'p1' || ref.node === 'p2').toBe(true);
     expect(await a.processes.stopChild('k1')).toBe(false);
+  });
+
+  it('GET /processes lists what runs where; /metrics carries the processes counters', async () => {
+    clusterName = `processes-${process.pid}-${++run}`;
+    const a = await startNode('h1', [], true);
+    await a.processes.startSingleton('leader', 'counter', null);
+    await a.processes.startChild('counter', null, { name: 'job-1' });
+    await waitFor(() => a.processes.list().length === 2, 'both workers listed', 5000);
+    const body = (await (await fetch(`http://${a.httpAddress}/processes`)).json()) as { node: string; workers: unknown[]; stats: { running: number } };
+    expect(body.node).toBe('h1');
+    expect(body.stats.running).toBe(2);
+    expect(body.workers).toEqual(
+      expect.arrayContaining([
+        { name: 'leader', node: 'h1', kind: 'singleton', type: 'counter' },
+        { name: 'job-1', node: 'h1', kind: 'child', type: 'counter' },
+      ]),
+    );
+    const text = await (await fetch(`http://${a.httpAddress}/metrics`)).text();
+    expect(text).toMatch(/^foundation_processes_running 2$/m);
+    expect(text).toMatch(/^foundation_processes_events_total\{type="failover"\} 0$/m);
+    expect(text).toMatch(/^foundation_processes_mailbox_depth\{stat="max"\} 0$/m);
   });
 
   it("rebalance 'active' moves children to a node that joins, with their state; 'passive' children stay", async () => {
