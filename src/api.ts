@@ -7,6 +7,7 @@ import type { TopologyStats } from './discovery/topology.js';
 import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
 import type { Channels } from './pubsub/channels.js';
 import type { PubSubApi } from './pubsub/pubsub.js';
+import type { ProcessesApi } from './processes/types.js';
 import type { RegistryApi } from './registry/registry.js';
 import type { ClusterConfigApi } from './services/cluster-config/cluster-config.js';
 import type { EventsApi } from './services/events/events.js';
@@ -107,6 +108,8 @@ export interface FoundationNode {
   readonly events: EventsApi;
   /** Who is present on which topic, from every node, with join/leave diffs (Phoenix.Presence; docs/guides/presence.md). Replicated like the registry. */
   readonly presence: PresenceApi;
+  /** Workers across the cluster: singletons, one per node, placed children, calls by name (docs/guides/processes.md). */
+  readonly processes: ProcessesApi;
   /** Service discovery with health, a facade over `registry` (`discover` is a registry select shaped into records); `call` routes to healthy instances (docs/guides/services.md). */
   readonly services: ServicesApi;
   /** The channel facade over `pubsub`: `control`, `events`, `telemetry`, `config` and user channels, each on a lane (docs/guides/channels.md). */

@@ -44,6 +44,10 @@ export const ErrorCodes = {
   WORKER_STOPPED: 'FOUNDATION_WORKER_STOPPED',
   /** The worker crashed handling the message (its handler threw); `cause` is what it threw. */
   WORKER_CRASHED: 'FOUNDATION_WORKER_CRASHED',
+  /** `processes.call`/`cast`/`stopChild` for a name that no node runs or is about to run (no registration, no singleton, child or replicated spec). */
+  NO_SUCH_WORKER: 'FOUNDATION_NO_SUCH_WORKER',
+  /** A worker type that `processes.define` did not declare (on this node, or, for placement, on any live node). */
+  WORKER_TYPE_UNKNOWN: 'FOUNDATION_WORKER_TYPE_UNKNOWN',
   /** A pubsub topic or pattern is empty, too long, has an empty token, or misplaces a wildcard (a publish topic may hold none). */
   TOPIC_INVALID: 'FOUNDATION_TOPIC_INVALID',
   /** A subscriber with the `disconnect` overflow policy fell behind its queue bound and was unsubscribed. */
@@ -64,12 +68,12 @@ export const ErrorCodes = {
   SERVICE_CALL_FAILED: 'FOUNDATION_SERVICE_CALL_FAILED',
   /** `services.call` reached an instance that has no handler for the method. */
   SERVICE_NO_METHOD: 'FOUNDATION_SERVICE_NO_METHOD',
-  /** A quorum singleton's node will not claim it (nor vote): it sees more declaring nodes than `clusterSize`, or one configured with another `clusterSize` or `leaseMs`. */
-  QUORUM_MISCONFIGURED: 'FOUNDATION_QUORUM_MISCONFIGURED',
   /** `config.setClusterWide` aborted: a participant vetoed, was locked, stale, unreachable or silent; `votes` says who and why. */
   CONFIG_ABORTED: 'FOUNDATION_CONFIG_ABORTED',
   /** `config.setClusterWide` decided commit but no participant acknowledged it in time: the outcome is not known yet (`config.inDoubt()`). */
   CONFIG_IN_DOUBT: 'FOUNDATION_CONFIG_IN_DOUBT',
+  /** A quorum singleton's node will not claim it (nor vote): it sees more declaring nodes than `clusterSize`, or one configured with another `clusterSize` or `leaseMs`. */
+  QUORUM_MISCONFIGURED: 'FOUNDATION_QUORUM_MISCONFIGURED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
@@ -200,9 +204,27 @@ export class RegistryError extends FoundationError {
 
 /** Errors of workers: a call that timed out, a worker that is not running, a handler that crashed (`cause`). */
 export class WorkerError extends FoundationError {
-  constructor(code: typeof ErrorCodes.CALL_TIMEOUT | typeof ErrorCodes.WORKER_STOPPED | typeof ErrorCodes.WORKER_CRASHED, message: string, cause?: unknown) {
+  constructor(
+    code:
+      | typeof ErrorCodes.CALL_TIMEOUT
+      | typeof ErrorCodes.WORKER_STOPPED
+      | typeof ErrorCodes.WORKER_CRASHED
+      | typeof ErrorCodes.NO_SUCH_WORKER
+      | typeof ErrorCodes.WORKER_TYPE_UNKNOWN
+      | typeof ErrorCodes.NODE_STOPPED,
+    message: string,
+    cause?: unknown,
+  ) {
     super(code, message, cause === undefined ? undefined : { cause });
     this.name = 'WorkerError';
+  }
+}
+
+/** Errors of `node.presence`: a key tracked twice by one node, an update of a key it does not track, a stopped node. */
+export class PresenceError extends FoundationError {
+  constructor(code: typeof ErrorCodes.PRESENCE_TRACKED | typeof ErrorCodes.PRESENCE_NOT_TRACKED | typeof ErrorCodes.NODE_STOPPED, message: string) {
+    super(code, message);
+    this.name = 'PresenceError';
   }
 }
 
@@ -240,14 +262,6 @@ export class ServiceError extends FoundationError {
     this.method = details.method;
     this.attempts = details.attempts ?? [];
     if (details.remote) this.remote = details.remote;
-  }
-}
-
-/** Errors of `node.presence`: a key tracked twice by one node, an update of a key it does not track, a stopped node. */
-export class PresenceError extends FoundationError {
-  constructor(code: typeof ErrorCodes.PRESENCE_TRACKED | typeof ErrorCodes.PRESENCE_NOT_TRACKED | typeof ErrorCodes.NODE_STOPPED, message: string) {
-    super(code, message);
-    this.name = 'PresenceError';
   }
 }
 

@@ -15,6 +15,7 @@ import { Channels, loadOtel } from './pubsub/channels.js';
 import { MeshPubSubAdapter } from './pubsub/mesh-adapter.js';
 import { PubSub } from './pubsub/pubsub.js';
 import { RedisPubSubAdapter } from './pubsub/redis-adapter.js';
+import { Processes } from './processes/processes.js';
 import { HybridClock } from './registry/hlc.js';
 import { Registry } from './registry/registry.js';
 import { ClusterConfig } from './services/cluster-config/cluster-config.js';
@@ -77,6 +78,8 @@ class Node implements FoundationNode {
   events!: Events;
   /** Layer 5's presence, replicated on the mesh like the registry: set by `start` right after construction. */
   presence!: Presence;
+  /** Layer 4's workers, on the registry: set by `start` right after construction. */
+  processes!: Processes;
   /** Layer 5's service mesh, on the registry: set by `start` right after construction. */
   services!: ServiceMesh;
   /** Layer 5's cluster-wide config (two-phase commit on `$config`): set by `start` right after construction. */
@@ -117,6 +120,8 @@ class Node implements FoundationNode {
       const hold = setInterval(() => {}, 60_000);
       try {
         this.log.info({}, 'stopping: leaving the cluster');
+        // Workers move off first (handoff), while the links they move over are still up.
+        await this.processes.stop();
         await Promise.allSettled(this.topologies.map((t) => t.stop()));
         await this.pubsub.stop();
         this.services?.stop();
@@ -210,6 +215,8 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
   // Events on the `events` channel (pubsub) and `$events` queries; presence on `$presence`, as the registry.
   node.events = new Events(mesh, node.channels, log, clock);
   node.presence = new Presence(mesh, log);
+  // Workers placed over the registry; singletons wait for the node to have joined (isReady).
+  node.processes = new Processes(mesh, registry, log, () => cluster.isReady());
   // Service discovery over the registry; calls on the system topic $svc.call.
   node.services = new ServiceMesh(mesh, registry, log);
   // Cluster-wide config on `$config`; a node is ready once it fetched the config from a peer.
@@ -223,6 +230,8 @@ async function start(options: FoundationOptions = {}): Promise<FoundationNode> {
     node.presence.start();
     node.services.start();
     node.config.start();
+    // After the registry: on a member's up, its registry map goes out before its process table (same lane).
+    node.processes.start();
     await loadOtel();
     for (const t of topologies) await t.start();
     if (c.http) {

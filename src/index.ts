@@ -52,6 +52,7 @@ export {
   SecretRequiredError,
   SerializationError,
   ServiceError,
+  WorkerError,
 } from './errors.js';
 export { Foundation } from './foundation.js';
 export type { HeartbeatDropReason } from './mesh/heartbeat-protocol.js';
@@ -112,6 +113,21 @@ export type {
   ServicesApi,
   ServicesStats,
 } from './services/service-mesh/services.js';
+export type {
+  CallOptions,
+  ChildStartOptions,
+  ProcessesApi,
+  ProcessesStats,
+  ProcessEvent,
+  ProcessExplanation,
+  ProcessInfo,
+  ProcessRef,
+  SingletonConsistency,
+  SingletonOptions,
+  SupervisionOptions,
+} from './processes/types.js';
+export type { RestartPolicy } from './processes/supervisor.js';
+export type { CallResult, StopReason, WorkerContext, WorkerSpec } from './processes/worker.js';
 export type { ReplicaChange, ReplicaMessage } from './replication/owned-replica.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';

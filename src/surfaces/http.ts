@@ -9,6 +9,8 @@
  * - `GET /metrics` Prometheus text exposition of the node's registry.
  * - `GET /cluster` `{ self: { name, address, incarnation }, members: [{ name, address, incarnation,
  *   status, rttMs, loopLagMs, since }] }`, down members included while the view lists them.
+ * - `GET /processes` `{ node, workers: ProcessInfo[], stats }`: what runs where (from the registry,
+ *   as this node sees it) and this node's worker counters.
  * - `GET /services` `{ node, instances: ServiceRecord[] }`: every service instance this node sees
  *   (`node.services.list()`, all health states), ordered by service then id; 404 on a node without services.
  * - `GET /config`, `GET /config?path=`, `POST /config`: `node.config`, secrets redacted, and
@@ -34,12 +36,13 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIP, type Socket } from 'node:net';
 import type { FoundationNode } from '../api.js';
+import type { ProcessesStats, ProcessInfo } from '../processes/types.js';
 import type { ServiceRecord } from '../services/service-mesh/records.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { configGet, configJsonReplacer, configPost } from './config-route.js';
 
 /** The part of a node the admin server reads. */
-export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'> & Partial<Pick<FoundationNode, 'services' | 'config'>>;
+export type AdminNode = Pick<FoundationNode, 'id' | 'cluster' | 'health' | 'metrics'> & Partial<Pick<FoundationNode, 'services' | 'config' | 'processes'>>;
 
 /** Minimal logger the admin server writes to; a pino logger fits. */
 export interface AdminLogger {
@@ -159,6 +162,13 @@ export function makeHostCheck(bound: string, allowed: readonly string[] = []): (
   };
 }
 
+/** Body of `GET /processes`: every worker running in the cluster as this node sees it, and this node's counters. */
+export interface ProcessesJson {
+  node: string;
+  workers: ProcessInfo[];
+  stats: ProcessesStats;
+}
+
 type Reply = { status: number; body: string; contentType: string };
 
 function json(status: number, value: unknown): Reply {
@@ -198,6 +208,11 @@ const routes: Record<string, (node: AdminNode, url: URL) => Reply | Promise<Repl
     contentType: node.metrics.contentType,
   }),
   '/cluster': (node) => json(200, clusterJson(node)),
+  '/processes': (node) => {
+    if (!node.processes) return json(404, { error: 'not found', path: '/processes' });
+    const body: ProcessesJson = { node: node.id.name, workers: node.processes.list(), stats: node.processes.stats() };
+    return json(200, body);
+  },
   '/services': (node) => {
     if (!node.services) return json(404, { error: 'not found', path: '/services' });
     const body: ServicesJson = { node: node.id.name, instances: node.services.list() };

@@ -18,6 +18,7 @@ import type { HandshakeFailureReason } from '../errors.js';
 import { HEARTBEAT_DROP_REASONS } from '../mesh/heartbeat-protocol.js';
 import { type DownReason, LANES, type LaneCounters, type Member, type MemberStatus } from '../mesh/types.js';
 import type { PubSubStats, TopicCounters } from '../pubsub/pubsub.js';
+import type { ProcessesStats } from '../processes/types.js';
 import type { RegistryStats } from '../registry/registry.js';
 import type { ClusterConfigStats } from '../services/cluster-config/cluster-config.js';
 import type { EventsStats } from '../services/events/events.js';
@@ -26,7 +27,7 @@ import type { ServicesStats } from '../services/service-mesh/services.js';
 
 /** The part of a node that metrics are computed from. */
 export type MetricsNode = Pick<FoundationNode, 'id' | 'cluster' | 'mesh' | 'health'> &
-  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'events' | 'presence' | 'services' | 'config'>>;
+  Partial<Pick<FoundationNode, 'discovery' | 'pubsub' | 'registry' | 'processes' | 'events' | 'presence' | 'services' | 'config'>>;
 
 /** Options of {@link createMetrics}. */
 export interface MetricsOptions {
@@ -69,14 +70,16 @@ interface Snapshot {
   pubsub: PubSubStats | undefined;
   /** Registry counters, when the node has a registry. */
   registry: RegistryStats | undefined;
-  /** Events counters, when the node has events. */
-  events: EventsStats | undefined;
-  /** Presence counters, when the node has presence. */
-  presence: PresenceStats | undefined;
+  /** Processes counters, when the node has `processes`. */
+  processes: ProcessesStats | undefined;
   /** Service mesh counters, when the node has one. */
   services: ServicesStats | undefined;
   /** Cluster config counters, when the node has `config`. */
   config: ClusterConfigStats | undefined;
+  /** Events counters, when the node has events. */
+  events: EventsStats | undefined;
+  /** Presence counters, when the node has presence. */
+  presence: PresenceStats | undefined;
 }
 
 function attempt<T>(read: () => T): T | undefined {
@@ -103,10 +106,11 @@ function snapshotter(node: MetricsNode): () => Snapshot {
         topologies: attempt(() => node.discovery?.topologies()) ?? [],
         pubsub: attempt(() => node.pubsub?.stats()),
         registry: attempt(() => node.registry?.stats()),
-        events: attempt(() => node.events?.stats()),
-        presence: attempt(() => node.presence?.stats()),
+        processes: attempt(() => node.processes?.stats()),
         services: attempt(() => node.services?.stats()),
         config: attempt(() => node.config?.stats()),
+        events: attempt(() => node.events?.stats()),
+        presence: attempt(() => node.presence?.stats()),
       };
       setImmediate(() => {
         cached = undefined;
@@ -368,6 +372,61 @@ const METRICS: readonly MetricDefinition[] = [
     help: 'Registry replication messages from peers dropped as malformed',
     type: 'counter',
     collect: ({ registry }) => registry && [[{}, registry.messagesDropped]],
+  },
+
+  // --- Processes
+  {
+    name: 'foundation_processes_running',
+    help: 'Workers running on this node (singletons, replicated copies, placed children)',
+    type: 'gauge',
+    collect: ({ processes }) => processes && [[{}, processes.running]],
+  },
+  {
+    name: 'foundation_processes_events_total',
+    help: 'Worker lifecycle events on this node: restarts (local supervision), failovers (started here because the host died), conflicts (stopped: name_conflict), gave_up (restart intensity exceeded)',
+    type: 'counter',
+    labels: ['type'],
+    collect: ({ processes }) =>
+      processes && [
+        [{ type: 'restart' }, processes.restarts],
+        [{ type: 'failover' }, processes.failovers],
+        [{ type: 'conflict' }, processes.conflicts],
+        [{ type: 'gave_up' }, processes.gaveUp],
+      ],
+  },
+  {
+    name: 'foundation_processes_handoffs_total',
+    help: 'Workers moved with their state, off this node (direction=out) and onto it (direction=in)',
+    type: 'counter',
+    labels: ['direction'],
+    collect: ({ processes }) =>
+      processes && [
+        [{ direction: 'out' }, processes.handoffsOut],
+        [{ direction: 'in' }, processes.handoffsIn],
+      ],
+  },
+  {
+    name: 'foundation_processes_orphans',
+    help: 'Children whose host died and that no node has adopted yet, as this node sees them',
+    type: 'gauge',
+    collect: ({ processes }) => processes && [[{}, processes.orphans]],
+  },
+  {
+    name: 'foundation_processes_mailbox_depth',
+    help: "Messages waiting in this node's worker mailboxes: the sum (stat=sum) and the deepest mailbox (stat=max)",
+    type: 'gauge',
+    labels: ['stat'],
+    collect: ({ processes }) =>
+      processes && [
+        [{ stat: 'sum' }, processes.mailboxDepth],
+        [{ stat: 'max' }, processes.maxMailboxDepth],
+      ],
+  },
+  {
+    name: 'foundation_processes_messages_dropped_total',
+    help: 'Process-table replication messages and process requests from peers dropped as malformed',
+    type: 'counter',
+    collect: ({ processes }) => processes && [[{}, processes.messagesDropped]],
   },
 
   // --- Events
