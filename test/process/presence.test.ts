@@ -6,13 +6,17 @@
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
+import type { FoundationNode } from '../../src/api.js';
 import type { PresenceDiff, PresenceList } from '../../src/services/presence.js';
+import { waitFor } from '../compliance/pubsub-adapter-compliance.js';
 import { isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { silentLogger } from '../helpers/pubsub-hub.js';
 import { requireBuild } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
 const skip = requireBuild('presence multi-process tests');
 const SECRET = 'presence-process-test-secret-0123456789';
+const DIST = '../../dist/index.js';
 let procs: NodeProc[] = [];
 let run = 0;
 
@@ -119,5 +123,53 @@ describe.skipIf(skip !== undefined)('presence across processes', () => {
       expect(flat(await list(p, 'room:lobby'))).toEqual(['alice:r1=phone', 'bob:r2=laptop']);
       expect(await list(p, 'room:other')).toEqual({});
     }
+  });
+});
+
+describe.skipIf(skip !== undefined)('presence on real nodes in this process', () => {
+  let inProcess: FoundationNode[] = [];
+  afterEach(async () => {
+    await Promise.all(inProcess.map((n) => n.stop()));
+    inProcess = [];
+  });
+
+  it('update and untrack reach the other node as diffs; refusals carry their codes; a node that stops takes its presences along', async () => {
+    const { Foundation } = (await import(DIST)) as typeof import('../../src/index.js');
+    const base = { clusterName: `presence-inproc-${process.pid}`, secret: SECRET, host: '127.0.0.1', logger: silentLogger };
+    const a = await Foundation.start({ ...base, name: 'q1' });
+    inProcess.push(a);
+    const b = await Foundation.start({ ...base, name: 'q2', cluster: { strategy: 'static', hosts: [a.id.address] } });
+    inProcess.push(b);
+    await waitFor(() => a.cluster.members().length === 1 && b.cluster.members().length === 1, 'a 2-node mesh', 10_000);
+    const diffs: PresenceDiff[] = [];
+    b.presence.onDiff('doc:1', (d) => diffs.push(d));
+    const first = a.presence.track('doc:1', 'alice', { cursor: 1 });
+    await waitFor(() => b.presence.get('doc:1', 'alice').length === 1, 'the track on b');
+    const second = a.presence.update('doc:1', 'alice', { cursor: 2 });
+    await waitFor(() => b.presence.get('doc:1', 'alice')[0]?.ref === second.ref, 'the update on b');
+    expect(b.presence.list('doc:1')).toEqual({ alice: { metas: [{ node: 'q1', ref: second.ref, meta: { cursor: 2 } }] } });
+    expect(diffs.at(-1)).toEqual({
+      topic: 'doc:1',
+      joins: { alice: { metas: [{ node: 'q1', ref: second.ref, meta: { cursor: 2 } }] } },
+      leaves: { alice: { metas: [{ node: 'q1', ref: first.ref, meta: { cursor: 1 } }] } },
+    });
+    expect(() => a.presence.track('doc:1', 'alice', {})).toThrowError(expect.objectContaining({ code: 'FOUNDATION_PRESENCE_TRACKED' }));
+    expect(() => b.presence.update('doc:1', 'alice', {})).toThrowError(expect.objectContaining({ code: 'FOUNDATION_PRESENCE_NOT_TRACKED' }));
+    expect(() => a.presence.track('', 'x')).toThrowError(expect.objectContaining({ key: 'topic' }));
+    expect(() => a.presence.track('doc:1', 'fn', { f: () => 1 })).toThrowError(expect.objectContaining({ code: 'FOUNDATION_NOT_SERIALIZABLE' }));
+    expect(a.presence.untrack('doc:1', 'alice')).toBe(true);
+    expect(a.presence.untrack('doc:1', 'alice')).toBe(false);
+    await waitFor(() => Object.keys(b.presence.list('doc:1')).length === 0, 'the untrack on b');
+    expect(diffs.at(-1)?.leaves.alice?.metas.map((m) => m.ref)).toEqual([second.ref]);
+    // A graceful stop: b drops what a tracked, with a leave diff.
+    a.presence.track('doc:1', 'bob', null);
+    await waitFor(() => b.presence.get('doc:1', 'bob').length === 1, 'bob on b');
+    expect(b.presence.stats()).toMatchObject({ presences: 1, own: 0 });
+    const text = await b.metrics.metrics();
+    expect(text).toContain('foundation_presence_presences{scope="cluster"} 1');
+    await a.stop();
+    await waitFor(() => b.presence.list('doc:1').bob === undefined, "the stopped node's presence to leave", 5000);
+    expect(diffs.at(-1)?.leaves.bob?.metas.map((m) => m.node)).toEqual(['q1']);
+    expect(b.presence.topics()).toEqual([]);
   });
 });
