@@ -19,10 +19,15 @@
  *   a grant runs `leaseMs` on the ACCEPTOR's clock from when it RECEIVED the claim or renewal.
  *   Received ≥ sent, and the drift factor covers a fast acceptor clock against a slow holder
  *   clock, so the holder's view of its lease always ends first (in true time).
- * - The holder renews (the same `claim(r)` message with a new sequence number) every
- *   `renewEveryMs`; each renewal a majority acknowledges moves its deadline to
- *   `renewalSentAt + holderLeaseMs`. When the deadline passes it steps down (`lost`,
- *   `lease_expired`); nothing extends a deadline that has passed.
+ * - The holder renews (`renew(r)`, a new sequence number each time) every `renewEveryMs`; each
+ *   renewal a majority acknowledges moves its deadline to `renewalSentAt + holderLeaseMs`. An
+ *   acceptor acknowledges a renewal unless a grant to another claimant runs there; it need not be
+ *   of the highest round promised (a renewal never starts an activation, so it does not take part
+ *   in ordering tokens), which lets a voter whose own claim failed follow the holder again. When
+ *   the deadline passes the holder steps down (`lost`, `lease_expired`) before it handles anything
+ *   else; nothing extends a deadline that has passed.
+ * - A claim counts only within its window (`renewEveryMs` after it was sent): a won claim starts
+ *   soon after it was sent, which the token order across restarts relies on.
  * - A new acceptor (a restart: state lost, new incarnation) refuses every claim and renewal for
  *   `leaseMs` (quarantine), so a grant its previous incarnation made has run out before it votes.
  * - A release (graceful stop, or a failed claim) ends a grant early: only the grant of that very
@@ -35,7 +40,15 @@
  * Who claims: when no grant is running at this node's acceptor, the voters reachable from here
  * are ranked by rendezvous hash of the singleton's name (`rankFor`, the last grantee whose grant
  * ran out excluded) and the one ranked k claims `k·claimStaggerMs` after the grant ended, so
- * normally only one node claims and no duel happens. A failed claim is released and retried.
+ * normally only one node claims and no duel happens. A failed claim is released and retried
+ * when the refusing voters said their grants end. A node that reaches fewer voters than a
+ * majority, or sees more voters than `clusterSize` (misconfiguration), does not claim.
+ *
+ * Why this design and not another: a lease on a majority (rather than a lock on one store, or a
+ * leader elected by the membership view) is what makes the minority side of a partition unable to
+ * hold, with no clock synchronisation, and with a token that orders activations. Leases are
+ * measured only as durations on each node's own monotonic clock, from send (holder) and from
+ * receipt (acceptor): no timestamp crosses the wire, so clock offsets do not matter, only rates.
  */
 import { rankFor } from './placement.js';
 
@@ -504,7 +517,10 @@ export class QuorumLease {
 
   private startClaim(now: number): void {
     const r = this.nextRound();
-    if (!Number.isSafeInteger(r)) return;
+    if (!Number.isSafeInteger(r)) {
+      this.retryAt = now + this.config.renewEveryMs; // rounds exhausted (not before the year 2255): never spin
+      return;
+    }
     this.highestSeen = r;
     const s = this.nextSeq();
     this.claim = { r, s, sentAt: now, windowEnd: now + this.config.renewEveryMs, acks: new Set(), nacks: new Map() };
@@ -561,6 +577,12 @@ export class QuorumLease {
       return;
     }
     const h = this.holding;
+    if (msg.t === 'ack' && from !== this.env.self && !(this.state === 'holding' && h?.token === msg.r) && !(c && c.r === msg.r)) {
+      // A grant for a claim this node gave up (a late or duplicated copy reached a voter): release
+      // it there, so it does not hold other claimants off for a lease.
+      this.env.send(from, { t: 'release', r: msg.r });
+      return;
+    }
     if (this.state === 'holding' && h && msg.r === h.token) {
       if (msg.t === 'ack') {
         const entry = h.renewals.get(msg.s);
