@@ -98,12 +98,15 @@ export class SortedNames {
   withPrefix(prefix: string): string[] {
     if (!this.sorted) this.sorted = [...this.source()].sort();
     const arr = this.sorted;
-    const out: string[] = [];
-    for (let i = this.lowerBound(arr, prefix); i < arr.length; i++) {
-      const name = arr[i] as string;
-      if (!name.startsWith(prefix)) break;
-      out.push(name);
+    const from = this.lowerBound(arr, prefix);
+    // The names under a prefix are contiguous in sorted order: find where they end by bisection too.
+    let lo = from;
+    let hi = arr.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((arr[mid] as string).startsWith(prefix)) lo = mid + 1;
+      else hi = mid;
     }
-    return out;
+    return arr.slice(from, lo);
   }
 }
