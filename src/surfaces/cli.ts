@@ -5,6 +5,8 @@
  * - `foundation start`  runs one node until SIGINT/SIGTERM.
  * - `foundation status` prints the cluster as one node's admin server sees it.
  * - `foundation services` prints the service instances one node's admin server sees (`/services`).
+ * - `foundation config get|set` reads the cluster-wide config (`/config`) and sets a path on every
+ *   node by a two-phase commit, printing each node's vote (src/surfaces/cli-config.ts).
  * - `foundation demo`   runs a small local cluster of child processes on 127.0.0.1.
  *
  * Exit codes: 0 success, 1 runtime failure (node unreachable, start failed...),
@@ -29,6 +31,7 @@ import { ENV_CLUSTER_VALUES, optionsFromEnv } from '../config/env.js';
 import type { FoundationOptions } from '../config/options.js';
 import { ErrorCodes, FoundationError } from '../errors.js';
 import type { Member } from '../mesh/types.js';
+import { addClusterConfigCommands } from './cli-config.js';
 import type { ClusterJson, HealthJson, ServicesJson } from './http.js';
 
 /** Loads `Foundation` lazily, so `foundation status` and `--help` never load the mesh. */
@@ -819,7 +822,7 @@ export function buildProgram(): Command {
       await runServices(flags);
     });
 
-  const config = program.command('config').description('Inspect the configuration');
+  const config = program.command('config').description('Inspect the start options (explain) and the cluster-wide config (get, set)');
   config
     .command('explain')
     .description('Print the topologies the current flags and FOUNDATION_* environment resolve to, as start would run them')
@@ -840,6 +843,17 @@ export function buildProgram(): Command {
       const e = await explainConfig(options);
       out(flags.json ? JSON.stringify(e, null, 2) : formatExplanation(e));
     });
+  // The cluster-wide config (node.config), through a node's admin server.
+  addClusterConfigCommands(config, {
+    httpOption: () =>
+      new Option('--http <url|host:port>', "the node's admin server: http://host:port, host:port, or a port on 127.0.0.1")
+        .env('FOUNDATION_HTTP')
+        .argParser((v: string) => parseHostPort(v, true, 1, true))
+        .makeOptionMandatory(),
+    parseTimeout: parseIntRange(1, 600_000),
+    out,
+    errLine,
+  });
 
   program
     .command('demo')

@@ -205,6 +205,7 @@ const commands = {
       history: node.config.history(),
       entries: node.config.entries(),
     }),
+  'config-http': () => out({ event: 'config-http', http: node.httpAddress ?? null }),
   /** Waits until the node reports ready and prints what `path` read at that first ready moment. */
   'config-when-ready': async ({ path }) => {
     while (!node.cluster.isReady()) await sleep(2);

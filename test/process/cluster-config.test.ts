@@ -6,13 +6,23 @@
  * when no participant got the commit, commit when one did); a node started later reads the
  * current config before it reports ready.
  */
-import { spawn } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isDown, isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
 import { requireBuild } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
+const CLI = fileURLToPath(new URL('../../dist/surfaces/cli.js', import.meta.url));
+
+/** Runs the built `foundation` CLI; resolves with its exit code and output. */
+function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CLI, ...args], { timeout: 30_000, env: { ...process.env, FOUNDATION_HTTP: '' } }, (err, stdout, stderr) => {
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr });
+    });
+  });
+}
 const skip = requireBuild('cluster config multi-process tests');
 const SECRET = 'cluster-config-process-test-secret-0123';
 let procs: NodeProc[] = [];
@@ -24,7 +34,14 @@ afterEach(async () => {
 });
 
 async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
-  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
+  const opts = {
+    name,
+    clusterName,
+    secret: SECRET,
+    host: '127.0.0.1',
+    http: { host: '127.0.0.1', port: 0 },
+    ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}),
+  };
   const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
     stdio: ['pipe', 'pipe', 'pipe'],
     env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
@@ -73,11 +90,12 @@ interface ConfigState {
   history: Array<{ version: number; tx: string; coordinator: string }>;
 }
 
-async function settled(p: NodeProc, timeoutMs = 15_000): Promise<ConfigState> {
+/** Waits until `p` holds nothing in doubt and has ended `ended` transactions (committed + aborted). */
+async function settled(p: NodeProc, ended: number, timeoutMs = 15_000): Promise<ConfigState> {
   const end = Date.now() + timeoutMs;
   for (;;) {
     const s = (await state(p)) as unknown as ConfigState;
-    if (s.inDoubt.length === 0 && s.stats.terminations > 0) return s;
+    if (s.inDoubt.length === 0 && s.stats.committed + s.stats.aborted >= ended) return s;
     if (Date.now() > end) throw new Error(`${p.label} still in doubt: ${JSON.stringify(s)}`);
     await new Promise((r) => setTimeout(r, 100));
   }
@@ -126,7 +144,8 @@ describe.skipIf(skip !== undefined)('node.config across processes', () => {
     const downs = [c2.waitForNext(isDown('c1'), 10_000), c3.waitForNext(isDown('c1'), 10_000)];
     c1.kill('SIGKILL');
     await Promise.all(downs);
-    const [s2, s3] = await Promise.all([settled(c2), settled(c3)]);
+    const [s2, s3] = await Promise.all([settled(c2, 2), settled(c3, 2)]);
+    expect([s2.stats.aborted, s3.stats.aborted]).toEqual([1, 1]);
     expect(s2.version).toBe(1);
     expect(s3.version).toBe(1);
     for (const p of [c2, c3]) expect(await get(p, 'feature.on'), p.label).toMatchObject({ value: false, version: 1 });
@@ -147,7 +166,7 @@ describe.skipIf(skip !== undefined)('node.config across processes', () => {
     const downs = [c2.waitForNext(isDown('c1'), 10_000), c3.waitForNext(isDown('c1'), 10_000)];
     c1.kill('SIGKILL');
     await Promise.all(downs);
-    const s3 = await settled(c3);
+    const s3 = await settled(c3, 1);
     const s2 = (await state(c2)) as unknown as ConfigState;
     expect(s3.version).toBe(1);
     expect(s2.version).toBe(1);
@@ -168,5 +187,29 @@ describe.skipIf(skip !== undefined)('node.config across processes', () => {
     expectCommitted(next);
     expect((next.votes as Array<{ node: string }>).map((v) => v.node).sort()).toEqual(['c1', 'c2', 'c3', 'c4']);
     expect(await get(c4, 'db.pool.size')).toMatchObject({ value: 25, version: 3 });
+  }, 90_000);
+
+  it('foundation config set prints each node vote (a veto included, exit code 1); config get reads a value and lists the rest with secrets redacted', async () => {
+    const { nodes } = await cluster(3);
+    const [c1, c2] = nodes as [NodeProc, NodeProc];
+    const http = String((await ask(c1, { cmd: 'config-http' }, 'config-http')).http);
+    const set = await cli(['config', 'set', 'app.mode', '"fast"', '--http', http]);
+    expect(set.code, set.stderr).toBe(0);
+    expect(set.stdout).toContain('committed app.mode = "fast": version 1');
+    for (const n of ['c1', 'c2', 'c3']) expect(set.stdout).toMatch(new RegExp(`^${n}\\s+yes`, 'm'));
+    expect((await cli(['config', 'set', 'db.password', 'hunter2', '--http', http])).code).toBe(0);
+    await ask(c2, { cmd: 'config-validator', prefix: 'app', reason: 'app.mode is pinned on c2' }, 'config-validator');
+    const vetoed = await cli(['config', 'set', 'app.mode', '"slow"', '--http', http]);
+    expect(vetoed.code).toBe(1);
+    expect(vetoed.stderr).toContain('FOUNDATION_CONFIG_ABORTED');
+    expect(vetoed.stdout).toMatch(/^c2\s+no\s+veto\s+node c2: app.mode is pinned on c2$/m);
+    const one = await cli(['config', 'get', 'app.mode', '--http', http]);
+    expect(one.stdout.trim()).toBe('app.mode = "fast"  (version 2)');
+    const all = await cli(['config', 'get', '--http', http]);
+    expect(all.stdout).toContain('cluster config version 2, 2 value(s)');
+    expect(all.stdout).toContain('db.password = "[redacted]"');
+    expect(all.stdout).not.toContain('hunter2');
+    // The start-options command next to them still works.
+    expect((await cli(['config', 'explain', '--port', '0'])).code).toBe(0);
   }, 90_000);
 });
