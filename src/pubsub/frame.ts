@@ -17,6 +17,8 @@ import { decode, encode } from '../mesh/codec.js';
 import { decodeTopic, topicBytes } from '../mesh/message.js';
 
 const VERSION = 1;
+/** First byte of every frame. */
+export const FRAME_VERSION = VERSION;
 
 export const FrameFlags = {
   /** The body is the caller's own bytes (a Uint8Array payload), not codec output. */
@@ -77,8 +79,13 @@ export function encodeBody(payload: unknown, compressAbove: number | undefined):
 
 /** Decodes the body of a received frame into the payload. Throws on bad bytes (the caller drops the frame). */
 export function decodeBody(frame: InboundFrame): unknown {
-  const bytes = frame.flags & FrameFlags.DEFLATE ? inflateRawSync(frame.body) : frame.body;
-  return frame.flags & FrameFlags.RAW ? bytes : decode(bytes);
+  return decodeBodyBytes(frame.flags, frame.body);
+}
+
+/** `decodeBody` from the frame's flags and body bytes. */
+export function decodeBodyBytes(flags: number, body: Buffer): unknown {
+  const bytes = flags & FrameFlags.DEFLATE ? inflateRawSync(body) : body;
+  return flags & FrameFlags.RAW ? bytes : decode(bytes);
 }
 
 function short(s: string, what: string): Buffer {

@@ -12,12 +12,24 @@
  */
 import { ConfigError, ErrorCodes, MessagingError, type PubSubError } from '../errors.js';
 import { assertSerializable } from '../mesh/codec.js';
+import { decodeTopic } from '../mesh/message.js';
 import { LANES, type LaneName } from '../mesh/types.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
 import { BATCH_MARK, FrameBatcher, forEachBatchFrame } from './batch.js';
-import { decodeBody, encodeBody, FrameFlags, type InboundFrame, type OutboundFrame, readFrame, writeFrame, writeFrameHead } from './frame.js';
+import {
+  decodeBody,
+  decodeBodyBytes,
+  encodeBody,
+  FRAME_VERSION,
+  FrameFlags,
+  type InboundFrame,
+  type OutboundFrame,
+  readFrame,
+  writeFrame,
+  writeFrameHead,
+} from './frame.js';
 import { InterestSync, type Route } from './interest.js';
 import { type PubSubStream, StreamIterator } from './stream.js';
 import { assertPublishTopic, parsePattern } from './subject.js';
@@ -114,6 +126,8 @@ export interface PubSubApi {
 export const DEFAULT_MAX_QUEUE = 10_000;
 /** Most distinct topic prefixes counted one by one (metric label cardinality); the rest count as `other`. */
 export const MAX_PREFIXES = 64;
+/** Frame flags that take a frame off the batch fast path (see `receiveBatched`). */
+const NOT_PLAIN = FrameFlags.TRACE | FrameFlags.GROUPS | FrameFlags.DIRECT;
 /** How often a node tells its peers its interest version, so a lost last change is repaired. */
 const INTEREST_DIGEST_MS = 5_000;
 
@@ -497,6 +511,8 @@ export class PubSub implements PubSubApi {
       if (!forEachBatchFrame(buf, this.receiveBatched)) this.dropFrame(from, 'malformed batch');
       this.receiving = undefined;
       this.lastMeta = undefined;
+      this.batchTopic = undefined;
+      this.batchSubs.length = 0;
       return;
     }
     this.receiveFrame(from, lane, buf, 0, buf.length);
@@ -506,8 +522,67 @@ export class PubSub implements PubSubApi {
   private receiving: { from: string; lane: LaneName; buf: Buffer } | undefined;
   private readonly receiveBatched = (start: number, end: number): void => {
     const r = this.receiving as { from: string; lane: LaneName; buf: Buffer };
-    this.receiveFrame(r.from, r.lane, r.buf, start, end);
+    const buf = r.buf;
+    // Fast path: a plain frame (no trace, queue groups or direct flag) whose topic's local
+    // subscribers are all plain ones, as most frames of a batch are. Subscriptions cannot change
+    // while a batch is delivered (handlers run later), so the topic's match and meta are worked
+    // out once per batch. Everything else takes the general path.
+    if (end - start > 3 && buf[start] === FRAME_VERSION) {
+      const flags = buf[start + 1] as number;
+      const topicLength = buf[start + 2] as number;
+      const bodyStart = start + 3 + topicLength;
+      if ((flags & NOT_PLAIN) === 0 && topicLength > 0 && bodyStart <= end) {
+        const topic = decodeTopic(buf, start + 3, topicLength);
+        if (topic === this.batchTopic || this.primeBatch(topic, r.from, r.lane)) {
+          this.counters.framesReceived++;
+          let value: unknown;
+          try {
+            value = decodeBodyBytes(flags, buf.subarray(bodyStart, end));
+          } catch (err) {
+            this.dropFrame(r.from, `undecodable payload: ${(err as Error).message}`);
+            return;
+          }
+          const subs = this.batchSubs;
+          const meta = this.batchMeta as DeliveryMeta;
+          for (let i = 0; i < subs.length; i++) (subs[i] as Subscriber).push(value, meta);
+          (this.batchCounters as TopicCounters).delivered += subs.length;
+          return;
+        }
+      }
+    }
+    this.receiveFrame(r.from, r.lane, buf, start, end);
   };
+
+  /** Topic whose (all plain) local subscribers are in `batchSubs`, for the rest of the batch being received. */
+  private batchTopic: string | undefined;
+  private readonly batchSubs: Subscriber[] = [];
+  private batchMeta: DeliveryMeta | undefined;
+  private batchCounters: TopicCounters | undefined;
+
+  /** Sets up the batch fast path for `topic`; false when it has no subscriber here or a queue-group one. */
+  private primeBatch(topic: string, from: string, lane: LaneName): boolean {
+    const matched = this.matched;
+    matched.length = 0;
+    this.subs.match(topic, this.collectMatch);
+    const subs = this.batchSubs;
+    subs.length = 0;
+    let plain = matched.length > 0;
+    for (let i = 0; i < matched.length && plain; i++) {
+      const sub = matched[i] as Subscriber;
+      if (sub.group !== undefined) plain = false;
+      else subs.push(sub);
+    }
+    matched.length = 0;
+    if (!plain) {
+      subs.length = 0;
+      this.batchTopic = undefined;
+      return false;
+    }
+    this.batchTopic = topic;
+    this.batchMeta = { topic, from, lane };
+    this.batchCounters = this.prefix(topic);
+    return true;
+  }
 
   private receiveFrame(from: string, lane: LaneName, buf: Buffer, start: number, end: number): void {
     this.counters.framesReceived++;

@@ -220,4 +220,36 @@ describe('pubsub engine', () => {
     expect(got[0]?.payload).toBe(text);
     expect(hub.frameBytes.get('n2')).toBeLessThan(2000);
   });
+
+  it('delivers a mixed batch (plain, queue group, traced, direct, raw, large) exactly as one publish per job would', async () => {
+    const { hub, nodes } = await cluster(2);
+    const [a, b] = nodes as [PubSub, PubSub];
+    const plain = collect(b, 'mix.>');
+    const group = collect(b, 'mix.g', { queue: 'workers' });
+    const other = collect(b, 'other');
+    await settle();
+    const big = Buffer.alloc(20_000, 3);
+    // One job: all of it goes out as batches (the large payload alone, between them).
+    a.broadcast('mix.a', 1);
+    a.broadcast('mix.a', 2);
+    a.broadcast('mix.g', 3);
+    a.broadcast('mix.a', 4, { traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01' });
+    a.directBroadcast('n2', 'mix.a', 5);
+    a.broadcast('mix.a', Buffer.from('raw'));
+    a.broadcast('mix.a', big);
+    a.broadcast('other', 7);
+    a.broadcast('mix.a', 8);
+    await settle(10);
+    expect(plain.map((m) => (Buffer.isBuffer(m.payload) ? m.payload.length : m.payload))).toEqual([1, 2, 3, 4, 5, 3, 20_000, 8]);
+    expect(group.map((m) => m.payload)).toEqual([3]);
+    expect(other.map((m) => m.payload)).toEqual([7]);
+    expect(plain[0]?.meta).toEqual({ topic: 'mix.a', from: 'n1', lane: 'events' });
+    expect(plain[2]?.meta.topic).toBe('mix.g');
+    expect(plain[3]?.meta.traceparent).toBe('00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01');
+    expect(plain[4]?.meta.traceparent).toBeUndefined();
+    expect(Buffer.from(plain[6]?.payload as Uint8Array).equals(big)).toBe(true);
+    expect(b.stats().topics.mix?.delivered).toBe(9);
+    expect(b.stats().framesReceived).toBe(9);
+    expect(hub.frameBytes.get('n2')).toBeGreaterThan(big.length);
+  });
 });
