@@ -601,7 +601,14 @@ export class Processes implements ProcessesApi {
       this.emit({ type: 'gave-up', name, reason: { error }, restarts: 0 });
       throw error;
     }
-    this.emit({ type: 'started', name, kind, restarts: 0, handoff: extra.handoff !== undefined });
+    this.emit({
+      type: 'started',
+      name,
+      kind,
+      restarts: 0,
+      handoff: extra.handoff !== undefined,
+      ...(sup.fencingToken === undefined ? {} : { fencingToken: sup.fencingToken }),
+    });
     return true;
   }
 

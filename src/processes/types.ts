@@ -94,7 +94,8 @@ export interface ProcessExplanation {
 
 /** Events of `processes.watch`. */
 export type ProcessEvent =
-  | { type: 'started'; name: string; kind: ProcessInfo['kind']; restarts: number; handoff: boolean }
+  /** A worker started here: `restarts` > 0 for a local restart, `handoff` when it continues a moved one, `fencingToken` for a quorum singleton's activation. */
+  | { type: 'started'; name: string; kind: ProcessInfo['kind']; restarts: number; handoff: boolean; fencingToken?: number }
   | { type: 'stopped'; name: string; reason: StopReason }
   | { type: 'gave-up'; name: string; reason: StopReason; restarts: number }
   | { type: 'conflict'; name: string; winner: string }
