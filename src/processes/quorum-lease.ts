@@ -93,7 +93,7 @@ export type QuorumLeaseEvent =
   | { type: 'extended'; token: number; deadline: number }
   /** This node no longer holds the lease. */
   | { type: 'lost'; token: number; reason: QuorumLostReason }
-  /** This node will not claim (nor vote): it sees more voters than `clusterSize`, or a voter configured differently. */
+  /** This node will not claim (nor vote): it sees more voters than `clusterSize`; or (not blocking) a voter is configured differently. */
   | { type: 'misconfigured'; detail: string };
 
 /** Timing and sizing of one quorum lease (every voter must use the same `clusterSize` and `leaseMs`). */
@@ -154,7 +154,7 @@ export interface QuorumLeaseStats {
   refusals: number;
   /** Declared voters reachable from here, this node included. */
   voters: number;
-  /** Set while the node refuses to claim because of its configuration (see `misconfigured` event). */
+  /** Set while the node refuses to claim because it sees more voters than `clusterSize`, or while a voter is configured differently (see the `misconfigured` event). */
   misconfigured: string | undefined;
 }
 
@@ -291,23 +291,37 @@ export class QuorumLease {
     this.nonVoters.delete(node);
   }
 
-  /** Why this node refuses to claim and vote, or undefined. */
+  /**
+   * Why this node refuses to claim and to vote, or undefined: it sees more voters than
+   * `clusterSize` (two disjoint majorities could each grant the lease). Voters configured
+   * differently (another `clusterSize` or `leaseMs`) count as voters here, but only refuse each
+   * other's claims: with at most `clusterSize` declaring nodes (as every node checks), two groups
+   * of different configurations cannot both gather a majority of their own, so the group that
+   * can keeps the singleton and the other is reported (`configMismatch`).
+   */
   misconfiguration(): string | undefined {
     const n = this.reachableVoters().length;
     if (n > this.config.clusterSize) {
       return `${n} nodes declare this singleton but clusterSize is ${this.config.clusterSize}: two disjoint majorities could each grant it`;
     }
-    for (const [node, detail] of this.mismatched) return `voter ${node} is configured differently: ${detail}`;
     return undefined;
   }
 
+  /** A voter configured differently from this node, as last heard, or undefined. */
+  configMismatch(): string | undefined {
+    for (const [node, detail] of this.mismatched) return `voter ${node} is configured differently (${detail}): each refuses the other's claims`;
+    return undefined;
+  }
+
+  /** Reports a new misconfiguration (or mismatch) once; returns whether this node may claim and vote. */
   private checkConfig(): boolean {
-    const m = this.misconfiguration();
+    const blocking = this.misconfiguration();
+    const m = blocking ?? this.configMismatch();
     if (m !== this.reportedMisconfig) {
       this.reportedMisconfig = m;
       if (m !== undefined) this.env.onEvent({ type: 'misconfigured', detail: m });
     }
-    return m === undefined;
+    return blocking === undefined;
   }
 
   private configDiff(cs: number, ls: number): string | undefined {
@@ -446,7 +460,14 @@ export class QuorumLease {
       a.until = Math.max(a.until, now + this.config.leaseMs);
       return grant();
     }
-    if (!mine && !a.released && this.grantBlocks(now)) return refuse('held', a.until - now);
+    if (!a.released && this.grantBlocks(now)) {
+      if (!mine) return refuse('held', a.until - now);
+      // A late renewal of an earlier round of the same claimant must not take over its running
+      // grant: the grant's round is what a release names, and the release of that earlier round
+      // would then end the grant the current activation relies on (a counterexample the property
+      // found: regression test "a late renewal of an earlier activation").
+      if (msg.t === 'renew') return refuse('round', 0);
+    }
     if (msg.t === 'claim' && msg.r <= a.promised) return refuse('round', 0);
     if (msg.t === 'renew' && sameGrant) return refuse('round', 0); // that round was released: a late copy
     if (msg.r > a.promised) a.promised = msg.r;
@@ -559,7 +580,9 @@ export class QuorumLease {
   private reply(from: string, msg: Extract<QuorumMessage, { t: 'ack' | 'nack' }>, now: number): void {
     if (msg.ci !== this.env.incarnation) return; // an answer to another incarnation of this node
     if (msg.t === 'nack' && msg.pr > this.highestSeen) this.highestSeen = msg.pr;
-    if (msg.t === 'nack' && msg.why === 'config' && from !== this.env.self) this.mismatched.set(from, 'it refuses our claims as misconfigured');
+    if (msg.t === 'nack' && msg.why === 'config' && from !== this.env.self && !this.mismatched.has(from)) {
+      this.mismatched.set(from, 'it refuses our claims');
+    }
     const c = this.claim;
     if (this.state === 'claiming' && c && msg.r === c.r && msg.s === c.s) {
       if (now >= c.windowEnd) {
@@ -693,7 +716,7 @@ export class QuorumLease {
       token: this.token(),
       holder: this.holder(),
       voters: this.reachableVoters().length,
-      misconfigured: this.misconfiguration(),
+      misconfigured: this.misconfiguration() ?? this.configMismatch(),
     };
   }
 }

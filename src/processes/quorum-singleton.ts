@@ -10,7 +10,7 @@
  * const handle = leases.claim('scheduler', { clusterSize: 3 });    // every declaring node: it votes
  * handle.on('acquired', ({ token }) => startWorker(token));        // this node holds; token = fencing token
  * handle.on('lost', ({ token, reason }) => stopWorker());          // 'lease_expired' | 'superseded' | 'stopped'
- * handle.on('misconfigured', (err) => log(err));                   // FOUNDATION_QUORUM_MISCONFIGURED: it will not claim
+ * handle.on('misconfigured', (err) => log(err));                   // FOUNDATION_QUORUM_MISCONFIGURED
  * handle.isHolder();                                               // checks the lease deadline now (before a side effect)
  * handle.holder();                                                 // { node, token } as this node knows, or undefined
  * handle.stats();
@@ -21,7 +21,7 @@
  * - Every node that declares the singleton calls `claim` with the same `clusterSize` and `leaseMs`
  *   (voters refuse a claim configured differently, and report it): those nodes are the voters,
  *   and `clusterSize` must be at least how many of them there can ever be at once (a node that
- *   sees more voters than that refuses to claim and vote).
+ *   sees more voters than that refuses to claim and vote, and reports it).
  * - `acquired` fires when a majority granted this node the lease; `lost` when it can no longer
  *   be sure of it. Between the two, at most one node in the cluster is between its own two
  *   events, as long as clocks keep the drift bound (`maxClockDrift`) and the event loop is not
@@ -110,7 +110,11 @@ export interface QuorumLeaseHandleEvents {
   acquired: [{ token: number }];
   /** This node no longer holds the lease. */
   lost: [{ token: number; reason: QuorumLostReason }];
-  /** This node refuses to claim (and to vote): more voters than `clusterSize`, or a voter configured differently. Code `FOUNDATION_QUORUM_MISCONFIGURED`. */
+  /**
+   * Code `FOUNDATION_QUORUM_MISCONFIGURED`: this node sees more voters than `clusterSize` and
+   * refuses to claim and to vote until it sees no more than that; or a voter is configured with
+   * another `clusterSize` or `leaseMs` (each refuses the other's claims; the rest go on).
+   */
   misconfigured: [FoundationError];
 }
 
