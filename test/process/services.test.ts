@@ -274,6 +274,21 @@ describe.skipIf(skip !== undefined)('services across processes', () => {
     b?.kill('SIGCONT');
   });
 
+  it('one instance id registered on both sides (nodes that had not met): the earlier keeps it everywhere, the other node withdraws its instance', async () => {
+    const clusterName = `services-proc-${process.pid}-${++run}`;
+    const { proc: a, address: addrA } = await startNode('s1', clusterName, []);
+    const { proc: b, address: addrB } = await startNode('s2', clusterName, []);
+    await register(a, { name: 'sched', id: 'dup', noCheck: true });
+    await new Promise((r) => setTimeout(r, 20));
+    await register(b, { name: 'sched', id: 'dup', noCheck: true });
+    // s3 knows both: the transitive join links s1 and s2, and the registry resolves the conflict.
+    const { proc: c } = await startNode('s3', clusterName, [addrA, addrB]);
+    for (const p of [a, b, c]) await until(p, { name: 'sched' }, (rs) => rs.length === 1 && rs[0]?.node === 's1', `dup on s1 as seen by ${p.label}`);
+    await until(b, { name: 'sched' }, (rs) => rs[0]?.node === 's1', 'settled');
+    expect((await stats(b)).local).toBe(0);
+    expect(await call(c, 'sched', 'whoami', null)).toMatchObject({ ok: true, value: { node: 's1', id: 'dup' } });
+  });
+
   it('GET /services and `foundation services --http` list the instances with their health', async () => {
     const [a, b] = (await cluster(2, true)) as NodeProc[];
     await register(a as NodeProc, { name: 'users', id: 'u1', version: '1.0.0', tags: ['eu'], noCheck: true });

@@ -295,6 +295,22 @@ export class ServiceMesh implements ServicesApi {
   /** Starts serving calls to this node's instances. */
   start(): void {
     this.offs.push(this.mesh.handleSystem(SERVICES_CALL_TOPIC, (payload, ctx) => this.serve(payload, ctx)));
+    // An instance id registered on both sides of a partition: the registry keeps the earlier one
+    // everywhere and this node gave its registration up, so its check and handlers stop too.
+    this.offs.push(
+      this.registry.watch((e) => {
+        if (e.type !== 'conflict' || e.loser !== this.mesh.self.name) return;
+        const inst = this.local.get(e.name);
+        if (!inst) return;
+        inst.runner?.stop();
+        this.local.delete(e.name);
+        this.warn.warn(
+          `conflict:${e.name}`,
+          { service: inst.name, id: inst.id, winner: e.winner },
+          'service instance id also registered by another node, which keeps it: this instance is withdrawn',
+        );
+      }),
+    );
   }
 
   /** Stops every check and serving calls; the instances leave with the node (its registrations go when it goes down). */
