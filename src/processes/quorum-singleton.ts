@@ -66,6 +66,12 @@ export const DEFAULT_MAX_CLOCK_DRIFT = 0.01;
 export const MAX_QUORUM_NAME_BYTES = 255;
 /** Shortest lease accepted. */
 const MIN_LEASE_MS = 20;
+/**
+ * Claim and renewal numbers, increasing across every lease of this process (a stopped and
+ * re-declared name, or a second manager on the same mesh, must never take a late reply to an
+ * earlier lease's message for one to its own).
+ */
+let processSeq = 0;
 
 /** Timing of quorum leases: the manager's defaults, and per claim. Every voter of a name must use the same `leaseMs`. */
 export interface QuorumTimingOptions {
@@ -241,8 +247,6 @@ export class QuorumLeases {
   private readonly watch: MembersWatch;
   private readonly now: () => number;
   private readonly wallClock: () => number;
-  /** Claim and renewal numbers, increasing across every lease this node incarnation creates. */
-  private seq = 0;
   private readonly topic: string;
   private messagesDropped = 0;
   private stopped = false;
@@ -295,7 +299,7 @@ export class QuorumLeases {
         tokenFloor: () => Math.floor(this.wallClock() * 1000),
         send: (to, msg) => this.send(to, name, msg),
         onEvent: (e) => this.onEvent(h, e),
-        nextSeq: () => ++this.seq,
+        nextSeq: () => ++processSeq,
       });
     });
     this.handles.set(name, handle);

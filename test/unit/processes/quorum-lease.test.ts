@@ -246,7 +246,7 @@ interface Scenario {
 const scenarioArb: fc.Arbitrary<Scenario> = fc.record({
   seed: fc.integer({ min: 0, max: 2 ** 31 - 1 }),
   nodes: fc.constantFrom(3, 3, 5),
-  ops: fc.array(fc.tuple(opArb, fc.integer({ min: 0, max: LEASE })), { minLength: 6, maxLength: 30, size: 'max' }),
+  ops: fc.array(fc.tuple(opArb, fc.integer({ min: 0, max: LEASE })), { minLength: 6, maxLength: Number(process.env.QUORUM_OPS ?? 30), size: 'max' }),
 });
 
 /** Longest time from heal (every node resumed, network quiet) to a holder; see the liveness test for the budget. */
@@ -336,7 +336,7 @@ function check(out: Outcome, liveness = true): boolean {
   return true;
 }
 
-/** More runs (and another seed) locally: QUORUM_RUNS=20000 QUORUM_SEED=7 npx vitest run test/unit/processes/quorum-lease.test.ts -t property */
+/** More runs, another seed, longer histories, locally: QUORUM_RUNS=20000 QUORUM_SEED=7 QUORUM_OPS=80 npx vitest run test/unit/processes/quorum-lease.test.ts -t property --testTimeout=0 */
 const RUNS = Number(process.env.QUORUM_RUNS ?? 250);
 
 describe('quorum lease: safety and liveness under faults (property)', () => {
