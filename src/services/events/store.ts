@@ -63,15 +63,19 @@ export interface EventFilter {
   type?: string;
   /** Only events emitted by this node. */
   node?: string;
-  /** Only events stamped after this: a wall-clock time in ms (`Date.now()` style), or an HLC stamp (exclusive). */
+  /**
+   * Only events stamped at or after this: a wall-clock time in ms (`Date.now()` style), or an HLC
+   * stamp. Inclusive, because events of several nodes may carry the same stamp: to resume after an
+   * event, pass its `hlc` and drop the ids already seen.
+   */
   since?: number | HlcStamp;
 }
 
-/** Whether an event's stamp is after `since` (a wall time: stamps at or after that millisecond; a stamp: strictly after it). */
+/** Whether an event's stamp is at or after `since` (a wall time: stamps from that millisecond on; a stamp: that stamp or a later one). */
 export function isAfter(e: FoundationEvent, since: number | HlcStamp | undefined): boolean {
   if (since === undefined) return true;
   if (typeof since === 'number') return e.hlc[0] >= since;
-  return compareStamps(e.hlc, since) > 0;
+  return compareStamps(e.hlc, since) >= 0;
 }
 
 /**

@@ -32,7 +32,7 @@ describe('event store', () => {
     expect(s.size).toBe(1);
   });
 
-  it('filters by node, by time (wall ms inclusive, stamp exclusive) and by type, and keeps the newest `limit`', () => {
+  it('filters by node, by time (wall ms and stamps, both inclusive) and by type, and keeps the newest `limit`', () => {
     const s = new EventStore(100);
     s.add(ev('a', 1, [100, 0], 'user.created'));
     s.add(ev('b', 1, [100, 1], 'user.deleted'));
@@ -41,7 +41,12 @@ describe('event store', () => {
     const ids = (r: { events: FoundationEvent[] }) => r.events.map((e) => e.id);
     expect(ids(s.query({ node: 'a' }, everyType, 10))).toEqual(['a:1:d1', 'a:1:d2']);
     expect(ids(s.query({ since: 200 }, everyType, 10))).toEqual(['a:1:d2', 'b:1:d2']);
-    expect(ids(s.query({ since: [100, 0] }, everyType, 10))).toEqual(['b:1:d1', 'a:1:d2', 'b:1:d2']);
+    expect(ids(s.query({ since: [100, 0] }, everyType, 10))).toEqual(['a:1:d1', 'b:1:d1', 'a:1:d2', 'b:1:d2']);
+    expect(ids(s.query({ since: [100, 1] }, everyType, 10))).toEqual(['b:1:d1', 'a:1:d2', 'b:1:d2']);
+    // Inclusive: another node's event with the same stamp is not skipped.
+    const tie = new EventStore(10);
+    for (const e of [ev('b', 1, [100, 1]), ev('c', 1, [100, 1]), ev('a', 1, [100, 0])]) tie.add(e);
+    expect(ids(tie.query({ since: [100, 1] }, everyType, 10))).toEqual(['b:1:d1', 'c:1:d1']);
     expect(ids(s.query({}, (t) => t.startsWith('user.'), 10))).toEqual(['a:1:d1', 'b:1:d1', 'b:1:d2']);
     expect(s.query({}, everyType, 2)).toEqual({ events: [s.query({}, everyType, 10).events[2], s.query({}, everyType, 10).events[3]], truncated: true });
     expect(isAfter(ev('a', 1, [5, 0]), undefined)).toBe(true);
