@@ -22,7 +22,7 @@ const SECRET = 'services-process-test-secret-0123456789';
 /** The check interval of the health-flip test; a flip must be seen elsewhere within it (plus the margin). */
 const INTERVAL_MS = 1000;
 /** What a loaded 2-core machine may add to one interval: scheduling, one mesh hop, the test's polling. */
-const MARGIN_MS = 1000;
+const MARGIN_MS = 1500;
 let procs: NodeProc[] = [];
 let run = 0;
 
