@@ -214,6 +214,7 @@ describe.skipIf(skip !== undefined)('events on real nodes in this process: what 
       'interest',
     );
     const e1 = a.events.emitDistributed('order.placed', { n: 1 });
+    await expect(a.events.drained()).resolves.toBeUndefined();
     await waitFor(() => seen.length === 1, 'the first event');
     // The same record again (a replayed or duplicated delivery), then one from further on (seq + 2).
     a.channels.broadcast('events', e1);

@@ -101,6 +101,11 @@ export interface EventsApi {
    */
   emitDistributed<T = unknown>(type: string, data?: T): FoundationEvent<T>;
   /**
+   * Resolves when every lane `emitDistributed` filled past its high-water mark is back under it
+   * (`pubsub.drained()`): a producer of bursts awaits it between bursts. At once when none is full.
+   */
+  drained(): Promise<void>;
+  /**
    * Calls `handler` for each event whose type matches: an exact type, or a pattern in the pubsub
    * subject syntax (`user.*` one token, `user.>` one or more). Returns the function that stops it.
    */
@@ -261,6 +266,10 @@ export class Events implements EventsApi {
     // This node receives it back through its own subscription, like every other node: one path.
     this.channels.broadcast('events', e);
     return e;
+  }
+
+  drained(): Promise<void> {
+    return this.channels.pubsub.drained();
   }
 
   /** An event from the `events` channel (any node's, this one's included). */
