@@ -98,6 +98,7 @@ const stats = async (p: NodeProc) =>
     retries: number;
     calls: { ok: number; error: number; noMethod: number; unavailable: number };
     served: number;
+    local: number;
   };
 
 /** Polls `p` until `cond` holds of its discover results; resolves with the time (ms since epoch, on `p`) it first did. */
