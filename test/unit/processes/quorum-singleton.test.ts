@@ -148,6 +148,19 @@ describe.skipIf(!BUILT)(`quorum singleton driver on three in-process meshes${BUI
     expect(() => a.leases.claim('x', { clusterSize: 3, leaseMs: 1000, renewEveryMs: 600 })).toThrow(expect.objectContaining({ key: 'renewEveryMs' }));
     expect(() => a.leases.claim('x', { clusterSize: 3, maxClockDrift: 0.5 })).toThrow(expect.objectContaining({ key: 'maxClockDrift' }));
     expect(() => a.leases.claim('', { clusterSize: 3 })).toThrow(expect.objectContaining({ key: 'name' }));
+
+    // Two nodes declare a singleton sized for one: both refuse to claim it, and say why.
+    const errors: Error[] = [];
+    const small = [a, b].map((v) => {
+      const h = v.leases.claim('solo', { clusterSize: 1 });
+      h.on('misconfigured', (err) => errors.push(err));
+      return h;
+    });
+    await until(() => errors.length >= 2, 5000, 'two misconfiguration reports');
+    expect(errors.every((e) => (e as { code?: string }).code === ErrorCodes.QUORUM_MISCONFIGURED && /2 nodes declare/.test(e.message))).toBe(true);
+    await new Promise((r) => setTimeout(r, 3 * LEASE));
+    expect(small.map((h) => h.stats().claims)).toEqual([0, 0]);
+    expect(small.some((h) => h.isHolder())).toBe(false);
   });
 });
 
