@@ -164,6 +164,7 @@ const commands = {
   /** node.presence */
   'presence-track': ({ topic, key, meta }) => out({ event: 'presence-tracked', meta: node.presence.track(topic, key, meta ?? null) }),
   'presence-list': ({ topic }) => out({ event: 'presence-list', topic, list: node.presence.list(topic) }),
+  'presence-untrack': ({ topic, key }) => out({ event: 'presence-untracked', topic, key, removed: node.presence.untrack(topic, key) }),
   'presence-watch': ({ topic }) => {
     node.presence.onDiff(topic, (diff) => out({ event: 'presence-diff', diff }));
     out({ event: 'presence-watching', topic });
