@@ -109,6 +109,22 @@ describe.skipIf(skip !== undefined)('node.config on two nodes in one process', (
     expect(a.config.get('db.pool.size')).toBe(65);
   });
 
+  it('concurrent cluster-wide sets from both nodes on the same path are serialized: both commit, one version each, the same value everywhere', async () => {
+    const [a, b] = await pair();
+    const results = await Promise.all([
+      ...Array.from({ length: 5 }, (_, i) => a.config.setClusterWide('shared.v', `a${i}`, { timeoutMs: 15_000 })),
+      ...Array.from({ length: 5 }, (_, i) => b.config.setClusterWide('shared.v', `b${i}`, { timeoutMs: 15_000 })),
+    ]);
+    expect(results.map((r) => r.version).sort((x, y) => x - y)).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(results.some((r) => r.attempts > 1)).toBe(true);
+    const last = results.find((r) => r.version === 10);
+    expect(a.config.version()).toBe(10);
+    expect(b.config.version()).toBe(10);
+    expect(a.config.get('shared.v')).toBe(b.config.get('shared.v'));
+    expect(a.config.history().map((c) => c.tx)).toEqual(b.config.history().map((c) => c.tx));
+    expect(a.config.history().at(-1)?.tx).toBe(last?.tx);
+  });
+
   it('refuses bad arguments with ConfigError naming the key', async () => {
     const [a] = await pair();
     const { ConfigError } = await lib();

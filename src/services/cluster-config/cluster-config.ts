@@ -506,8 +506,9 @@ export class ClusterConfig implements ClusterConfigApi {
           votes,
         );
       }
-      const against = r.votes.filter((v) => v.vote !== 'yes');
-      const retryable = against.length > 0 && against.every((v) => v.code !== undefined && RETRYABLE.has(v.code));
+      // Votes without a code did not come because the transaction aborted first: not a reason.
+      const against = r.votes.filter((v) => v.vote !== 'yes' && v.code !== undefined);
+      const retryable = against.length > 0 && against.every((v) => RETRYABLE.has(v.code as string));
       const backoff = Math.min(200, 5 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random());
       if (!retryable || Date.now() + backoff >= deadline) {
         throw new ClusterConfigError(ErrorCodes.CONFIG_ABORTED, `setClusterWide("${path}") aborted: ${describeVotes(against)}`, r.tx, votes);
