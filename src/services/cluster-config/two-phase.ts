@@ -386,7 +386,12 @@ export class TwoPhase {
       for (const n of Object.keys(c.parts)) {
         if (c.votes.has(n)) continue;
         // At the deadline a missing vote is why it aborted; before it, another vote was.
-        c.votes.set(n, late ? { node: n, vote: 'none', code: 'timeout', reason: `no vote within ${c.timeoutMs} ms` } : { node: n, vote: 'none', reason: 'aborted before this vote came' });
+        c.votes.set(
+          n,
+          late
+            ? { node: n, vote: 'none', code: 'timeout', reason: `no vote within ${c.timeoutMs} ms` }
+            : { node: n, vote: 'none', reason: 'aborted before this vote came' },
+        );
       }
       for (const n of Object.keys(c.parts)) if (n !== this.self) this.host.send(n, { t: 'abort', tx: c.tx });
       this.finishCoordinator(c, 'aborted');
