@@ -100,14 +100,26 @@ export class MeshReplicaLink<M> {
         this.up.delete(change.member.name);
         endpoint.peerDown(change.member.name);
       }
+      this.digestWhilePeers();
       this.opts.onMembers?.(change);
     });
     for (const m of this.watchHandle.members) {
       this.up.add(m.name);
       endpoint.peerUp(m.name);
     }
-    this.digestTimer = setInterval(() => endpoint.tick(), this.opts.digestMs);
-    this.digestTimer.unref();
+    this.digestWhilePeers();
+  }
+
+  /** The digest runs only while some member is up: a node alone does not wake up for it. */
+  private digestWhilePeers(): void {
+    if (this.up.size > 0 && !this.digestTimer && !this.stopped) {
+      const endpoint = this.endpoint as ReplicaEndpoint<M>;
+      this.digestTimer = setInterval(() => endpoint.tick(), this.opts.digestMs);
+      this.digestTimer.unref();
+    } else if (this.up.size === 0 && this.digestTimer) {
+      clearInterval(this.digestTimer);
+      this.digestTimer = undefined;
+    }
   }
 
   /** Changes made in one turn of the loop go out together, at once after it. */
