@@ -216,7 +216,9 @@ export class Processes implements ProcessesApi {
       }
     }
     await Promise.allSettled(moves);
-    // Releases what this node holds: a successor takes over in a round trip, not a lease.
+    // Quorum singletons: the worker stops first (its terminate done), then the lease is released,
+    // so the successor, which starts a round trip after the release, never overlaps it.
+    await Promise.allSettled([...this.local].filter(([, w]) => w.fencingToken !== undefined).map(([name, w]) => this.stopLocal(name, w, 'shutdown')));
     await this.quorum.stop().catch(() => {});
     for (const w of this.local.values()) w.leaving = true;
     await this.supervisor.stopAll('shutdown');
