@@ -260,6 +260,7 @@ export class ClusterConfig implements ClusterConfigApi {
     this.watchHandle?.stop();
     for (const off of this.offs.splice(0)) off();
     this.watchers.clear();
+    // Callers still waiting learn the node stopped (setClusterWide checks `stopped` first).
     for (const [tx, done] of this.waiting) done({ tx, outcome: 'in-doubt', votes: [], acked: [], version: this.store.version });
     this.waiting.clear();
   }
@@ -497,6 +498,14 @@ export class ClusterConfig implements ClusterConfigApi {
       if (this.stopped) throw new ClusterConfigError(ErrorCodes.NODE_STOPPED, 'node is stopped: no cluster-wide config change', '', []);
       const r = await this.attempt(writes, Math.max(1, deadline - Date.now()));
       const votes = r.votes.map(toPublicVote);
+      if (this.stopped && r.outcome !== 'committed') {
+        throw new ClusterConfigError(
+          ErrorCodes.NODE_STOPPED,
+          `node stopped during setClusterWide("${path}"); transaction ${r.tx} may still end either way`,
+          r.tx,
+          votes,
+        );
+      }
       if (r.outcome === 'committed') return { tx: r.tx, version: r.version, votes, acked: r.acked, attempts: attempt };
       if (r.outcome === 'in-doubt') {
         throw new ClusterConfigError(

@@ -119,6 +119,8 @@ export class ConfigStore {
   version = 0;
   /** The last transaction applied here ('' before any). */
   tx = '';
+  /** `digest()` until the cluster layer changes. */
+  private digestCache: string | undefined;
 
   /** The value at `path`: this node's override if it has one there, else the cluster's. */
   get(path: string): unknown {
@@ -146,6 +148,7 @@ export class ConfigStore {
     for (const w of writes) touched.push(...writeLayer(this.cluster, w.path, w.value));
     this.version = version;
     this.tx = tx;
+    this.digestCache = undefined;
     this.changes.push({ version, tx, coordinator, at, writes });
     if (this.changes.length > HISTORY_KEPT) this.changes = this.changes.slice(-HISTORY_KEPT);
     return touched;
@@ -168,6 +171,7 @@ export class ConfigStore {
     for (const [k, v] of s.values) this.cluster.set(k, v);
     this.version = s.version;
     this.tx = s.tx;
+    this.digestCache = undefined;
     this.changes = s.history.slice(-HISTORY_KEPT);
     const touched = new Set<string>();
     for (const [k, v] of before) if (!this.cluster.has(k) || digestOf(this.cluster.get(k)) !== digestOf(v)) touched.add(k);
@@ -177,7 +181,8 @@ export class ConfigStore {
 
   /** A digest of the cluster layer (version, last transaction and every value), to compare nodes cheaply. */
   digest(): string {
-    return digestOf([this.version, this.tx, [...this.cluster].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
+    this.digestCache ??= digestOf([this.version, this.tx, [...this.cluster].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))]);
+    return this.digestCache;
   }
 
   /** Every effective leaf (overrides applied), sorted by path. */
