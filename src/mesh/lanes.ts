@@ -888,6 +888,11 @@ export class Inbox {
     return sum;
   }
 
+  /** Whether a message sent in several fragments is partly received on `lane`. */
+  receiving(lane: number): boolean {
+    return this.bodies[lane] !== undefined;
+  }
+
   /** Most bytes copied by one `push`/`pushParts` so far (at most one fragment: tests check it). */
   get longestCopyBytes(): number {
     return this.longestCopy;

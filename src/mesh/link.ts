@@ -5,13 +5,20 @@
  * Flow control: the outbox keeps at most a window of non-control DATA frames unacknowledged;
  * this end returns ACK frames for what its inbox consumed, every half window and whenever a
  * burst of socket reads is over (a `setImmediate` after a read), so the peer never stalls.
+ *
+ * Receive-side priority: the fragments of a message sent in several (large ones) on a non-control
+ * lane are not copied into their message while socket reads are handled, but queued, in order,
+ * and copied `DEFERRED_FRAGMENTS_PER_TURN` at a time from `setImmediate`: a control frame that
+ * arrives in the same burst of reads as a window of bulk fragments is dispatched at once, not
+ * after their copies, and the event loop turns between two slices. Single-fragment messages of a
+ * lane with nothing queued are handled at once, as before.
  */
 import type { Socket } from 'node:net';
 import { ErrorCodes, FrameError, HandshakeError } from '../errors.js';
 import { decodeAck, encodeAck, encodeFrame, type Frame, FrameDecoder, FrameType } from './framing.js';
 import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel, type HandshakeResult } from './handshake.js';
 import { DEFAULT_WINDOW_BYTES, Inbox, Outbox, type OutboxOptions } from './lanes.js';
-import type { GatherPayload, InboundMessage } from './message.js';
+import { FIN_FIRST, type GatherPayload, type InboundMessage, LANE_COUNT } from './message.js';
 
 export interface LinkOptions {
   maxFrameBytes: number;
@@ -40,6 +47,8 @@ const WRITE_BUDGET = 64 * 1024;
 const FLUSH_BYTES = 256 * 1024;
 /** Largest ACK body. */
 const MAX_ACK = 0xffffffff;
+/** Deferred fragments (of large messages) copied per turn of the event loop: 128 KiB. */
+const DEFERRED_FRAGMENTS_PER_TURN = 2;
 
 export class Link {
   readonly remote: string;
@@ -62,6 +71,12 @@ export class Link {
   private waitingDrain = false;
   private closed = false;
   private closeCause?: LinkCloseCause;
+  /** Frames waiting to be handled after socket reads (see the class comment): DATA of large messages, and a LEAVE behind them. */
+  private deferred: Frame[] = [];
+  private deferredHead = 0;
+  /** Deferred DATA frames per lane (a lane's next frames queue behind them). */
+  private readonly deferredPerLane = new Array<number>(LANE_COUNT).fill(0);
+  private drainScheduled = false;
 
   constructor(
     readonly socket: Socket,
@@ -288,9 +303,16 @@ export class Link {
     const events = this.events as LinkEvents;
     const type = f.type;
     if (type === FrameType.DATA) {
-      const msg = f.parts === undefined ? this.inbox.push(f.body) : this.inbox.pushParts(f.parts);
-      if (this.inbox.unackedBytes >= this.ackEvery) this.sendAck();
-      if (msg) events.onMessage(msg);
+      const lane = dataByte(f, 0);
+      if (lane !== 0 && lane < LANE_COUNT && ((this.deferredPerLane[lane] as number) > 0 || dataByte(f, 1) === FIN_FIRST || this.inbox.receiving(lane))) {
+        this.deferredPerLane[lane] = (this.deferredPerLane[lane] as number) + 1;
+        this.defer(f);
+        return;
+      }
+      this.handleData(f);
+    } else if (type === FrameType.LEAVE && this.deferredHead < this.deferred.length) {
+      // Messages received before the LEAVE are delivered before it.
+      this.defer(f);
     } else if (type === FrameType.ACK) {
       // Throws FrameError (a protocol error, closing the link) on a bad body or an over-ack.
       this.outbox.ack(decodeAck(f.body));
@@ -299,6 +321,57 @@ export class Link {
       events.onLeave();
     } else {
       throw new FrameError(ErrorCodes.FRAME_INVALID, `unexpected frame type ${type} after the handshake`);
+    }
+  }
+
+  private handleData(f: Frame): void {
+    const msg = f.parts === undefined ? this.inbox.push(f.body) : this.inbox.pushParts(f.parts);
+    if (this.inbox.unackedBytes >= this.ackEvery) this.sendAck();
+    if (msg) (this.events as LinkEvents).onMessage(msg);
+  }
+
+  private defer(f: Frame): void {
+    this.deferred.push(f);
+    if (!this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(this.drainDeferredSlice);
+    }
+  }
+
+  /** Handles up to `DEFERRED_FRAGMENTS_PER_TURN` deferred frames, then yields to the event loop. */
+  private readonly drainDeferredSlice = (): void => {
+    this.drainScheduled = false;
+    if (this.closed) return;
+    try {
+      this.drainDeferred(DEFERRED_FRAGMENTS_PER_TURN);
+      this.ackSoon();
+    } catch (error) {
+      this.terminate({ kind: 'protocol-error', error: error as Error });
+      return;
+    }
+    if (this.deferredHead < this.deferred.length && !this.drainScheduled) {
+      this.drainScheduled = true;
+      setImmediate(this.drainDeferredSlice);
+    }
+  };
+
+  private drainDeferred(max: number): void {
+    let n = 0;
+    while (this.deferredHead < this.deferred.length && n < max && !this.closed) {
+      const f = this.deferred[this.deferredHead] as Frame;
+      this.deferred[this.deferredHead++] = EMPTY_FRAME;
+      if (f.type === FrameType.LEAVE) {
+        (this.events as LinkEvents).onLeave();
+        continue;
+      }
+      const lane = dataByte(f, 0);
+      this.deferredPerLane[lane] = (this.deferredPerLane[lane] as number) - 1;
+      n++;
+      this.handleData(f);
+    }
+    if (this.deferredHead === this.deferred.length) {
+      this.deferred = [];
+      this.deferredHead = 0;
     }
   }
 
@@ -341,6 +414,17 @@ export class Link {
 
   private terminate(cause: LinkCloseCause): void {
     if (this.closed) return;
+    if (cause.kind !== 'protocol-error' && this.deferredHead < this.deferred.length) {
+      // Received whole before the close: delivered, as they were before fragments were deferred.
+      try {
+        this.drainDeferred(Number.POSITIVE_INFINITY);
+      } catch {
+        // A bad fragment among them: the rest is dropped with the link.
+      }
+      if (this.closed) return;
+    }
+    this.deferred = [];
+    this.deferredHead = 0;
     this.closed = true;
     this.closeCause = cause;
     // A partial frame is of no use once closed: drop it. (Frames already queued behind the
@@ -354,4 +438,16 @@ export class Link {
     }
     this.events?.onClose(cause);
   }
+}
+
+const EMPTY_FRAME: Frame = { type: FrameType.DATA, body: Buffer.alloc(0) };
+
+/** Byte `i` of a DATA frame's body, whether whole or in parts (0 past the end: never a valid lane). */
+function dataByte(f: Frame, i: number): number {
+  if (f.parts === undefined) return (f.body[i] as number | undefined) ?? 0;
+  for (const p of f.parts) {
+    if (i < p.length) return p[i] as number;
+    i -= p.length;
+  }
+  return 0;
 }

@@ -8,7 +8,7 @@ import { encodeAck, encodeFrame, FrameType } from '../../src/mesh/framing.js';
 import type { HandshakeResult } from '../../src/mesh/handshake.js';
 import { DEFAULT_WINDOW_BYTES, Lane, type OutboxOptions } from '../../src/mesh/lanes.js';
 import { Link, type LinkCloseCause } from '../../src/mesh/link.js';
-import type { InboundMessage } from '../../src/mesh/message.js';
+import { encodeMessageBody, fragmentMessage, type InboundMessage, MessageFlags } from '../../src/mesh/message.js';
 
 const MiB = 1024 * 1024;
 const servers: Server[] = [];
@@ -172,5 +172,29 @@ describe('Link flow control over a real socket', () => {
     expect(error).toBeInstanceOf(FrameError);
     expect((error as FrameError).code).toBe(ErrorCodes.FRAME_INVALID);
     expect(rx.link.isClosed).toBe(true);
+  });
+
+  it('dispatches a control frame read together with the fragments of a large message before copying them, and delivers the message whole, then a LEAVE behind it', async () => {
+    const [a, b] = await socketPair();
+    const rx = open(b, 'inbound');
+    let leftAfter = -1;
+    (rx.link as unknown as { events: { onLeave: () => void } }).events.onLeave = () => {
+      leftAfter = rx.messages.length;
+    };
+    const big = bulkPayload(7, 2 * MiB);
+    const frames = [
+      ...fragmentMessage(Lane.BULK, encodeMessageBody(MessageFlags.RAW, 1, 'bulk', big), 65536).map((f) => encodeFrame(FrameType.DATA, f)),
+      ...fragmentMessage(Lane.CONTROL, encodeMessageBody(0, 2, 'ping', Buffer.from('ping'))).map((f) => encodeFrame(FrameType.DATA, f)),
+      encodeFrame(FrameType.LEAVE, Buffer.alloc(0)),
+    ];
+    // One write: the receiver reads the 2 MiB message and the control frame in the same burst.
+    a.write(Buffer.concat(frames));
+    await until(() => leftAfter >= 0, 'the LEAVE');
+    // The control message went first, although its bytes came after the whole bulk message.
+    expect(rx.messages.map((m) => m.topic)).toEqual(['ping', 'bulk']);
+    expect(rx.messages[1]!.payload.equals(big)).toBe(true);
+    // The LEAVE was handled after the message received before it.
+    expect(leftAfter).toBe(2);
+    expect(rx.closes).toEqual([]);
   });
 });
