@@ -147,6 +147,8 @@ export interface ClusterConfigOptions {
 /** System topic of the config service. */
 export const CONFIG_TOPIC = '$config';
 const TICK_MS = 100;
+/** A node alone this long after its start counts as synced (the same wait as readiness's for peers that are not there). */
+const ALONE_MS = 5000;
 const FETCH_TIMEOUT_MS = 3000;
 const DEFAULT_TIMEOUT_MS = 5000;
 const RETRYABLE: ReadonlySet<string> = new Set(['locked', 'stale', 'syncing']);
@@ -193,6 +195,7 @@ export class ClusterConfig implements ClusterConfigApi {
   private digestTimer?: NodeJS.Timeout;
   private tickTimer?: NodeJS.Timeout;
   private synced = false;
+  private startedAt = 0;
   private fetching = false;
   private stopped = false;
   private readonly waiting = new Map<string, (r: CoordinatorResult) => void>();
@@ -228,6 +231,7 @@ export class ClusterConfig implements ClusterConfigApi {
 
   /** Starts: handles `$config`, watches members, fetches the config from the first peer up. */
   start(): void {
+    this.startedAt = Date.now();
     this.offs.push(this.mesh.handleSystem(CONFIG_TOPIC, (payload, ctx) => this.onMessage(payload, ctx)));
     this.watchHandle = this.mesh.watchMembers((change) => {
       if (change.member.hidden) return;
@@ -265,9 +269,15 @@ export class ClusterConfig implements ClusterConfigApi {
     this.waiting.clear();
   }
 
-  /** True once this node fetched the cluster config from a peer, or has no peer up to fetch from. Readiness waits for it. */
+  /**
+   * True once this node fetched the cluster config from a peer, or has no peer up to fetch from.
+   * Readiness waits for it. A node alone for {@link ALONE_MS} after its start is the first node:
+   * synced for good, so its readiness does not flap off while it serves the config to the next one.
+   */
   isSynced(): boolean {
-    return this.synced || this.up.size === 0;
+    if (this.up.size > 0) return this.synced;
+    if (!this.synced && this.startedAt > 0 && Date.now() - this.startedAt >= ALONE_MS) this.synced = true;
+    return true;
   }
 
   /** Fetches the cluster config from a peer up, once: what a node does before it reports ready. */
