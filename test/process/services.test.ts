@@ -34,8 +34,15 @@ afterEach(() => {
   procs = [];
 });
 
-async function startNode(name: string, clusterName: string, hosts: string[], http = false): Promise<{ proc: NodeProc; address: string }> {
+async function startNode(
+  name: string,
+  clusterName: string,
+  hosts: string[],
+  http = false,
+  extra: Record<string, unknown> = {},
+): Promise<{ proc: NodeProc; address: string }> {
   const opts = {
+    ...extra,
     name,
     clusterName,
     secret: SECRET,
@@ -53,12 +60,12 @@ async function startNode(name: string, clusterName: string, hosts: string[], htt
   return { proc, address: (started.id as { address: string }).address };
 }
 
-async function cluster(n: number, http = false): Promise<NodeProc[]> {
+async function cluster(n: number, http = false, extra: Record<string, unknown> = {}): Promise<NodeProc[]> {
   const clusterName = `services-proc-${process.pid}-${++run}`;
   const out: NodeProc[] = [];
   const addresses: string[] = [];
   for (let i = 1; i <= n; i++) {
-    const { proc, address } = await startNode(`s${i}`, clusterName, addresses, http);
+    const { proc, address } = await startNode(`s${i}`, clusterName, addresses, http, extra);
     out.push(proc);
     addresses.push(address);
   }
@@ -220,7 +227,9 @@ describe.skipIf(skip !== undefined)('services across processes', () => {
   });
 
   it('services.call retries onto a healthy instance when the one it picked is killed (kill -9 mid-call) or frozen (timeout); handler errors are not retried', async () => {
-    const [a, b, c] = (await cluster(3)) as NodeProc[];
+    // A frozen node must stay a member while its calls time out (about 1.5 s of calls below): the
+    // detector tolerates a 10 s pause here, so the timed-out attempts are what the test sees, not a down.
+    const [a, b, c] = (await cluster(3, false, { failureDetector: { acceptablePauseMs: 10_000 } })) as NodeProc[];
     // Round-robin in id order: s3's first call to "calc" goes to k1 (on s1), whose handler kills its own process.
     await register(a as NodeProc, { name: 'calc', id: 'k1', noCheck: true, dieOnWork: true });
     await register(b as NodeProc, { name: 'calc', id: 'k2', noCheck: true });
@@ -255,7 +264,6 @@ describe.skipIf(skip !== undefined)('services across processes', () => {
     await register(b as NodeProc, { name: 'slowpoke', id: 'p2', noCheck: true });
     await until(c as NodeProc, { name: 'slowpoke', healthy: true }, (rs) => rs.length === 2, 'both slowpoke instances on s3');
     b?.kill('SIGSTOP');
-    // The calls below take about 1.5 s, well within the ~3 s the heartbeat detector needs to see s2 frozen.
     // No instance that answers, and no retries: unavailable, with the attempt that failed.
     const none = await call(c as NodeProc, 'calc', 'work', null, { timeoutMs: 500, retries: 0 });
     expect(none).toMatchObject({
