@@ -206,6 +206,7 @@ const commands = {
       history: node.config.history(),
       entries: node.config.entries(),
     }),
+  'config-force': ({ tx, outcome }) => out({ event: 'config-forced', tx, done: node.config.forceResolve(tx, outcome) }),
   'config-http': () => out({ event: 'config-http', http: node.httpAddress ?? null }),
   /** Waits until the node reports ready and prints what `path` read at that first ready moment. */
   'config-when-ready': async ({ path }) => {

@@ -212,4 +212,40 @@ describe.skipIf(skip !== undefined)('node.config across processes', () => {
     // The start-options command next to them still works.
     expect((await cli(['config', 'explain', '--port', '0'])).code).toBe(0);
   }, 90_000);
+
+  it('the blocked case: the coordinator and the one participant that committed both killed; the others report it in doubt (stats, the CLI over /config) until an operator resolves it', async () => {
+    const { nodes } = await cluster(4);
+    const [c1, c2, c3, c4] = nodes as [NodeProc, NodeProc, NodeProc, NodeProc];
+    await ask(c1, { cmd: 'config-hold', allow: ['c2'] }, 'config-holding');
+    const held = [c3, c4].map((p) => c1.waitForNext((e) => e.event === 'config-held' && e.to === p.label, 10_000));
+    c1.send({ cmd: 'config-set-cw', path: 'feature.on', value: true, timeoutMs: 5000 });
+    await Promise.all(held);
+    for (let i = 0; i < 100 && (await get(c2, 'feature.on')).value !== true; i++) await new Promise((r) => setTimeout(r, 20));
+    expect((await get(c2, 'feature.on')).value).toBe(true);
+    const downs = [c3, c4].flatMap((p) => [p.waitForNext(isDown('c1'), 10_000), p.waitForNext(isDown('c2'), 10_000)]);
+    c1.kill('SIGKILL');
+    c2.kill('SIGKILL');
+    await Promise.all(downs);
+    // Both survivors asked each other (prepared, fenced) and wait for c2, which may have committed: blocked.
+    let doubt: Array<{ tx: string; coordinator: string; waitingFor: string[] }> = [];
+    for (let i = 0; i < 50; i++) {
+      doubt = ((await state(c3)) as unknown as { inDoubt: typeof doubt }).inDoubt;
+      if (doubt.length === 1 && doubt[0]?.waitingFor.length === 1) break;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(doubt).toMatchObject([{ coordinator: 'c1', waitingFor: ['c2'] }]);
+    await new Promise((r) => setTimeout(r, 1500)); // several recovery rounds later: still blocked
+    const s4 = (await state(c4)) as unknown as ConfigState & { stats: { inDoubt: number } };
+    expect(s4.inDoubt).toHaveLength(1);
+    expect(s4.stats.inDoubt).toBe(1);
+    const http = String((await ask(c3, { cmd: 'config-http' }, 'config-http')).http);
+    const shown = await cli(['config', 'get', '--http', http]);
+    expect(shown.stdout).toContain(`in doubt: ${doubt[0]?.tx} (coordinator c1, paths feature.on), waiting for c2`);
+    // Meanwhile changes abort (the two dead members are within their 60 s grace; the lock held is the simulation's to show).
+    const meanwhile = await setCw(c3, 'other', 1, 1500);
+    expect(meanwhile.event).toBe('config-aborted');
+    // The operator knows c2 had applied it: commit on both.
+    for (const p of [c3, c4]) expect(await ask(p, { cmd: 'config-force', tx: doubt[0]?.tx, outcome: 'commit' }, 'config-forced')).toMatchObject({ done: true });
+    for (const p of [c3, c4]) expect(await get(p, 'feature.on'), p.label).toMatchObject({ value: true, version: 1 });
+  }, 90_000);
 });
