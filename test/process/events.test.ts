@@ -4,7 +4,6 @@
  * `emitDistributed` at every receiver, `events.query` across the cluster, and a query with one
  * node that cannot answer (SIGSTOP, kill -9): flagged partial, naming that node.
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FoundationNode } from '../../src/api.js';
@@ -12,7 +11,8 @@ import { compareStamps } from '../../src/registry/hlc.js';
 import type { EventQueryResult, FoundationEvent } from '../../src/services/events/events.js';
 import { compareEvents } from '../../src/services/events/store.js';
 import { waitFor } from '../compliance/pubsub-adapter-compliance.js';
-import { isDown, isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { isDown, isUp, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
+import { ask, LayerCluster, until } from '../helpers/layer-cluster.js';
 import { silentLogger } from '../helpers/pubsub-hub.js';
 import { requireBuild } from '../helpers/requires.js';
 
@@ -20,51 +20,11 @@ const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url)
 const skip = requireBuild('events multi-process tests');
 const SECRET = 'events-process-test-secret-0123456789';
 const DIST = '../../dist/index.js';
-let procs: NodeProc[] = [];
-let run = 0;
+const nodes = new LayerCluster({ script: PROC, secret: SECRET, prefix: 'events-proc' });
 
-afterEach(async () => {
-  for (const p of procs) {
-    if (p.child.pid !== undefined && !p.exited) process.kill(p.child.pid, 'SIGCONT');
-    p.kill('SIGKILL');
-  }
-  procs = [];
-});
+afterEach(() => nodes.killAll());
 
-async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
-  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-  });
-  const proc = new NodeProc(child, name);
-  procs.push(proc);
-  const started = await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
-  return { proc, address: (started.id as { address: string }).address };
-}
-
-async function cluster(n: number): Promise<NodeProc[]> {
-  const clusterName = `events-proc-${process.pid}-${++run}`;
-  const out: NodeProc[] = [];
-  const addresses: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const { proc, address } = await startNode(`e${i}`, clusterName, addresses);
-    out.push(proc);
-    addresses.push(address);
-  }
-  for (const p of out) {
-    for (let i = 1; i <= n; i++) if (`e${i}` !== p.label) await p.waitFor(isUp(`e${i}`), 10_000, `e${i} up`);
-  }
-  return out;
-}
-
-async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
-  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
-  p.send(cmd);
-  const e = await next;
-  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
-  return e;
-}
+const cluster = async (n: number): Promise<NodeProc[]> => (await nodes.start(n, 'e')).procs;
 
 interface OriginReport {
   node: string;
@@ -80,13 +40,8 @@ const report = async (p: NodeProc) =>
   (await ask(p, { cmd: 'events-report' }, 'events-report')) as NodeEvent & { origins: OriginReport[]; stats: Record<string, number> };
 const query = async (p: NodeProc, q: Record<string, unknown>) => (await ask(p, { cmd: 'events-query', query: q }, 'events-query')).result as EventQueryResult;
 
-async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 30_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+/** Polls every 100 ms, for up to 30 s (these waits cover 9,000 events crossing a loaded machine). */
+const waitUntil = (cond: () => Promise<boolean>, what: string) => until(cond, what, 30_000, 100);
 
 function expectOrdered(events: FoundationEvent[]): void {
   for (let i = 1; i < events.length; i++)
@@ -103,7 +58,7 @@ describe.skipIf(skip !== undefined)('events across processes', () => {
     for (const p of nodes) await ask(p, { cmd: 'interest', topic: 'foundation:events', to: ['e1', 'e2', 'e3'] }, 'interest');
     const N = 3000;
     await Promise.all(nodes.map((p) => ask(p, { cmd: 'events-emit', type: 'load.tick', count: N, pauseEvery: 500, pauseMs: 5 }, 'events-emitted', 60_000)));
-    await until(async () => {
+    await waitUntil(async () => {
       for (const p of nodes) {
         const r = await report(p);
         if (r.origins.length < 3 || r.origins.some((o) => o.count < N)) return false;
@@ -127,7 +82,7 @@ describe.skipIf(skip !== undefined)('events across processes', () => {
     await ask(a as NodeProc, { cmd: 'events-emit', type: 'audit.shared', count: 3 }, 'events-emitted');
     await ask(a as NodeProc, { cmd: 'events-emit', type: 'other.thing', count: 2 }, 'events-emitted');
     // Each node holds its 5 local events and the 5 distributed ones (a's): wait for the distributed ones to land.
-    await until(
+    await waitUntil(
       async () =>
         (await query(c as NodeProc, { node: 'e1', type: 'audit.shared' })).events.length === 3 &&
         (await query(b as NodeProc, { type: 'other.*' })).events.length === 2,
@@ -175,7 +130,7 @@ describe.skipIf(skip !== undefined)('events across processes', () => {
 
     // b is killed outright: once the mesh has it down, the query names it too, without waiting.
     process.kill((c as NodeProc).child.pid as number, 'SIGCONT');
-    await until(async () => !(await query(a as NodeProc, { timeoutMs: 3000 })).partial, 'e3 answering again');
+    await waitUntil(async () => !(await query(a as NodeProc, { timeoutMs: 3000 })).partial, 'e3 answering again');
     (b as NodeProc).kill('SIGKILL');
     await (a as NodeProc).waitFor(isDown('e2'), 10_000, 'e2 down');
     const killed = await query(a as NodeProc, { type: 'audit.>' });

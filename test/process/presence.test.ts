@@ -3,13 +3,13 @@
  * tracks on 3 nodes listed the same everywhere, with join diffs; and a node killed
  * with kill -9 whose presences leave every survivor's list within detection time, with leave diffs.
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { FoundationNode } from '../../src/api.js';
 import type { PresenceDiff, PresenceList } from '../../src/services/presence.js';
 import { waitFor } from '../compliance/pubsub-adapter-compliance.js';
-import { isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { isUp, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
+import { ask, LayerCluster, until } from '../helpers/layer-cluster.js';
 import { silentLogger } from '../helpers/pubsub-hub.js';
 import { requireBuild } from '../helpers/requires.js';
 
@@ -17,48 +17,11 @@ const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url)
 const skip = requireBuild('presence multi-process tests');
 const SECRET = 'presence-process-test-secret-0123456789';
 const DIST = '../../dist/index.js';
-let procs: NodeProc[] = [];
-let run = 0;
+const nodes = new LayerCluster({ script: PROC, secret: SECRET, prefix: 'presence-proc' });
 
-afterEach(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  procs = [];
-});
+afterEach(() => nodes.killAll());
 
-async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
-  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-  });
-  const proc = new NodeProc(child, name);
-  procs.push(proc);
-  const started = await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
-  return { proc, address: (started.id as { address: string }).address };
-}
-
-async function cluster(n: number): Promise<NodeProc[]> {
-  const clusterName = `presence-proc-${process.pid}-${++run}`;
-  const out: NodeProc[] = [];
-  const addresses: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const { proc, address } = await startNode(`r${i}`, clusterName, addresses);
-    out.push(proc);
-    addresses.push(address);
-  }
-  for (const p of out) {
-    for (let i = 1; i <= n; i++) if (`r${i}` !== p.label) await p.waitFor(isUp(`r${i}`), 10_000, `r${i} up`);
-  }
-  return out;
-}
-
-async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
-  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
-  p.send(cmd);
-  const e = await next;
-  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
-  return e;
-}
+const cluster = async (n: number): Promise<NodeProc[]> => (await nodes.start(n, 'r')).procs;
 
 const list = async (p: NodeProc, topic: string) => (await ask(p, { cmd: 'presence-list', topic }, 'presence-list')).list as PresenceList;
 /** A list as `key: node=meta.device` strings, sorted: easy to compare across nodes. */
@@ -66,14 +29,6 @@ const flat = (l: PresenceList) =>
   Object.entries(l)
     .flatMap(([key, { metas }]) => metas.map((m) => `${key}:${m.node}=${(m.meta as { device?: string } | null)?.device}`))
     .sort();
-
-async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 describe.skipIf(skip !== undefined)('presence across processes', () => {
   it('tracks on 3 nodes are listed alike everywhere; kill -9 of one takes its presences off every survivor within detection time, with leave diffs', async () => {

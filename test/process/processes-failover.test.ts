@@ -7,62 +7,22 @@
  * - a call by name keeps working through a failover;
  * - replicated workers: 3 instances, and a 4th when a node joins.
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isDown, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { isDown, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
+import { ask, LayerCluster } from '../helpers/layer-cluster.js';
 import { requireBuild } from '../helpers/requires.js';
 
 const skip = requireBuild('processes across processes');
-const PROC = fileURLToPath(new URL('../helpers/processes-proc.mjs', import.meta.url));
-const SECRET = 'processes-failover-secret-0123456789abcdef';
-let procs: NodeProc[] = [];
-let run = 0;
-
-afterEach(async () => {
-  for (const p of procs) {
-    if (p.exited) continue;
-    p.child.kill('SIGCONT');
-    p.kill('SIGKILL');
-  }
-  await Promise.all(procs.map((p) => (p.exited ? undefined : new Promise((r) => p.child.once('exit', r)))));
-  procs = [];
+const nodes = new LayerCluster({
+  script: fileURLToPath(new URL('../helpers/processes-proc.mjs', import.meta.url)),
+  secret: 'processes-failover-secret-0123456789abcdef',
+  prefix: 'proc-failover',
 });
 
-async function spawnNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
-  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-  });
-  const proc = new NodeProc(child, name);
-  procs.push(proc);
-  const started = await proc.waitFor((e) => e.event === 'started', 15_000, 'start');
-  return { proc, address: (started.id as { address: string }).address };
-}
+afterEach(() => nodes.killAll());
 
-async function cluster(n: number): Promise<{ procs: NodeProc[]; addresses: string[]; clusterName: string }> {
-  const clusterName = `proc-failover-${process.pid}-${++run}`;
-  const out: NodeProc[] = [];
-  const addresses: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const { proc, address } = await spawnNode(`n${i}`, clusterName, addresses);
-    out.push(proc);
-    addresses.push(address);
-  }
-  for (const p of out)
-    for (let i = 1; i <= n; i++)
-      if (`n${i}` !== p.label) await p.waitFor((e) => e.event === 'up' && (e.member as { name: string }).name === `n${i}`, 10_000, `n${i} up`);
-  return { procs: out, addresses, clusterName };
-}
-
-async function ask(p: NodeProc, cmd: Record<string, unknown>, event: string, timeoutMs = 10_000): Promise<NodeEvent> {
-  const next = p.waitForNext((e) => e.event === event || e.event === 'command-error', timeoutMs, event);
-  p.send(cmd);
-  const e = await next;
-  if (e.event === 'command-error') throw new Error(`${p.label}: ${cmd.cmd} failed: ${e.message}`);
-  return e;
-}
+const cluster = (n: number) => nodes.start(n, 'n');
 
 const running = async (p: NodeProc) => (await ask(p, { cmd: 'running' }, 'running')).local as string[];
 const startedHere = (name: string) => (e: NodeEvent) =>
@@ -186,7 +146,7 @@ describe.skipIf(skip !== undefined)('processes across processes', () => {
     const { procs: ps, addresses, clusterName } = await cluster(3);
     const r = await ask(ps[0] as NodeProc, { cmd: 'replicated', name: 'cache' }, 'replicated');
     expect((r.refs as Array<{ name: string }>).map((x) => x.name).sort()).toEqual(['cache@n1', 'cache@n2', 'cache@n3']);
-    const { proc: n4 } = await spawnNode('n4', clusterName, addresses);
+    const { proc: n4 } = await nodes.startNode('n4', clusterName, addresses);
     await n4.waitFor(startedHere('cache@n4'), 10_000, 'cache@n4 started');
     const deadline = Date.now() + 5000;
     let all = 0;
