@@ -18,8 +18,12 @@ export const BATCH_MARK = 0xb5;
 /** Bytes of a batch's header, and of each frame's length prefix. */
 const MARK_BYTES = 1;
 const LENGTH_BYTES = 4;
-/** Largest batch; a frame that would pass it closes the batch. Also the slab size batches are cut from. */
-export const BATCH_MAX_BYTES = 64 * 1024;
+/**
+ * Largest batch; a frame that would pass it closes the batch. Also the slab size batches are cut
+ * from. Under the mesh's 64 KiB fragment with room for the message header and topic, so a batch
+ * travels as one fragment: parsed in place on the receiver, never reassembled.
+ */
+export const BATCH_MAX_BYTES = 64 * 1024 - 512;
 /**
  * Bodies above this go alone (a gather write, never copied): copying them into a batch would cost
  * more than the message it saves.
