@@ -304,6 +304,8 @@ export class ClusterConfig implements ClusterConfigApi {
     try {
       snap = await this.mesh.request(peer, CONFIG_TOPIC, { t: 'snapshot' }, 'control', FETCH_TIMEOUT_MS);
     } catch (err) {
+      // A peer without the config service (an older version during a rolling upgrade) has nothing to give.
+      if ((err as { code?: string }).code === ErrorCodes.NO_HANDLER) return true;
       this.warn.warn(`fetch:${peer}`, { peer, error: (err as Error).message }, 'cluster config fetch failed');
       return false;
     }
