@@ -10,13 +10,13 @@
  */
 import { ConfigError, ErrorCodes, RegistryError } from '../errors.js';
 import { assertSerializable } from '../mesh/codec.js';
-import type { InternalMesh, MembersWatch } from '../mesh/interface.js';
-import type { MembershipChange } from '../mesh/types.js';
+import type { InternalMesh } from '../mesh/interface.js';
+import { MeshReplicaLink } from '../replication/mesh-replica.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
 import { GlobCache, literalPrefix, SortedNames } from './glob.js';
 import { HybridClock } from './hlc.js';
-import { type NameEvent, type NameOwner, NameTable } from './name-table.js';
+import { type NameEvent, type NameOwner, NameTable, type NameTableMessage } from './name-table.js';
 
 export type { NameEvent, NameOwner } from './name-table.js';
 
@@ -85,16 +85,12 @@ const byName = (a: NameOwner, b: NameOwner): number => (a.name < b.name ? -1 : a
 
 export class Registry implements RegistryApi {
   private readonly table: NameTable;
-  /** Members up (not hidden): where deltas go. */
-  private readonly up = new Set<string>();
+  /** Carries the table's messages on the mesh (`$reg`, control lane, digest, resync on link replacement). */
+  private readonly link: MeshReplicaLink<NameTableMessage>;
   private readonly listeners = new Set<(e: NameEvent) => void>();
-  private readonly offs: Array<() => void> = [];
   private readonly warn: RateLimitedLog;
-  private watchHandle?: MembersWatch;
-  private digestTimer?: NodeJS.Timeout;
-  private flushScheduled = false;
   private stopped = false;
-  private readonly counters = { registers: 0, updates: 0, unregisters: 0, conflicts: 0, messagesDropped: 0 };
+  private readonly counters = { registers: 0, updates: 0, unregisters: 0, conflicts: 0 };
   private readonly globs = new GlobCache();
   /** The resolved names in order, for selects with a literal prefix (kept in step by `dispatch`). */
   private readonly sortedNames = new SortedNames(() => [...this.table.owned()].map((o) => o.name));
@@ -105,25 +101,8 @@ export class Registry implements RegistryApi {
     clock = new HybridClock(),
   ) {
     this.warn = new RateLimitedLog(log);
-    this.table = new NameTable(
-      mesh.self.name,
-      mesh.self.incarnation,
-      clock,
-      (to, msg) => this.emit(to, msg),
-      (e) => this.dispatch(e),
-    );
-  }
-
-  private emit(to: string | null, msg: unknown): void {
-    if (to !== null) {
-      try {
-        this.mesh.send(to, REGISTRY_TOPIC, msg, 'control');
-      } catch {
-        // Gone in between: its down event drops its registrations; a new up resyncs.
-      }
-      return;
-    }
-    if (this.up.size > 0) this.mesh.sendMany(this.up, REGISTRY_TOPIC, msg, 'control');
+    this.link = new MeshReplicaLink<NameTableMessage>(mesh, log, { topic: REGISTRY_TOPIC, digestMs: DIGEST_MS, what: 'registry' });
+    this.table = new NameTable(mesh.self.name, mesh.self.incarnation, clock, this.link.emit, (e) => this.dispatch(e));
   }
 
   private dispatch(e: NameEvent): void {
@@ -146,59 +125,15 @@ export class Registry implements RegistryApi {
 
   /** Starts replicating: members already up get this node's registrations, later ones when they come up. */
   start(): void {
-    this.offs.push(
-      this.mesh.handleSystem(REGISTRY_TOPIC, (payload, ctx) => {
-        if (ctx.from === this.mesh.self.name) return;
-        const msg = this.table.parse(payload);
-        if (!msg) {
-          this.counters.messagesDropped++;
-          this.warn.warn(`bad:${ctx.from}`, { from: ctx.from }, 'malformed registry message dropped');
-          return;
-        }
-        this.table.receive(ctx.from, ctx.incarnation, msg);
-      }),
-    );
-    const onReplaced = (e: { peer: string }) => {
-      if (this.up.has(e.peer)) this.table.peerUp(e.peer);
-    };
-    this.mesh.events.on('link-replaced', onReplaced);
-    this.offs.push(() => this.mesh.events.off('link-replaced', onReplaced));
-    this.watchHandle = this.mesh.watchMembers((change: MembershipChange) => {
-      if (change.member.hidden) return;
-      if (change.type === 'up') {
-        this.up.add(change.member.name);
-        this.table.peerUp(change.member.name);
-      } else if (change.type === 'down') {
-        this.up.delete(change.member.name);
-        this.table.peerDown(change.member.name);
-      }
-    });
-    for (const m of this.watchHandle.members) {
-      this.up.add(m.name);
-      this.table.peerUp(m.name);
-    }
-    this.digestTimer = setInterval(() => this.table.tick(), DIGEST_MS);
-    this.digestTimer.unref();
+    this.link.start(this.table);
   }
 
   /** Stops replicating; this node's registrations leave with the node (peers drop them when it goes down). */
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.digestTimer);
-    this.watchHandle?.stop();
-    for (const off of this.offs.splice(0)) off();
+    this.link.stop();
     this.listeners.clear();
-  }
-
-  /** Changes made in one turn of the loop go out together, at once after it. */
-  private scheduleFlush(): void {
-    if (this.flushScheduled) return;
-    this.flushScheduled = true;
-    queueMicrotask(() => {
-      this.flushScheduled = false;
-      if (!this.stopped) this.table.flush();
-    });
   }
 
   register(name: string, meta: unknown = null): NameOwner {
@@ -213,7 +148,7 @@ export class Registry implements RegistryApi {
         r.owner,
       );
     }
-    this.scheduleFlush();
+    this.link.scheduleFlush();
     return r.owner;
   }
 
@@ -222,14 +157,14 @@ export class Registry implements RegistryApi {
     if (this.stopped) throw new RegistryError(ErrorCodes.NODE_STOPPED, 'node is stopped: the registry takes no updates');
     assertSerializable(meta);
     const updated = this.table.update(name, meta);
-    if (updated) this.scheduleFlush();
+    if (updated) this.link.scheduleFlush();
     return updated;
   }
 
   unregister(name: string): boolean {
     checkName(name);
     const removed = this.table.unregister(name);
-    if (removed) this.scheduleFlush();
+    if (removed) this.link.scheduleFlush();
     return removed;
   }
 
@@ -310,7 +245,7 @@ export class Registry implements RegistryApi {
 
   /** Counters (for `/metrics`). */
   stats(): RegistryStats {
-    return { names: this.table.size, own: this.table.ownNames().length, ...this.counters };
+    return { names: this.table.size, own: this.table.ownNames().length, ...this.counters, messagesDropped: this.link.messagesDropped };
   }
 
   /** Names this node holds (diagnostics, `explain`). */
