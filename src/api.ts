@@ -5,9 +5,9 @@
 import type { EventEmitter } from 'node:events';
 import type { TopologyStats } from './discovery/topology.js';
 import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
+import type { ProcessesApi } from './processes/types.js';
 import type { Channels } from './pubsub/channels.js';
 import type { PubSubApi } from './pubsub/pubsub.js';
-import type { ProcessesApi } from './processes/types.js';
 import type { RegistryApi } from './registry/registry.js';
 import type { ClusterConfigApi } from './services/cluster-config/cluster-config.js';
 import type { EventsApi } from './services/events/events.js';

@@ -58,6 +58,21 @@ export { Foundation } from './foundation.js';
 export type { HeartbeatDropReason } from './mesh/heartbeat-protocol.js';
 export type { ConnectResult, MeshTlsOptions } from './mesh/mesh.js';
 export type { DownReason, LaneName, Member, MemberStatus, NodeIdentity } from './mesh/types.js';
+export type { RestartPolicy } from './processes/supervisor.js';
+export type {
+  CallOptions,
+  ChildStartOptions,
+  ProcessEvent,
+  ProcessExplanation,
+  ProcessesApi,
+  ProcessesStats,
+  ProcessInfo,
+  ProcessRef,
+  SingletonConsistency,
+  SingletonOptions,
+  SupervisionOptions,
+} from './processes/types.js';
+export type { CallResult, StopReason, WorkerContext, WorkerSpec } from './processes/worker.js';
 export type { PubSubAdapter, PubSubAdapterHost } from './pubsub/adapter.js';
 export type { ChannelOptions, ChannelSpec, Channels } from './pubsub/channels.js';
 export type { InterestMessage } from './pubsub/interest.js';
@@ -67,6 +82,7 @@ export type { PubSubStream } from './pubsub/stream.js';
 export type { DeliveryMeta, OverflowPolicy, PubSubMessage, SubscriptionHandler } from './pubsub/subscriber.js';
 export type { HlcStamp } from './registry/hlc.js';
 export type { NameEvent, NameOwner, RegistryApi, RegistryStats } from './registry/registry.js';
+export type { ReplicaChange, ReplicaMessage } from './replication/owned-replica.js';
 export type {
   ClusterConfigApi,
   ClusterConfigCommit,
@@ -113,21 +129,5 @@ export type {
   ServicesApi,
   ServicesStats,
 } from './services/service-mesh/services.js';
-export type {
-  CallOptions,
-  ChildStartOptions,
-  ProcessesApi,
-  ProcessesStats,
-  ProcessEvent,
-  ProcessExplanation,
-  ProcessInfo,
-  ProcessRef,
-  SingletonConsistency,
-  SingletonOptions,
-  SupervisionOptions,
-} from './processes/types.js';
-export type { RestartPolicy } from './processes/supervisor.js';
-export type { CallResult, StopReason, WorkerContext, WorkerSpec } from './processes/worker.js';
-export type { ReplicaChange, ReplicaMessage } from './replication/owned-replica.js';
 export type { Logger } from './util/logger.js';
 export { TelemetryChannels } from './util/telemetry.js';
