@@ -19,6 +19,7 @@
  * Pure: no sockets, no timers; a `MeshReplicaLink` carries it, a simulation test drives it.
  */
 import { OwnedReplica, type ReplicaChangeCause, type ReplicaMessage } from '../replication/owned-replica.js';
+import { ReplicatedTable } from '../replication/replicated-table.js';
 import type { RestartPolicy } from './supervisor.js';
 
 /** Consistency of a singleton (docs/guides/processes.md). */
@@ -56,8 +57,8 @@ function isEntry(v: unknown): v is ProcessEntry {
 /** What changed, for placement to react to. */
 export type TableChange = { kind: ProcessEntry['k']; name: string; node: string; cause: ReplicaChangeCause };
 
-export class ProcessTable {
-  private readonly replica: OwnedReplica<ProcessEntry>;
+export class ProcessTable extends ReplicatedTable<ProcessEntry> {
+  protected readonly replica: OwnedReplica<ProcessEntry>;
   /** Every node's entries of each kind, by name then node (this node's own included). */
   private readonly byKind = {
     type: new Map<string, Map<string, ProcessEntry>>(),
@@ -75,6 +76,7 @@ export class ProcessTable {
     private readonly onChange: (change: TableChange) => void,
     private readonly now: () => number = Date.now,
   ) {
+    super();
     this.replica = new OwnedReplica<ProcessEntry>(
       self,
       incarnation,
@@ -121,25 +123,6 @@ export class ProcessTable {
   }
 
   // ---- replication, driven by the transport ---------------------------------------------------
-
-  flush(): void {
-    this.replica.flush();
-  }
-  peerUp(node: string): void {
-    this.replica.peerUp(node);
-  }
-  peerDown(node: string): void {
-    this.replica.peerDown(node);
-  }
-  tick(): void {
-    this.replica.tick();
-  }
-  receive(node: string, incarnation: number, msg: ProcessTableMessage): void {
-    this.replica.receive(node, incarnation, msg);
-  }
-  parse(v: unknown): ProcessTableMessage | undefined {
-    return this.replica.parse(v);
-  }
 
   // ---- bookkeeping -----------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@
  * per-topic route cache over everyone's interest, this node's own included.
  */
 import { OwnedReplica, type ReplicaMessage } from '../replication/owned-replica.js';
+import { ReplicatedTable } from '../replication/replicated-table.js';
 import type { ParsedPattern } from './subject.js';
 import { parsePattern } from './subject.js';
 import { SubjectIndex } from './subject-index.js';
@@ -135,9 +136,9 @@ export class InterestTable {
  * and from every up node, and the table of everyone's. Transports call it and carry what it
  * emits; it holds no sockets and no timers.
  */
-export class InterestSync {
+export class InterestSync extends ReplicatedTable<number> {
   readonly table = new InterestTable();
-  private readonly replica: OwnedReplica<number>;
+  protected readonly replica: OwnedReplica<number>;
 
   constructor(
     readonly self: string,
@@ -145,6 +146,7 @@ export class InterestSync {
     /** Sends a message to one node, or to every up node when `to` is null. */
     emit: (to: string | null, msg: InterestMessage) => void,
   ) {
+    super();
     const isCount = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v) && v > 0;
     this.replica = new OwnedReplica<number>(self, incarnation, emit, (node, key, _prev, next) => this.table.update(node, key, next), isCount);
   }
@@ -156,41 +158,6 @@ export class InterestSync {
     if (count < 0) throw new Error(`interest count below zero for ${key}`);
     if (count === 0) this.replica.delete(key);
     else this.replica.set(key, count);
-  }
-
-  /** Announces the pending changes to every up node (one delta per flush, however many changes). */
-  flush(): void {
-    this.replica.flush();
-  }
-
-  /** A node came up (or its link was replaced and may have lost messages): it gets our whole interest. */
-  peerUp(node: string): void {
-    this.replica.peerUp(node);
-  }
-
-  /** A node went down: its interest goes with it. */
-  peerDown(node: string): void {
-    this.replica.peerDown(node);
-  }
-
-  /** Whether `node` is up as far as this protocol knows. */
-  isUp(node: string): boolean {
-    return this.replica.isUp(node);
-  }
-
-  /** Periodic: tells every up node our version, so a lost last delta is repaired. */
-  tick(): void {
-    this.replica.tick();
-  }
-
-  /** A message from `node` (whose current incarnation is `incarnation`), already checked by `parse`. */
-  receive(node: string, incarnation: number, msg: InterestMessage): void {
-    this.replica.receive(node, incarnation, msg);
-  }
-
-  /** Checks an interest message from the wire; undefined when it is malformed. */
-  parse(v: unknown): InterestMessage | undefined {
-    return this.replica.parse(v);
   }
 
   /** Version held of a node's interest. */

@@ -11,6 +11,7 @@
  * only that incarnation's.
  */
 import { OwnedReplica, type ReplicaMessage } from '../replication/owned-replica.js';
+import { ReplicatedTable } from '../replication/replicated-table.js';
 import { compareStamps, type HlcStamp, type HybridClock, isStamp } from './hlc.js';
 
 /** One registration as it is replicated. */
@@ -54,8 +55,8 @@ function isRegistration(v: unknown): v is Registration {
   return rev === undefined || (Number.isSafeInteger(rev) && rev >= 0);
 }
 
-export class NameTable {
-  private readonly replica: OwnedReplica<Registration>;
+export class NameTable extends ReplicatedTable<Registration> {
+  protected readonly replica: OwnedReplica<Registration>;
   /** Every registration visible, by name then node. */
   private readonly candidates = new Map<string, Map<string, Registration>>();
   /** The resolved owner of each name. */
@@ -73,6 +74,7 @@ export class NameTable {
     emit: (to: string | null, msg: NameTableMessage) => void,
     private readonly onEvent: (e: NameEvent) => void,
   ) {
+    super();
     this.replica = new OwnedReplica<Registration>(self, incarnation, emit, (node, name, _prev, next) => this.changed(node, name, next), isRegistration);
   }
 
@@ -130,27 +132,15 @@ export class NameTable {
     return [...(this.candidates.get(name) ?? [])];
   }
 
-  // ---- replication, driven by the transport ------------------------------------------------
+  // ---- replication (the rest is `ReplicatedTable`'s): a change that reveals a winner settles losers
 
-  flush(): void {
-    this.replica.flush();
-  }
-  peerUp(node: string): void {
-    this.replica.peerUp(node);
-  }
-  peerDown(node: string): void {
-    this.replica.peerDown(node);
+  override peerDown(node: string): void {
+    super.peerDown(node);
     this.settleLosers();
   }
-  tick(): void {
-    this.replica.tick();
-  }
-  receive(node: string, incarnation: number, msg: NameTableMessage): void {
-    this.replica.receive(node, incarnation, msg);
+  override receive(node: string, incarnation: number, msg: NameTableMessage): void {
+    super.receive(node, incarnation, msg);
     this.settleLosers();
-  }
-  parse(v: unknown): NameTableMessage | undefined {
-    return this.replica.parse(v);
   }
 
   // ---- resolution ----------------------------------------------------------------------------

@@ -17,6 +17,7 @@
  * Pure: no sockets, no timers.
  */
 import { OwnedReplica, type ReplicaMessage } from '../replication/owned-replica.js';
+import { ReplicatedTable } from '../replication/replicated-table.js';
 
 /** One tracked presence as every node lists it. */
 export interface PresenceMeta {
@@ -78,8 +79,8 @@ function toList(entries: Iterable<[string, Iterable<PresenceMeta>]>): PresenceLi
   return Object.fromEntries(pairs);
 }
 
-export class PresenceTable {
-  private readonly replica: OwnedReplica<PresenceValue>;
+export class PresenceTable extends ReplicatedTable<PresenceValue> {
+  protected readonly replica: OwnedReplica<PresenceValue>;
   /** topic → key → ref → meta, everyone's (this node's included). */
   private readonly view = new Map<string, Map<string, Map<string, PresenceMeta>>>();
   /** topic → ref → the change not yet taken as a diff. */
@@ -98,6 +99,7 @@ export class PresenceTable {
     /** Called when a change is pending and none was before: the owner schedules a `takeDiffs`. */
     private readonly onPending: () => void = () => {},
   ) {
+    super();
     this.replica = new OwnedReplica<PresenceValue>(self, incarnation, emit, (node, rkey, prev, next) => this.changed(node, rkey, prev, next), isValue);
   }
 
@@ -242,27 +244,4 @@ export class PresenceTable {
   }
 
   // ---- protocol (the replica's, passed through) ------------------------------------------------
-
-  flush(): void {
-    this.replica.flush();
-  }
-  peerUp(node: string): void {
-    this.replica.peerUp(node);
-  }
-  peerDown(node: string): void {
-    this.replica.peerDown(node);
-  }
-  tick(): void {
-    this.replica.tick();
-  }
-  isUp(node: string): boolean {
-    return this.replica.isUp(node);
-  }
-  receive(node: string, incarnation: number, msg: PresenceMessage): void {
-    this.replica.receive(node, incarnation, msg);
-  }
-  /** Checks a presence message from the wire; undefined when it is malformed. */
-  parse(v: unknown): PresenceMessage | undefined {
-    return this.replica.parse(v);
-  }
 }
