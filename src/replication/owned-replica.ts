@@ -42,6 +42,9 @@ export type ReplicaListener<V> = (node: string, key: string, prev: V | undefined
 /** Checks one value from the wire; undefined refuses it (and with it the whole message). */
 export type ReplicaValueCheck<V> = (value: unknown) => value is V;
 
+/** With no change since the last digest, one digest every this many ticks (30 s at a 2 s period). */
+export const QUIET_DIGEST_TICKS = 15;
+
 /** Most entries one message may carry. */
 const MAX_ENTRIES = 100_000;
 
@@ -57,6 +60,9 @@ export class OwnedReplica<V> {
   private version = 0;
   private readonly peers = new Map<string, PeerState<V>>();
   private readonly up = new Set<string>();
+  /** The version the last digest announced, and the ticks since, while it has not moved. */
+  private digestedVersion = -1;
+  private quietTicks = 0;
 
   constructor(
     readonly self: string,
@@ -125,10 +131,20 @@ export class OwnedReplica<V> {
     this.dropPeer(node);
   }
 
-  /** Periodic: tells every up node our version, so a lost last delta is repaired. */
+  /**
+   * Periodic: tells every up node our version, so a lost last delta is repaired. Only when the
+   * version moved since the last digest, and otherwise every `QUIET_DIGEST_TICKS` ticks: on the
+   * mesh a delta is lost only when its lane refused it or a link was replaced (which resyncs with
+   * a full map anyway), so an idle cluster need not exchange digests every period (each one wakes
+   * every member).
+   */
   tick(): void {
     this.flush();
-    if (this.up.size > 0) this.emit(null, { t: 'digest', inc: this.incarnation, ver: this.version });
+    if (this.up.size === 0) return;
+    if (this.version === this.digestedVersion && ++this.quietTicks < QUIET_DIGEST_TICKS) return;
+    this.quietTicks = 0;
+    this.digestedVersion = this.version;
+    this.emit(null, { t: 'digest', inc: this.incarnation, ver: this.version });
   }
 
   /** Whether `node` is up as far as this replica knows. */

@@ -7,6 +7,7 @@
  */
 import fc from 'fast-check';
 import { expect } from 'vitest';
+import { QUIET_DIGEST_TICKS } from '../../src/replication/owned-replica.js';
 
 /** What a replicated-state node offers its transport. */
 export interface SimNode {
@@ -119,8 +120,12 @@ export class SimNetwork<N extends SimNode> {
     }
   }
 
-  /** Heals every link and runs the protocol without faults (periodic digests included) until nothing is in flight. */
-  settle(rounds = 6): void {
+  /**
+   * Heals every link and runs the protocol without faults (periodic digests included) until nothing
+   * is in flight. The default runs past one quiet-digest period, so a digest lost while nothing
+   * changed is sent again.
+   */
+  settle(rounds = QUIET_DIGEST_TICKS + 2): void {
     this.connectAll();
     for (let round = 0; round < rounds; round++) {
       for (const n of this.names) this.node(n).tick();
