@@ -11,6 +11,7 @@ import { ClusterConfigError, ConfigError, type ConfigVote, ErrorCodes } from '..
 import { assertSerializable } from '../../mesh/codec.js';
 import type { InternalMesh, MembersWatch } from '../../mesh/interface.js';
 import type { MessageContext } from '../../mesh/types.js';
+import { QUIET_DIGEST_TICKS } from '../../replication/owned-replica.js';
 import type { Logger } from '../../util/logger.js';
 import { RateLimitedLog } from '../../util/logger.js';
 import { type ConfigChange, type ConfigSnapshot, ConfigStore, checkPath, pathsOverlap, underPrefix } from './store.js';
@@ -252,7 +253,7 @@ export class ClusterConfig implements ClusterConfigApi {
     });
     for (const m of this.watchHandle.members) this.up.set(m.name, m.incarnation);
     this.bootstrap();
-    this.digestTimer = setInterval(() => this.sendDigest(this.up.keys()), this.digestMs);
+    this.digestTimer = setInterval(() => this.periodicDigest(), this.digestMs);
     this.digestTimer.unref();
   }
 
@@ -368,6 +369,22 @@ export class ClusterConfig implements ClusterConfigApi {
   // ---------------------------------------------------------------------------------------
   // Anti-entropy
   // ---------------------------------------------------------------------------------------
+
+  /**
+   * The periodic digest goes out when the config moved since the last one, and otherwise every
+   * `QUIET_DIGEST_TICKS` periods (as the owned replicas do): an idle cluster does not wake every
+   * member every period for a comparison that cannot have changed. A member that comes up gets one
+   * at once.
+   */
+  private periodicDigest(): void {
+    const head = `${this.store.version}:${this.store.tx}`;
+    if (head === this.digestedHead && ++this.quietDigests < QUIET_DIGEST_TICKS) return;
+    this.quietDigests = 0;
+    this.digestedHead = head;
+    this.sendDigest(this.up.keys());
+  }
+  private digestedHead = '';
+  private quietDigests = 0;
 
   private sendDigest(to: Iterable<string>): void {
     if (this.stopped) return;
