@@ -31,6 +31,13 @@ export const DEFAULT_STATS_INTERVAL_MS = 1000;
  * 10 s window and a stall estimate accurate to a tenth of a second.
  */
 export const MAIN_TICK_INTERVAL_MS = 100;
+/**
+ * The main thread's tick while the node has no peer to heartbeat: 1000 ms. Alone, nothing reads
+ * the tick but this node's own loop-lag figures, so an idle lone node wakes once a second for
+ * it instead of ten times; the first peer brings the tick back to {@link MAIN_TICK_INTERVAL_MS}
+ * (written at once, before the worker hears of the peer).
+ */
+export const ALONE_TICK_INTERVAL_MS = 1000;
 /** Smallest accepted `maxMainStallMs`, ms: 100. */
 export const MIN_MAX_MAIN_STALL_MS = 100;
 /** At most one `dropped` message per reason per this many ms (all drops are still counted): 10000 ms. */

@@ -3,7 +3,8 @@
  * uses to measure our loop lag, relays its events, and measures this node's own event-loop lag.
  *
  * See heartbeat-worker.ts for why heartbeats run off the main thread. The main thread wakes for
- * heartbeating only on its own tick (every {@link MAIN_TICK_INTERVAL_MS}) and for the worker's
+ * heartbeating only on its own tick (every {@link MAIN_TICK_INTERVAL_MS} while it has peers, every
+ * {@link ALONE_TICK_INTERVAL_MS} while it has none) and for the worker's
  * `stats` (every `statsIntervalMs` while there are peers): one timer serves both the tick the
  * worker reads and this node's loop-lag figures, instead of a separate event-loop-delay monitor
  * that would wake the process 50 times a second.
@@ -21,6 +22,7 @@ import {
   type HeartbeatConfig,
   type HeartbeatDropReason,
   type HeartbeatWorkerData,
+  ALONE_TICK_INTERVAL_MS,
   MAIN_TICK_INTERVAL_MS,
   type MainToWorkerMessage,
   type PeerHeartbeatStats,
@@ -123,7 +125,9 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
 
   private readonly worker: Worker;
   private readonly logger: HeartbeatServiceOptions['logger'];
-  private readonly tickTimer: NodeJS.Timeout;
+  private tickTimer!: NodeJS.Timeout;
+  /** The tick's current period: `MAIN_TICK_INTERVAL_MS` with peers, `ALONE_TICK_INTERVAL_MS` without. */
+  private tickIntervalMs = ALONE_TICK_INTERVAL_MS;
   private readonly tickView: BigInt64Array;
   private lastTickAt: number;
   private lastTickLateMs = 0;
@@ -205,8 +209,7 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
 
     this.lastTickAt = performance.now();
     this.lagWindowStart = this.lastTickAt;
-    this.tickTimer = setInterval(() => this.onMainTick(), MAIN_TICK_INTERVAL_MS);
-    this.tickTimer.unref();
+    this.startTick(ALONE_TICK_INTERVAL_MS);
 
     worker.on('message', (m: WorkerToMainMessage) => this.onWorkerMessage(m));
     worker.on('error', (err) => this.reportError(err));
@@ -221,10 +224,20 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     worker.unref();
   }
 
+  /** (Re)starts the main tick with period `ms`, writing a tick now (the worker never reads a stale one across the switch). */
+  private startTick(ms: number): void {
+    clearInterval(this.tickTimer);
+    this.tickIntervalMs = ms;
+    this.lastTickAt = performance.now();
+    writeMainTick(this.tickView);
+    this.tickTimer = setInterval(() => this.onMainTick(), ms);
+    this.tickTimer.unref();
+  }
+
   /** The main thread is running: tell the worker, and record how late this tick came (loop lag). */
   private onMainTick(): void {
     const now = performance.now();
-    this.lastTickLateMs = Math.max(0, now - this.lastTickAt - MAIN_TICK_INTERVAL_MS);
+    this.lastTickLateMs = Math.max(0, now - this.lastTickAt - this.tickIntervalMs);
     this.lastTickAt = now;
     writeMainTick(this.tickView);
     this.lagWindow.record(Math.round(this.lastTickLateMs * 1000) + 1);
@@ -307,6 +320,7 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
     if (typeof peer.host !== 'string' || peer.host.length === 0) throw new ConfigError('peer.host', 'expected a host');
     if (!Number.isInteger(peer.port) || peer.port < 1 || peer.port > 65535) throw new ConfigError('peer.port', 'expected an integer in 1..65535');
     this.peerStats.set(peer.peer, { rttMs: null, loopLagMs: 0, phi: 0, status: 'alive' });
+    if (this.tickIntervalMs !== MAIN_TICK_INTERVAL_MS && !this.stopping) this.startTick(MAIN_TICK_INTERVAL_MS);
     // Copy the key: the caller's buffer may be pooled or zeroed later.
     const msg: AddPeerMessage = {
       type: 'add',
@@ -322,6 +336,7 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
   /** Stops heartbeating `peer`. Unknown names are ignored. */
   removePeer(peer: string): void {
     this.peerStats.delete(peer);
+    if (this.peerStats.size === 0 && this.tickIntervalMs !== ALONE_TICK_INTERVAL_MS && !this.stopping) this.startTick(ALONE_TICK_INTERVAL_MS);
     this.post({ type: 'remove', peer });
   }
 
@@ -357,7 +372,8 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
 
   private currentWindow(): { p50Ms: number; p99Ms: number; maxMs: number } | undefined {
     const h = this.lagWindow;
-    if (h.count < LOOP_LAG_MIN_SAMPLES) return undefined;
+    // Alone (a 1 s tick) a window holds 10 samples: half of them make it current.
+    if (h.count < Math.min(LOOP_LAG_MIN_SAMPLES, LOOP_LAG_WINDOW_MS / this.tickIntervalMs / 2)) return undefined;
     return { p50Ms: lagMsOf(h.percentile(50)), p99Ms: lagMsOf(h.percentile(99)), maxMs: lagMsOf(h.max) };
   }
 
@@ -365,7 +381,7 @@ export class HeartbeatService extends EventEmitter<HeartbeatEvents> {
   loopLag(): LoopLag {
     const cur = this.currentWindow();
     const prev = this.previousWindow;
-    const sinceTick = Math.max(0, performance.now() - this.lastTickAt - MAIN_TICK_INTERVAL_MS);
+    const sinceTick = Math.max(0, performance.now() - this.lastTickAt - this.tickIntervalMs);
     return {
       p50Ms: (cur ?? prev).p50Ms,
       p99Ms: (cur ?? prev).p99Ms,
