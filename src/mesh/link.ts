@@ -47,6 +47,23 @@ const WRITE_BUDGET = 64 * 1024;
 const FLUSH_BYTES = 256 * 1024;
 /** Largest ACK body. */
 const MAX_ACK = 0xffffffff;
+/**
+ * Frames a link buffers while its own side of the handshake is still running: the peer may be up
+ * already and sending what every layer sends a new member (one full map per replicated table,
+ * digests, hellos): 64 frames, 256 KiB. Past either bound the link closes (a peer that floods
+ * before being admitted). With at most 128 handshakes in flight that is 32 MiB at the very worst.
+ */
+const MAX_EARLY_FRAMES = 64;
+const MAX_EARLY_BYTES = 256 * 1024;
+
+/** Bytes of a frame's body, whole or in parts. */
+function frameBytes(f: Frame): number {
+  if (!f.parts) return f.body.length;
+  let n = 0;
+  for (const p of f.parts) n += p.length;
+  return n;
+}
+
 /** Deferred fragments (of large messages) copied per turn of the event loop: 128 KiB. */
 const DEFERRED_FRAGMENTS_PER_TURN = 2;
 
@@ -59,6 +76,7 @@ export class Link {
   private events?: LinkEvents;
   private handshakeWaiter?: { resolve: (f: { type: number; body: Buffer }) => void; reject: (e: Error) => void };
   private handshakeQueue: Frame[] = [];
+  private handshakeQueuedBytes = 0;
   /**
    * Consumed bytes at which an ACK goes out at once: half the window. (A quarter measured no
    * better on loopback and costs twice the ACK writes; the sender never waits for it as long as
@@ -286,7 +304,12 @@ export class Link {
             this.handshakeWaiter = undefined;
             w.resolve(f);
           } else {
-            if (this.handshakeQueue.length > 8) throw new FrameError(ErrorCodes.FRAME_INVALID, 'too many frames before the handshake finished');
+            // The peer may finish its side first and send at once what the layers send a new
+            // member (a full map per replicated table): bounded in frames and bytes, not refused.
+            this.handshakeQueuedBytes += frameBytes(f);
+            if (this.handshakeQueue.length >= MAX_EARLY_FRAMES || this.handshakeQueuedBytes > MAX_EARLY_BYTES) {
+              throw new FrameError(ErrorCodes.FRAME_INVALID, `more than ${MAX_EARLY_FRAMES} frames or ${MAX_EARLY_BYTES} bytes before the handshake finished`);
+            }
             this.handshakeQueue.push(f);
           }
           continue;

@@ -197,4 +197,25 @@ describe('Link flow control over a real socket', () => {
     expect(leftAfter).toBe(2);
     expect(rx.closes).toEqual([]);
   });
+
+  it('keeps the frames a peer sends while this side still runs its handshake (what layers send a new member), up to a bound, then closes the link', async () => {
+    const frameOf = (i: number) => fragmentMessage(Lane.CONTROL, encodeMessageBody(0, i + 1, `t${i}`, Buffer.alloc(100)))[0] as Buffer;
+    // 40 frames (a full map from each of the layers and more) before activation: all delivered, in order.
+    const [a, b] = await socketPair();
+    const link = new Link(b, 'inbound', { maxFrameBytes: 2 * MiB, maxMessageBytes: 64 * MiB, outbox: {}, handshakeTimeoutMs: 5000 });
+    a.write(Buffer.concat(Array.from({ length: 40 }, (_, i) => encodeFrame(FrameType.DATA, frameOf(i)))));
+    await new Promise((r) => setTimeout(r, 50));
+    const got: string[] = [];
+    const closes: LinkCloseCause[] = [];
+    link.activate(HS, { onMessage: (m) => got.push(m.topic), onLeave: () => {}, onDrain: () => {}, onClose: (c) => closes.push(c) });
+    await until(() => got.length === 40, '40 early messages');
+    expect(got).toEqual(Array.from({ length: 40 }, (_, i) => `t${i}`));
+    expect(closes).toEqual([]);
+    // Past the bound (64 frames) before the handshake ends: the link closes.
+    const [c, d] = await socketPair();
+    new Link(d, 'inbound', { maxFrameBytes: 2 * MiB, maxMessageBytes: 64 * MiB, outbox: {}, handshakeTimeoutMs: 5000 });
+    const closed = once(c, 'close');
+    c.write(Buffer.concat(Array.from({ length: 80 }, (_, i) => encodeFrame(FrameType.DATA, frameOf(i)))));
+    await closed;
+  });
 });
