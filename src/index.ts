@@ -94,6 +94,7 @@ export type {
   SetClusterWideOptions,
   VoteCode,
 } from './services/cluster-config/cluster-config.js';
+export type { ConfigWrite } from './services/cluster-config/two-phase.js';
 export type {
   EventFilter,
   EventHandler,

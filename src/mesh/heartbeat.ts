@@ -18,11 +18,11 @@ import { ConfigError, ErrorCodes, FoundationError } from '../errors.js';
 import { SESSION_KEY_BYTES } from './heartbeat-packet.js';
 import {
   type AddPeerMessage,
+  ALONE_TICK_INTERVAL_MS,
   HEARTBEAT_DROP_REASONS,
   type HeartbeatConfig,
   type HeartbeatDropReason,
   type HeartbeatWorkerData,
-  ALONE_TICK_INTERVAL_MS,
   MAIN_TICK_INTERVAL_MS,
   type MainToWorkerMessage,
   type PeerHeartbeatStats,

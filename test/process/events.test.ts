@@ -11,7 +11,7 @@ import { compareStamps } from '../../src/registry/hlc.js';
 import type { EventQueryResult, FoundationEvent } from '../../src/services/events/events.js';
 import { compareEvents } from '../../src/services/events/store.js';
 import { waitFor } from '../compliance/pubsub-adapter-compliance.js';
-import { isDown, isUp, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
+import { isDown, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
 import { ask, LayerCluster, until } from '../helpers/layer-cluster.js';
 import { silentLogger } from '../helpers/pubsub-hub.js';
 import { requireBuild } from '../helpers/requires.js';

@@ -8,7 +8,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { FoundationNode } from '../../src/api.js';
 import type { PresenceDiff, PresenceList } from '../../src/services/presence.js';
 import { waitFor } from '../compliance/pubsub-adapter-compliance.js';
-import { isUp, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
+import type { NodeProc } from '../helpers/cluster.js';
 import { ask, LayerCluster, until } from '../helpers/layer-cluster.js';
 import { silentLogger } from '../helpers/pubsub-hub.js';
 import { requireBuild } from '../helpers/requires.js';
