@@ -145,7 +145,9 @@ describe.skipIf(skip !== undefined)('node.config across processes', () => {
     c1.kill('SIGKILL');
     await Promise.all(downs);
     const [s2, s3] = await Promise.all([settled(c2, 2), settled(c3, 2)]);
-    expect([s2.stats.aborted, s3.stats.aborted]).toEqual([1, 1]);
+    // The coordinator may have retried once (a 'locked' or 'syncing' vote) before the kill: at least one abort each.
+    expect(s2.stats.aborted).toBeGreaterThanOrEqual(1);
+    expect(s3.stats.aborted).toBeGreaterThanOrEqual(1);
     expect(s2.version).toBe(1);
     expect(s3.version).toBe(1);
     for (const p of [c2, c3]) expect(await get(p, 'feature.on'), p.label).toMatchObject({ value: false, version: 1 });

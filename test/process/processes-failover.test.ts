@@ -65,6 +65,27 @@ describe.skipIf(skip !== undefined)('processes across processes', () => {
     expect((await Promise.all(rest.map(running))).flat().filter((n) => n === 'sched')).toHaveLength(1);
   });
 
+  it('a graceful stop of the singleton host hands it off with its state to a survivor', async () => {
+    const { procs: ps } = await cluster(3);
+    for (const p of ps) await ask(p, { cmd: 'singleton', name: 'sched' }, 'declared');
+    const host = await singletonHost(ps, 'sched');
+    const rest = ps.filter((p) => p !== host);
+    const caller = rest[0] as NodeProc;
+    expect((await ask(caller, { cmd: 'call', id: 1, name: 'sched', msg: { add: 41 }, timeoutMs: 3000 }, 'reply')).value).toBe(41);
+    const moved = Promise.race(rest.map((p) => p.waitForNext(startedHere('sched'), 10_000, 'sched moved')));
+    host.send({ cmd: 'stop' });
+    const e = await moved;
+    expect((e.e as { handoff: boolean }).handoff).toBe(true);
+    const state = (await ask(caller, { cmd: 'call', id: 2, name: 'sched', msg: 'get', timeoutMs: 3000 }, 'reply')).value as {
+      n: number;
+      handedOver: boolean;
+      node: string;
+    };
+    expect(state).toMatchObject({ n: 41, handedOver: true });
+    expect(state.node).not.toBe(host.label);
+    expect((await Promise.all(rest.map(running))).flat().filter((n) => n === 'sched')).toHaveLength(1);
+  });
+
   it('SIGSTOP of the singleton host: it runs elsewhere within detection time plus 1 s; after SIGCONT exactly one remains', async () => {
     const { procs: ps } = await cluster(3);
     for (const p of ps) await ask(p, { cmd: 'singleton', name: 'sched' }, 'declared');
