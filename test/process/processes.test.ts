@@ -14,6 +14,8 @@ import { requireBuild } from '../helpers/requires.js';
 
 const skip = requireBuild('processes on real nodes');
 const DIST = '../../dist/index.js';
+/** The composition root's internal `meshOf`, to send what a broken peer would. */
+const DIST_FOUNDATION = '../../dist/foundation.js';
 const SECRET = 'processes-test-secret-0123456789abcdef';
 let nodes: FoundationNode[] = [];
 let run = 0;
@@ -191,6 +193,24 @@ describe.skipIf(skip !== undefined)('processes on real nodes', () => {
     await waitFor(() => a.processes.whereis('k1') === undefined && b.processes.whereis('k1') === undefined, 'the stopped child gone', 5000);
     expect(ref.node === 'p1' || ref.node === 'p2').toBe(true);
     expect(await a.processes.stopChild('k1')).toBe(false);
+  });
+
+  it('malformed process-table messages and requests from a peer are dropped and counted; the node keeps placing and answering', async () => {
+    const [a, b] = await cluster(2);
+    const { meshOf } = (await import(DIST_FOUNDATION)) as typeof import('../../src/foundation.js');
+    const mesh = meshOf(b);
+    if (!mesh) throw new Error('no mesh behind the node');
+    for (const junk of [null, 42, 'x', { t: 'delta' }, { t: 'full', inc: 1, ver: 1, entries: [['c:x', { k: 'child' }]] }])
+      mesh.send('p1', '$proc.table', junk, 'control');
+    const replies = await Promise.all(
+      [null, { t: 'call' }, { t: 'call', name: 'x', msg: 1, timeoutMs: -1 }, { t: 'start-child', name: 'y', spec: null }, { t: 'nope', name: 'z' }].map(
+        (junk) => mesh.request<{ ok: boolean; code?: string }>('p1', '$proc.rpc', junk, 'control', 2000),
+      ),
+    );
+    for (const r of replies) expect(r).toMatchObject({ ok: false, code: 'FOUNDATION_CONFIG_INVALID' });
+    await waitFor(() => a.processes.stats().messagesDropped === 10, 'ten messages dropped', 5000);
+    const ref = await b.processes.startChild('counter', { start: 5 }, { name: 'after-junk' });
+    expect(await b.processes.call(ref.name, 'get')).toMatchObject({ n: 5 });
   });
 
   it('GET /processes lists what runs where; /metrics carries the processes counters', async () => {
