@@ -121,6 +121,10 @@ export class Processes implements ProcessesApi {
   private readyTimer?: NodeJS.Timeout;
   private stopping = false;
   private readonly quorum: QuorumLeases;
+  /** Supervision each singleton was declared with. */
+  private readonly singletonSupervision = new Map<string, ReturnType<typeof supervision>>();
+  /** Lease options each quorum singleton was declared with (a re-claim uses the same). */
+  private readonly quorumTiming = new Map<string, { leaseMs?: number }>();
   private readonly counters = { restarts: 0, failovers: 0, handoffsOut: 0, handoffsIn: 0, conflicts: 0, gaveUp: 0, rpcDropped: 0 };
 
   constructor(
@@ -279,8 +283,6 @@ export class Processes implements ProcessesApi {
     this.schedule();
   }
 
-  private readonly singletonSupervision = new Map<string, ReturnType<typeof supervision>>();
-
   /**
    * A quorum singleton that will not run here (it crashed past its restart intensity, or its init
    * failed) gives its lease back, so another voter can take it, and claims again a second later.
@@ -301,9 +303,6 @@ export class Processes implements ProcessesApi {
         t.unref();
       });
   }
-
-  /** Lease options each quorum singleton was declared with (a re-claim uses the same). */
-  private readonly quorumTiming = new Map<string, { leaseMs?: number }>();
 
   private claimQuorum(name: string, type: string, args: unknown, opts: SingletonOptions): void {
     if (opts.leaseMs !== undefined) this.quorumTiming.set(name, { leaseMs: opts.leaseMs });
