@@ -9,6 +9,7 @@
  */
 
 import { ConfigError } from '../errors.js';
+import { epochNowMs } from '../util/grid-timer.js';
 import {
   DEFAULT_HEARTBEAT_INTERVAL_MS,
   DEFAULT_PHI_THRESHOLD,
@@ -26,11 +27,15 @@ export const DEFAULT_MAX_MAIN_STALL_MS = 10_000;
 export const DEFAULT_STATS_INTERVAL_MS = 1000;
 /**
  * How often the main thread writes its tick into the shared buffer (and samples its own loop
- * lag): 100 ms. Every tick wakes an idle process, which costs on the order of 100 µs of CPU on a
- * small VM, so this is the coarsest period that still gives a loop-lag p99 from 100 samples per
- * 10 s window and a stall estimate accurate to a tenth of a second.
+ * lag): 250 ms, the heartbeat interval's default. Every tick wakes an idle process, which costs
+ * on the order of 250 µs of CPU on a small VM (it was the largest single item of an idle node's
+ * cost at 100 ms), so this is coarse on purpose: a stall estimate accurate to a quarter of a
+ * second (the stall limit, `maxMainStallMs`, defaults to 10 s), and a loop-lag window of 40
+ * samples per 10 s, whose p99 is its maximum: a block that holds the loop for 2.5 % of the time
+ * or more shows up in it. A loop lag is measured, not sampled away: a tick that comes late is
+ * late by the whole block that held it.
  */
-export const MAIN_TICK_INTERVAL_MS = 100;
+export const MAIN_TICK_INTERVAL_MS = 250;
 /**
  * The main thread's tick while the node has no peer to heartbeat: 1000 ms. Alone, nothing reads
  * the tick but this node's own loop-lag figures, so an idle lone node wakes once a second for
@@ -132,9 +137,7 @@ export interface HeartbeatWorkerData {
 }
 
 /** Current time in epoch milliseconds from the monotonic clock (comparable across threads). */
-export function epochNowMs(): number {
-  return performance.timeOrigin + performance.now();
-}
+export { epochNowMs };
 
 /** Main-thread side: records "the main thread is running now". Uses Atomics, so no torn reads. */
 export function writeMainTick(view: BigInt64Array, nowMs: number = epochNowMs()): void {

@@ -31,6 +31,7 @@ import { isIP, isIPv6 } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import { parentPort, workerData } from 'node:worker_threads';
 import { ErrorCodes, FoundationError } from '../errors.js';
+import { delayToNextGridPoint } from '../util/grid-timer.js';
 import { PhiAccrualDetector } from './failure-detector.js';
 import {
   decodeHeartbeat,
@@ -132,6 +133,8 @@ let listening = false;
 let stopped = false;
 /** The send tick (a chain of timeouts on the epoch grid); only while there are peers. */
 let tickTimer: NodeJS.Timeout | undefined;
+/** performance.now() the send tick is due at (meaningful while `tickTimer` is set). */
+let nextTickAt = Number.POSITIVE_INFINITY;
 /** performance.now() when the last tick ran (or the first peer was added): the self-pause reference. */
 let lastTickRanAt = performance.now();
 /** Sleeps until the earliest moment a peer's φ can cross its next threshold. */
@@ -232,12 +235,9 @@ function scheduleTick(): void {
   if (tickTimer) clearTimeout(tickTimer);
   tickTimer = undefined;
   if (stopped || peers.size === 0) return;
-  const interval = config.intervalMs;
-  let delay = interval - (epochNowMs() % interval);
-  // Timers may fire a little early (libuv's clock is cached per loop turn): a grid point this
-  // close is the one just served, so aim for the next one instead of ticking twice.
-  if (delay < interval / 4 && performance.now() - lastTickRanAt < interval / 2) delay += interval;
-  tickTimer = setTimeout(onTick, Math.max(1, Math.ceil(delay)));
+  const delay = delayToNextGridPoint(config.intervalMs, epochNowMs(), performance.now() - lastTickRanAt);
+  nextTickAt = performance.now() + delay;
+  tickTimer = setTimeout(onTick, delay);
 }
 
 /**
@@ -270,9 +270,16 @@ function onTick(): void {
     postError(err, 'heartbeat worker error');
   }
   scheduleTick();
+  scheduleDeadline(performance.now());
 }
 
-/** (Re)arms the deadline timer for the earliest threshold crossing among the peers. */
+/**
+ * (Re)arms the deadline timer for the earliest threshold crossing among the peers, when it falls
+ * before the next send tick; a later one is looked at again by that tick. On a healthy link every
+ * arrival moves the crossing later, so a timer armed for it would mostly wake up only to re-arm
+ * (about twice a second): the tick, which wakes anyway, does that instead, and a precise timer is
+ * armed only for a crossing due within the coming interval. Detection is as precise as before.
+ */
 function scheduleDeadline(now: number): void {
   let at = Number.POSITIVE_INFINITY;
   for (const p of peers.values()) {
@@ -285,6 +292,7 @@ function scheduleDeadline(now: number): void {
   deadlineTimer = undefined;
   deadlineAt = at;
   if (stopped || at === Number.POSITIVE_INFINITY) return;
+  if (tickTimer && at > nextTickAt) return;
   // +1 ms: timers have millisecond resolution and φ must have crossed when we look.
   deadlineTimer = setTimeout(onDeadline, Math.max(1, Math.ceil(at - now) + 1));
 }

@@ -35,7 +35,7 @@ import {
 /** Loop-lag percentiles cover a window of this length (the max covers up to twice that). */
 const LOOP_LAG_WINDOW_MS = 10_000;
 /** Below this many samples (2 s of ticks) the current window is too young; report the previous one. */
-const LOOP_LAG_MIN_SAMPLES = 20;
+const LOOP_LAG_MIN_SAMPLES = 8;
 /**
  * How long start() waits for the worker to bind. Generous: on a loaded host a new worker thread
  * can take seconds just to load its modules (30 nodes starting at once on 2 busy cores took > 5 s).
@@ -81,7 +81,7 @@ export interface HeartbeatPeerStats {
   status: 'alive' | 'suspect' | 'down';
 }
 
-/** This node's main-thread event-loop lag, ms: how late the 100 ms main tick fires. */
+/** This node's main-thread event-loop lag, ms: how late the main tick (every 250 ms with peers) fires. */
 export interface LoopLag {
   /** Median over the last ~10 s. */
   p50Ms: number;

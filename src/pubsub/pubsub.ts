@@ -14,6 +14,8 @@ import { ConfigError, ErrorCodes, MessagingError, type PubSubError } from '../er
 import { assertSerializable } from '../mesh/codec.js';
 import { decodeTopic } from '../mesh/message.js';
 import { LANES, type LaneName } from '../mesh/types.js';
+import { QUIET_DIGEST_TICKS } from '../replication/owned-replica.js';
+import { type GridTimer, gridInterval } from '../util/grid-timer.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
@@ -128,8 +130,12 @@ export const DEFAULT_MAX_QUEUE = 10_000;
 export const MAX_PREFIXES = 64;
 /** Frame flags that take a frame off the batch fast path (see `receiveBatched`). */
 const NOT_PLAIN = FrameFlags.TRACE | FrameFlags.GROUPS | FrameFlags.DIRECT;
-/** How often a node tells its peers its interest version, so a lost last change is repaired. */
-const INTEREST_DIGEST_MS = 5_000;
+/**
+ * How often a node tells its peers its interest version when it changed, so a lost last change is
+ * repaired (unchanged, every `QUIET_DIGEST_TICKS` periods). 2 s on the epoch grid, like the
+ * registry's and the other replicas' digests, so all of them share one wake-up.
+ */
+const INTEREST_DIGEST_MS = 2_000;
 
 function emptyCounters(): TopicCounters {
   return { published: 0, delivered: 0, dropped: 0, handlerErrors: 0 };
@@ -159,7 +165,7 @@ export class PubSub implements PubSubApi {
   private nextId = 1;
   private subscriptions = 0;
   private flushScheduled = false;
-  private digestTimer?: NodeJS.Timeout;
+  private digestTimer?: GridTimer;
   private stopped = false;
   private readonly counters = { framesReceived: 0, framesDropped: 0, unrouted: 0, sendFailures: 0 };
   private readonly hooks: SubscriberHooks;
@@ -235,8 +241,7 @@ export class PubSub implements PubSubApi {
       },
     };
     await this.adapter.start(host);
-    this.digestTimer = setInterval(() => this.sync.tick(), INTEREST_DIGEST_MS);
-    this.digestTimer.unref();
+    this.digestTimer = gridInterval(INTEREST_DIGEST_MS, (n) => this.sync.tick(n % QUIET_DIGEST_TICKS === 0));
   }
 
   /** Ends every subscription and stops the adapter. */
@@ -244,7 +249,7 @@ export class PubSub implements PubSubApi {
     if (this.stopped) return;
     this.batcher.flush();
     this.stopped = true;
-    clearInterval(this.digestTimer);
+    this.digestTimer?.stop();
     for (const end of [...this.active.values()]) end();
     await this.adapter.stop();
   }

@@ -11,15 +11,18 @@
  */
 import type { InternalMesh, MembersWatch } from '../mesh/interface.js';
 import type { MembershipChange } from '../mesh/types.js';
+import { type GridTimer, gridInterval } from '../util/grid-timer.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
+import { QUIET_DIGEST_TICKS } from './owned-replica.js';
 
 /** What a replicated table exposes to its transport (`OwnedReplica` and the tables built on it). */
 export interface ReplicaEndpoint<M> {
   flush(): void;
   peerUp(node: string): void;
   peerDown(node: string): void;
-  tick(): void;
+  /** Periodic digest; `quietDigestDue` on the grid ticks where one goes out even without a change. */
+  tick(quietDigestDue?: boolean): void;
   receive(node: string, incarnation: number, msg: M): void;
   /** Checks a decoded message from the wire; undefined refuses it. */
   parse(v: unknown): M | undefined;
@@ -29,7 +32,7 @@ export interface ReplicaEndpoint<M> {
 export interface MeshReplicaLinkOptions {
   /** The `$` system topic of the replica's messages. */
   topic: string;
-  /** Period of the digest that repairs a lost last delta, in ms. */
+  /** Period of the digest that repairs a lost last delta, in ms (its ticks fall on multiples of it on the epoch clock). */
   digestMs: number;
   /** What the replica is, for log lines (`registry`, `processes`). */
   what: string;
@@ -46,7 +49,7 @@ export class MeshReplicaLink<M> {
   private readonly warn: RateLimitedLog;
   private readonly offs: Array<() => void> = [];
   private watchHandle?: MembersWatch;
-  private digestTimer?: NodeJS.Timeout;
+  private digestTimer?: GridTimer;
   private flushScheduled = false;
   private stopped = false;
 
@@ -110,14 +113,17 @@ export class MeshReplicaLink<M> {
     this.digestWhilePeers();
   }
 
-  /** The digest runs only while some member is up: a node alone does not wake up for it. */
+  /**
+   * The digest runs only while some member is up: a node alone does not wake up for it. Its ticks
+   * fall on the epoch grid, so the digests of every replica of every node on a host share their
+   * wake-ups (see `util/grid-timer.ts`), quiet digests included.
+   */
   private digestWhilePeers(): void {
     if (this.up.size > 0 && !this.digestTimer && !this.stopped) {
       const endpoint = this.endpoint as ReplicaEndpoint<M>;
-      this.digestTimer = setInterval(() => endpoint.tick(), this.opts.digestMs);
-      this.digestTimer.unref();
+      this.digestTimer = gridInterval(this.opts.digestMs, (n) => endpoint.tick(n % QUIET_DIGEST_TICKS === 0));
     } else if (this.up.size === 0 && this.digestTimer) {
-      clearInterval(this.digestTimer);
+      this.digestTimer.stop();
       this.digestTimer = undefined;
     }
   }
@@ -140,7 +146,7 @@ export class MeshReplicaLink<M> {
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.digestTimer);
+    this.digestTimer?.stop();
     this.watchHandle?.stop();
     for (const off of this.offs.splice(0)) off();
   }

@@ -137,11 +137,17 @@ export class OwnedReplica<V> {
    * mesh a delta is lost only when its lane refused it or a link was replaced (which resyncs with
    * a full map anyway), so an idle cluster need not exchange digests every period (each one wakes
    * every member).
+   *
+   * @param quietDigestDue whether this tick is one where a digest goes out even with no change.
+   *   Over the mesh it is the epoch-grid tick `n % QUIET_DIGEST_TICKS === 0`, so the quiet digests
+   *   of every replica on every node leave at the same instant and each member wakes once for all of
+   *   them; without it, every `QUIET_DIGEST_TICKS`-th call of this replica.
    */
-  tick(): void {
+  tick(quietDigestDue?: boolean): void {
     this.flush();
     if (this.up.size === 0) return;
-    if (this.version === this.digestedVersion && ++this.quietTicks < QUIET_DIGEST_TICKS) return;
+    const due = quietDigestDue ?? ++this.quietTicks >= QUIET_DIGEST_TICKS;
+    if (this.version === this.digestedVersion && !due) return;
     this.quietTicks = 0;
     this.digestedVersion = this.version;
     this.emit(null, { t: 'digest', inc: this.incarnation, ver: this.version });

@@ -23,9 +23,9 @@ export abstract class ReplicatedTable<V> implements ReplicaEndpoint<ReplicaMessa
   peerDown(node: string): void {
     this.replica.peerDown(node);
   }
-  /** Periodic digest: repairs a lost last delta. */
-  tick(): void {
-    this.replica.tick();
+  /** Periodic digest: repairs a lost last delta (see `OwnedReplica.tick`). */
+  tick(quietDigestDue?: boolean): void {
+    this.replica.tick(quietDigestDue);
   }
   /** Whether `node` is up as far as this table knows. */
   isUp(node: string): boolean {

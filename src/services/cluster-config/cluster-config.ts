@@ -12,6 +12,7 @@ import { assertSerializable } from '../../mesh/codec.js';
 import type { InternalMesh, MembersWatch } from '../../mesh/interface.js';
 import type { MessageContext } from '../../mesh/types.js';
 import { QUIET_DIGEST_TICKS } from '../../replication/owned-replica.js';
+import { type GridTimer, gridInterval } from '../../util/grid-timer.js';
 import type { Logger } from '../../util/logger.js';
 import { RateLimitedLog } from '../../util/logger.js';
 import { type ConfigChange, type ConfigSnapshot, ConfigStore, checkPath, pathsOverlap, underPrefix } from './store.js';
@@ -193,7 +194,7 @@ export class ClusterConfig implements ClusterConfigApi {
   private readonly downGraceMs: number;
   private readonly digestMs: number;
   private watchHandle?: MembersWatch;
-  private digestTimer?: NodeJS.Timeout;
+  private digestTimer?: GridTimer;
   private tickTimer?: NodeJS.Timeout;
   private synced = false;
   private startedAt = 0;
@@ -253,14 +254,13 @@ export class ClusterConfig implements ClusterConfigApi {
     });
     for (const m of this.watchHandle.members) this.up.set(m.name, m.incarnation);
     this.bootstrap();
-    this.digestTimer = setInterval(() => this.periodicDigest(), this.digestMs);
-    this.digestTimer.unref();
+    this.digestTimer = gridInterval(this.digestMs, (n) => this.periodicDigest(n % QUIET_DIGEST_TICKS === 0));
   }
 
   stop(): void {
     if (this.stopped) return;
     this.stopped = true;
-    clearInterval(this.digestTimer);
+    this.digestTimer?.stop();
     clearTimeout(this.tickTimer);
     this.watchHandle?.stop();
     for (const off of this.offs.splice(0)) off();
@@ -372,19 +372,17 @@ export class ClusterConfig implements ClusterConfigApi {
 
   /**
    * The periodic digest goes out when the config moved since the last one, and otherwise every
-   * `QUIET_DIGEST_TICKS` periods (as the owned replicas do): an idle cluster does not wake every
-   * member every period for a comparison that cannot have changed. A member that comes up gets one
-   * at once.
+   * `QUIET_DIGEST_TICKS` periods (as the owned replicas do, on the same epoch-grid ticks): an idle
+   * cluster does not wake every member every period for a comparison that cannot have changed. A
+   * member that comes up gets one at once.
    */
-  private periodicDigest(): void {
+  private periodicDigest(quietDigestDue: boolean): void {
     const head = `${this.store.version}:${this.store.tx}`;
-    if (head === this.digestedHead && ++this.quietDigests < QUIET_DIGEST_TICKS) return;
-    this.quietDigests = 0;
+    if (head === this.digestedHead && !quietDigestDue) return;
     this.digestedHead = head;
     this.sendDigest(this.up.keys());
   }
   private digestedHead = '';
-  private quietDigests = 0;
 
   private sendDigest(to: Iterable<string>): void {
     if (this.stopped) return;
