@@ -7,7 +7,7 @@
 // `window` messages unacknowledged: bounded memory everywhere, like Foundation's back-pressure.
 import { connect } from '@nats-io/transport-node';
 import { ACK_EVERY, ackWindow, emit, now, payload, serve, timeRoundTrips } from './common.mjs';
-import { ackWindowMulti, bytesPayload, objectPayload, publishAtRate, recorder, SUB_ID, sentAt, TOPIC } from './pubsub-common.mjs';
+import { ackWindowMulti, bytesPayload, objectPayload, parseObjectPayload, publishAtRate, recorder, SUB_ID, sentAt, TOPIC } from './pubsub-common.mjs';
 
 const nc = await connect({ servers: process.argv[2], noEcho: true });
 const count = { msgs: 0, bytes: 0 };
@@ -70,8 +70,8 @@ serve({
     ackView.setFloat64(0, SUB_ID);
     nc.subscribe(TOPIC, {
       callback: (_err, msg) => {
-        const p = psKind === 'bytes' ? msg.data : msg.json();
-        psRec.got(psMeasuring ? sentAt(psKind, p) : undefined);
+        const p = psKind === 'bytes' ? msg.data : parseObjectPayload(msg.string());
+        psRec.got(psMeasuring && p !== undefined ? sentAt(psKind, p) : undefined);
         if (psRec.msgs % ACK_EVERY === 0) {
           ackView.setFloat64(8, psRec.msgs);
           nc.publish(`${TOPIC}.ack`, ack);

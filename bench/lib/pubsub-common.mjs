@@ -39,6 +39,20 @@ export function sentAt(kind, p) {
 }
 
 /**
+ * An `object` payload from its JSON text (the NATS and Redis peers), or undefined for a message
+ * that is not JSON: a `bytes` message of the previous run still in flight when the subscriber
+ * switched kinds. It must not throw: nats.js closes a subscription whose callback throws, and the
+ * subscriber would then stop counting for the rest of the bench.
+ */
+export function parseObjectPayload(text) {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * A subscriber's bookkeeping: counts every message, and between latStart and latStop records
  * one-way latency (receive wall clock - the send time in the payload; all processes are on one
  * machine, so one clock).

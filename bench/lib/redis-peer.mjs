@@ -8,7 +8,7 @@
 // subscribes to `bench.echo` and publishes each payload back on the requester's own channel.
 import Redis from 'ioredis';
 import { ACK_EVERY, ackWindow, emit, now, payload, serve, timeRoundTrips } from './common.mjs';
-import { ackWindowMulti, bytesPayload, objectPayload, publishAtRate, recorder, SUB_ID, sentAt, TOPIC } from './pubsub-common.mjs';
+import { ackWindowMulti, bytesPayload, objectPayload, parseObjectPayload, publishAtRate, recorder, SUB_ID, sentAt, TOPIC } from './pubsub-common.mjs';
 
 const MAX_BATCHES = 8;
 const port = Number(process.argv[2]);
@@ -101,8 +101,8 @@ serve({
     const ack = Buffer.alloc(16);
     ack.writeDoubleBE(SUB_ID, 0);
     await subscriber([TOPIC], (_channel, message) => {
-      const p = psKind === 'bytes' ? message : JSON.parse(message.toString());
-      psRec.got(psMeasuring ? sentAt(psKind, p) : undefined);
+      const p = psKind === 'bytes' ? message : parseObjectPayload(message.toString());
+      psRec.got(psMeasuring && p !== undefined ? sentAt(psKind, p) : undefined);
       if (psRec.msgs % ACK_EVERY === 0) {
         ack.writeDoubleBE(psRec.msgs, 8);
         pub.publish(`${TOPIC}.ack`, ack);
