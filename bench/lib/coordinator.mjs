@@ -1,3 +1,4 @@
+import { appendFileSync } from 'node:fs';
 // Coordinator side of the mesh, pubsub and hol benches: worker processes over IPC, broker
 // daemons, table formatting (bench/mesh.mjs, bench/pubsub.mjs and bench/hol.mjs share it).
 import { fork, spawn, spawnSync } from 'node:child_process';
@@ -67,7 +68,7 @@ export class Worker {
     this.tail = '';
     this.exited = false;
     // One directory per process: the main thread and the heartbeat worker thread each write a profile.
-    const execArgv = [...nodeFlags, ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results', 'prof', `${label}-${Date.now()}`)] : [])];
+    const execArgv = [...nodeFlags, ...(process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : []), ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results', 'prof', `${label}-${Date.now()}`)] : [])];
     this.child = track(
       fork(join(LIB, script), args, {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],
@@ -79,6 +80,7 @@ export class Worker {
       this.tail = (this.tail + d).slice(-4000);
     };
     this.child.stdout.setEncoding('utf8').on('data', keep);
+    if (process.env.BENCH_STDOUT_DIR) this.child.stdout.on('data', (d) => appendFileSync(join(process.env.BENCH_STDOUT_DIR, `${label}.out`), d));
     this.child.stderr.setEncoding('utf8').on('data', keep);
     this.child.on('message', (m) => this.onMessage(m));
     this.child.on('error', () => {});
