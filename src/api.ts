@@ -4,6 +4,7 @@
  */
 import type { EventEmitter } from 'node:events';
 import type { TopologyStats } from './discovery/topology.js';
+import type { FoundationError } from './errors.js';
 import type { DownReason, LaneName, Member, MeshStats, MessageContext, NodeIdentity } from './mesh/types.js';
 import type { ProcessesApi } from './processes/types.js';
 import type { Channels } from './pubsub/channels.js';
@@ -26,16 +27,37 @@ export interface DiscoveryView {
 export interface LocalHealth {
   /** Main-thread event-loop delay, in milliseconds. */
   loopLag: { p50Ms: number; p99Ms: number; maxMs: number };
-  /** `ok`, or `degraded` when the loop lag p99 is above `degradedLoopLagMs`. */
-  status: 'ok' | 'degraded';
+  /**
+   * `ok`; `degraded` when the loop lag p99 is above `degradedLoopLagMs`; `name-taken` when another
+   * live node took this node's name (see `ClusterEvents['name-taken']`): this process is no longer a
+   * member and should be stopped.
+   */
+  status: 'ok' | 'degraded' | 'name-taken';
 }
 
-/** Events of `ClusterView`: a member came up, went down (with why), became suspect, or is alive again. */
+/** What `ClusterEvents['name-taken']` carries. */
+export interface NameTakenEvent {
+  /** A `FoundationError` with code `FOUNDATION_NAME_TAKEN`, its message the line this node logged. */
+  error: FoundationError;
+  /** The peer that told this node. */
+  via: string;
+  /** The incarnation of the node that holds the name now, when the peer said it. */
+  byIncarnation?: number;
+}
+
+/** Events of `ClusterView`: a member came up, went down (with why), became suspect, or is alive again; this node's name was taken. */
 export interface ClusterEvents {
   up: [member: Member];
   down: [member: Member, reason: DownReason];
   suspect: [member: Member];
   alive: [member: Member];
+  /**
+   * Another live node started with this node's name and a newer incarnation, and a peer said so:
+   * this node is no longer a member, has stopped dialing and stays isolated; `isReady()` is false
+   * from now on and `health().status` is `name-taken`. Emitted once. Stop this process (or rename
+   * one of the two): node names must be unique in a cluster.
+   */
+  'name-taken': [event: NameTakenEvent];
 }
 
 /** Cluster membership as this node sees it, with typed events (`ClusterEvents`). */

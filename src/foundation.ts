@@ -7,7 +7,7 @@ import type { ClusterEvents, ClusterView, FoundationNode, LocalHealth, MeshMessa
 import type { FoundationOptions } from './config/options.js';
 import { resolveOptions } from './config/resolve.js';
 import { Topology } from './discovery/topology.js';
-import { ConfigError, ErrorCodes, MessagingError } from './errors.js';
+import { ConfigError, ErrorCodes, FoundationError, MessagingError } from './errors.js';
 import { newIncarnation } from './mesh/identity.js';
 import { Mesh } from './mesh/mesh.js';
 import type { Member } from './mesh/types.js';
@@ -42,7 +42,13 @@ class Cluster extends EventEmitter<ClusterEvents> implements ClusterView {
     m.on('down', (member, reason) => member.hidden || this.emit('down', member, reason));
     m.on('suspect', (member) => member.hidden || this.emit('suspect', member));
     m.on('alive', (member) => member.hidden || this.emit('alive', member));
+    mesh.events.once('self-replaced', (e) => {
+      this.nameTaken = true;
+      this.emit('name-taken', { error: new FoundationError(ErrorCodes.NAME_TAKEN, e.message), via: e.via, byIncarnation: e.byIncarnation });
+    });
   }
+  /** Another live node took this node's name: not a member any more (see `ClusterEvents['name-taken']`). */
+  nameTaken = false;
   get self() {
     return this.mesh.self;
   }
@@ -54,7 +60,7 @@ class Cluster extends EventEmitter<ClusterEvents> implements ClusterView {
     return m ? { ...m } : undefined;
   }
   isReady(): boolean {
-    if (this.readyAt === undefined || !this.configSynced()) return false;
+    if (this.readyAt === undefined || !this.configSynced() || this.nameTaken) return false;
     // Joined (a member is up), or alone by design, or done waiting for peers that are not there.
     return this.mesh.membership.upNames().length > 0 || !this.wantsPeers() || Date.now() - this.startedAt > 5000;
   }
@@ -110,7 +116,7 @@ class Node implements FoundationNode {
     const lag = this.#mesh.heartbeat.loopLag();
     return {
       loopLag: { p50Ms: lag.p50Ms, p99Ms: lag.p99Ms, maxMs: lag.maxMs },
-      status: lag.p99Ms > this.degradedLoopLagMs ? 'degraded' : 'ok',
+      status: this.cluster.nameTaken ? 'name-taken' : lag.p99Ms > this.degradedLoopLagMs ? 'degraded' : 'ok',
     };
   }
   stop(): Promise<void> {

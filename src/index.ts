@@ -13,6 +13,7 @@ export type {
   MessageContext,
   MessageHandler,
   MetricsRegistry,
+  NameTakenEvent,
   RequestOptions,
   SendOptions,
 } from './api.js';

@@ -3,8 +3,10 @@
  * cluster view. Plain `node:http`, JSON bodies, no framework.
  *
  * Routes (GET and HEAD, and POST on `/config`; another method on a known route is 405 with `Allow`):
- * - `GET /health`  200 `{ status: 'ok' | 'degraded', name, loopLag: { p50Ms, p99Ms, maxMs } }`.
- *   Liveness: 200 even when degraded (degraded is information, not death).
+ * - `GET /health`  200 `{ status: 'ok' | 'degraded' | 'name-taken', name, loopLag: { p50Ms, p99Ms, maxMs } }`.
+ *   Liveness: 200 even when degraded (degraded is information, not death), and when another live
+ *   node took this node's name (a liveness restart would take the name back from it and the two
+ *   would push each other out in turn; `/ready` is 503 instead, and the process should be stopped).
  * - `GET /ready`   200 `{ ready: true }` when `cluster.isReady()`, else 503 `{ ready: false }`.
  * - `GET /metrics` Prometheus text exposition of the node's registry.
  * - `GET /cluster` `{ self: { name, address, incarnation }, members: [{ name, address, incarnation,
@@ -35,7 +37,7 @@
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { type AddressInfo, isIP, type Socket } from 'node:net';
-import type { FoundationNode } from '../api.js';
+import type { FoundationNode, LocalHealth } from '../api.js';
 import type { ProcessesStats, ProcessInfo } from '../processes/types.js';
 import type { ServiceRecord } from '../services/service-mesh/records.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
@@ -114,7 +116,7 @@ export interface ServicesJson {
 
 /** Body of `GET /health`. */
 export interface HealthJson {
-  status: 'ok' | 'degraded';
+  status: LocalHealth['status'];
   name: string;
   loopLag: { p50Ms: number; p99Ms: number; maxMs: number };
 }

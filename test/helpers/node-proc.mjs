@@ -15,6 +15,7 @@ try {
 out({ event: 'started', id: node.id, http: node.httpAddress });
 for (const ev of ['up', 'suspect', 'alive']) node.cluster.on(ev, (m) => out({ event: ev, member: m }));
 node.cluster.on('down', (m, reason) => out({ event: 'down', member: m, reason }));
+node.cluster.on('name-taken', (e) => out({ event: 'name-taken', code: e.error.code, name: e.error.name, via: e.via, byIncarnation: e.byIncarnation }));
 // Links can come up while start() is still running, before the listeners above exist.
 for (const m of node.cluster.members()) out({ event: 'up', member: m, before: 'listeners' });
 node.mesh.handle('echo', (p) => p);
@@ -34,7 +35,7 @@ const commands = {
       out({ event: 'reply-error', code: err.code, message: err.message });
     }
   },
-  stats: () => out({ event: 'stats', stats: node.mesh.stats(), health: node.health() }),
+  stats: () => out({ event: 'stats', stats: node.mesh.stats(), health: node.health(), ready: node.cluster.isReady() }),
   // A full GC first when started with NODE_OPTIONS=--expose-gc, so memory reads what is still held.
   memory: () => {
     if (globalThis.gc) globalThis.gc();

@@ -131,6 +131,28 @@ describe('mesh (multi-process)', () => {
     expect(bs).toHaveLength(1);
   });
 
+  it('tells the user of a node whose name a live node took: a name-taken event, not ready, health says so', async () => {
+    const a = await cluster.start('a', { ...base, name: 'a' });
+    const b1 = await cluster.start('b1', { ...base, name: 'b', cluster: { strategy: 'static', hosts: [a.id.address] } });
+    await a.proc.waitFor(isUp('b'));
+    // Ready once joined and the cluster config is fetched.
+    const poll = setInterval(() => b1.proc.send({ cmd: 'stats' }), 100);
+    try {
+      await b1.proc.waitFor((e) => e.event === 'stats' && e.ready === true, 5000, 'b1 ready');
+    } finally {
+      clearInterval(poll);
+    }
+    // Alive and linked (not frozen): a takes the newer incarnation and tells the old one on its link.
+    const b2 = await cluster.start('b2', { ...base, name: 'b', cluster: { strategy: 'static', hosts: [a.id.address] } });
+    const told = await b1.proc.waitFor((e) => e.event === 'name-taken', 5000, 'name-taken on the old node');
+    expect(told).toMatchObject({ code: 'FOUNDATION_NAME_TAKEN', name: 'FoundationError', via: 'a' });
+    b1.proc.send({ cmd: 'stats' });
+    const after = await b1.proc.waitFor((e) => e.event === 'stats' && e.ready === false, 5000, 'stats after');
+    expect((after.health as { status: string }).status).toBe('name-taken');
+    await a.proc.waitFor((e) => isUp('b')(e) && (e.member as { incarnation: number }).incarnation === b2.id.incarnation);
+    expect(b1.proc.events.filter((e) => e.event === 'name-taken')).toHaveLength(1);
+  });
+
   it('rejects a wrong secret with a clear log line on both sides', async () => {
     const a = await cluster.start('a', { ...base, name: 'a' });
     const x = await cluster.start('x', { ...base, secret: 'not-the-secret', name: 'x', cluster: { strategy: 'static', hosts: [a.id.address] } });
