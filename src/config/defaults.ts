@@ -7,7 +7,8 @@
 import { DEFAULT_BACKOFF } from '../mesh/dialer.js';
 import { DEFAULT_ACCEPTABLE_PAUSE_MS, DEFAULT_HEARTBEAT_INTERVAL_MS, DEFAULT_MIN_STD_DEV_MS, DEFAULT_PHI_THRESHOLD } from '../mesh/failure-detector.js';
 import { DEFAULT_MAX_MAIN_STALL_MS, DEFAULT_SUSPECT_PHI } from '../mesh/heartbeat-protocol.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_WINDOW_BYTES } from '../mesh/lanes.js';
+import { DEFAULT_MAX_MESSAGE_BYTES } from '../mesh/inbox.js';
+import { DEFAULT_WINDOW_BYTES } from '../mesh/lanes.js';
 import { DEFAULT_FRAGMENT_BYTES } from '../mesh/message.js';
 
 /** Defaults of `Foundation.start` options (documented in docs/guides/configuration.md). `name` defaults to `<hostname>-<pid>`. */

@@ -17,7 +17,8 @@ import type { Socket } from 'node:net';
 import { ErrorCodes, FrameError, HandshakeError } from '../errors.js';
 import { decodeAck, encodeAck, encodeFrame, type Frame, FrameDecoder, FrameType } from './framing.js';
 import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel, type HandshakeResult } from './handshake.js';
-import { DEFAULT_WINDOW_BYTES, Inbox, Outbox, type OutboxOptions } from './lanes.js';
+import { Inbox } from './inbox.js';
+import { DEFAULT_WINDOW_BYTES, Outbox, type OutboxOptions } from './lanes.js';
 import { FIN_FIRST, type GatherPayload, type InboundMessage, LANE_COUNT } from './message.js';
 
 export interface LinkOptions {

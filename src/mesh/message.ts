@@ -194,7 +194,8 @@ export function decodeTopic(buf: Buffer, start: number, length: number): string 
   return topic;
 }
 
-function invalid(message: string): never {
+/** Throws the `FOUNDATION_FRAME_INVALID` error of a malformed frame or message (the link closes on it). */
+export function invalidFrame(message: string): never {
   throw new FrameError(ErrorCodes.FRAME_INVALID, message);
 }
 
@@ -204,13 +205,13 @@ function invalid(message: string): never {
  * `buf` (no copy). Throws `FrameError(FOUNDATION_FRAME_INVALID)` if the body is truncated.
  */
 export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundMessage {
-  if (buf.length - start < MESSAGE_HEADER_BYTES) invalid(`Message body of ${buf.length - start} bytes is shorter than its header`);
+  if (buf.length - start < MESSAGE_HEADER_BYTES) invalidFrame(`Message body of ${buf.length - start} bytes is shorter than its header`);
   const flags = buf[start] as number;
   const corrId = (buf[start + 1] as number) * 0x1000000 + (((buf[start + 2] as number) << 16) | ((buf[start + 3] as number) << 8) | (buf[start + 4] as number));
   const topicLength = buf[start + 5] as number;
   const topicStart = start + MESSAGE_HEADER_BYTES;
   const payloadStart = topicStart + topicLength;
-  if (payloadStart > buf.length) invalid(`Message topic of ${topicLength} bytes runs past the end of the body`);
+  if (payloadStart > buf.length) invalidFrame(`Message topic of ${topicLength} bytes runs past the end of the body`);
   const topic = topicLength === 0 ? '' : decodeTopic(buf, topicStart, topicLength);
   return { lane, flags, corrId, topic, payload: buf.subarray(payloadStart) };
 }

@@ -5,7 +5,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FrameDecoder, FrameType } from '../../src/mesh/framing.js';
-import { Inbox, Outbox } from '../../src/mesh/lanes.js';
+import { Inbox } from '../../src/mesh/inbox.js';
+import { Outbox } from '../../src/mesh/lanes.js';
 import type { InboundMessage } from '../../src/mesh/message.js';
 
 function drain(out: Outbox, inbox = new Inbox()): InboundMessage[] {

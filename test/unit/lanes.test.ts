@@ -3,7 +3,8 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, ErrorCodes, FrameError, LaneOverflowError, SerializationError } from '../../src/errors.js';
 import { FRAME_HEADER_BYTES, FrameDecoder, FrameType } from '../../src/mesh/framing.js';
-import { DEFAULT_LANE_OPTIONS, DEFAULT_WINDOW_BYTES, Inbox, Lane, Outbox, type OutboxOptions, ZERO_COPY_MIN_BYTES } from '../../src/mesh/lanes.js';
+import { Inbox } from '../../src/mesh/inbox.js';
+import { DEFAULT_LANE_OPTIONS, DEFAULT_WINDOW_BYTES, Lane, Outbox, type OutboxOptions, ZERO_COPY_MIN_BYTES } from '../../src/mesh/lanes.js';
 import { encodeMessageBody, fragmentMessage, GatherPayload, type InboundMessage, MessageFlags, parseMessageBody, topicBytes } from '../../src/mesh/message.js';
 
 interface WireFrame {
