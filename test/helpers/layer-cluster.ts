@@ -47,18 +47,26 @@ export class LayerCluster {
     return { proc, address: (started.id as { address: string }).address };
   }
 
-  /** Starts nodes `<namePrefix>1..n` of a fresh cluster and waits until every one sees every other up. */
-  async start(n: number, namePrefix: string): Promise<{ procs: NodeProc[]; addresses: string[]; clusterName: string }> {
-    const clusterName = `${this.opts.prefix}-${process.pid}-${++this.run}`;
+  /** A cluster name that no earlier test of this process used. */
+  freshClusterName(): string {
+    return `${this.opts.prefix}-${process.pid}-${++this.run}`;
+  }
+
+  /**
+   * Starts nodes `<namePrefix>1..n` of a fresh cluster, each with the start options `extra` too,
+   * and waits until every one sees every other up.
+   */
+  async start(n: number, namePrefix: string, extra: Record<string, unknown> = {}): Promise<{ procs: NodeProc[]; addresses: string[]; clusterName: string }> {
+    const clusterName = this.freshClusterName();
     const procs: NodeProc[] = [];
     const addresses: string[] = [];
     for (let i = 1; i <= n; i++) {
-      const { proc, address } = await this.startNode(`${namePrefix}${i}`, clusterName, addresses);
+      const { proc, address } = await this.startNode(`${namePrefix}${i}`, clusterName, addresses, extra);
       procs.push(proc);
       addresses.push(address);
     }
     for (const p of procs) {
-      for (let i = 1; i <= n; i++) if (`${namePrefix}${i}` !== p.label) await p.waitFor(isUp(`${namePrefix}${i}`), 10_000, `${namePrefix}${i} up`);
+      for (let i = 1; i <= n; i++) if (`${namePrefix}${i}` !== p.label) await p.waitFor(isUp(`${namePrefix}${i}`), 15_000, `${namePrefix}${i} up`);
     }
     return { procs, addresses, clusterName };
   }
@@ -75,9 +83,10 @@ export class LayerCluster {
   }
 }
 
-/** Sends `cmd` and resolves with the next `reply` event; a `command-error` rejects with its message. */
-export async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
-  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
+/** Sends `cmd` and resolves with the next `reply` event (or one of them); a `command-error` rejects with its message. */
+export async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string | string[], timeoutMs = 20_000): Promise<NodeEvent> {
+  const replies = Array.isArray(reply) ? reply : [reply];
+  const next = p.waitForNext((e) => replies.includes(e.event) || e.event === 'command-error', timeoutMs, replies.join('|'));
   p.send(cmd);
   const e = await next;
   if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);

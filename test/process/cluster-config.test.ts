@@ -6,10 +6,11 @@
  * when no participant got the commit, commit when one did); a node started later reads the
  * current config before it reports ready.
  */
-import { execFile, spawn } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isDown, isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { isDown, isUp, type NodeEvent, type NodeProc } from '../helpers/cluster.js';
+import { ask, LayerCluster } from '../helpers/layer-cluster.js';
 import { requireBuild } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
@@ -25,53 +26,15 @@ function cli(args: string[]): Promise<{ code: number; stdout: string; stderr: st
 }
 const skip = requireBuild('cluster config multi-process tests');
 const SECRET = 'cluster-config-process-test-secret-0123';
-let procs: NodeProc[] = [];
-let run = 0;
+/** Every node serves its admin HTTP on 127.0.0.1 (the CLI tests talk to it). */
+const HTTP = { http: { host: '127.0.0.1', port: 0 } };
+const layer = new LayerCluster({ script: PROC, secret: SECRET, prefix: 'config-proc' });
 
-afterEach(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  procs = [];
-});
-
-async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
-  const opts = {
-    name,
-    clusterName,
-    secret: SECRET,
-    host: '127.0.0.1',
-    http: { host: '127.0.0.1', port: 0 },
-    ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}),
-  };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-  });
-  const proc = new NodeProc(child, name);
-  procs.push(proc);
-  const started = await proc.waitFor((e) => e.event === 'started', 15_000, 'start');
-  return { proc, address: (started.id as { address: string }).address };
-}
+afterEach(() => layer.killAll());
 
 async function cluster(n: number): Promise<{ nodes: NodeProc[]; addresses: string[]; clusterName: string }> {
-  const clusterName = `config-proc-${process.pid}-${++run}`;
-  const nodes: NodeProc[] = [];
-  const addresses: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const { proc, address } = await startNode(`c${i}`, clusterName, addresses);
-    nodes.push(proc);
-    addresses.push(address);
-  }
-  for (const p of nodes) for (let i = 1; i <= n; i++) if (`c${i}` !== p.label) await p.waitFor(isUp(`c${i}`), 15_000, `c${i} up`);
-  return { nodes, addresses, clusterName };
-}
-
-async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string | string[], timeoutMs = 20_000): Promise<NodeEvent> {
-  const replies = Array.isArray(reply) ? reply : [reply];
-  const next = p.waitForNext((e) => replies.includes(e.event) || e.event === 'command-error', timeoutMs, replies.join('|'));
-  p.send(cmd);
-  const e = await next;
-  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
-  return e;
+  const { procs, addresses, clusterName } = await layer.start(n, 'c', HTTP);
+  return { nodes: procs, addresses, clusterName };
 }
 
 const setCw = (p: NodeProc, path: string, value: unknown, timeoutMs = 5000) =>
@@ -180,7 +143,7 @@ describe.skipIf(skip !== undefined)('node.config across processes', () => {
     const [c1] = nodes as [NodeProc];
     expectCommitted(await setCw(c1, 'db.pool.size', 20));
     expectCommitted(await setCw(c1, 'db.pool.idleMs', 3000));
-    const { proc: c4 } = await startNode('c4', clusterName, addresses);
+    const { proc: c4 } = await layer.startNode('c4', clusterName, addresses, HTTP);
     const ready = await ask(c4, { cmd: 'config-when-ready', path: 'db.pool' }, 'config-ready', 20_000);
     expect(ready).toMatchObject({ value: { size: 20, idleMs: 3000 }, version: 2 });
     // And it takes part in the next change.

@@ -2,68 +2,24 @@
  * PubSub across real processes: each node is its own OS process (test/helpers/layer-proc.mjs)
  * running the built library, linked over loopback by the real mesh.
  */
-import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { afterEach, describe, expect, it } from 'vitest';
-import { isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import { isUp, type NodeProc } from '../helpers/cluster.js';
+import { ask, LayerCluster, until } from '../helpers/layer-cluster.js';
 import { requireBuild, requireTools } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
 const skip = requireBuild('pubsub multi-process tests');
 const SECRET = 'pubsub-process-test-secret-0123456789';
-let procs: NodeProc[] = [];
-let run = 0;
+/** How long a poll waits for a burst of deliveries. */
+const DELIVERY_MS = 20_000;
+const layer = new LayerCluster({ script: PROC, secret: SECRET, prefix: 'pubsub-proc' });
 
-afterEach(async () => {
-  for (const p of procs) p.kill('SIGKILL');
-  procs = [];
-});
+afterEach(() => layer.killAll());
 
-async function startNode(name: string, clusterName: string, hosts: string[]): Promise<{ proc: NodeProc; address: string }> {
-  const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}) };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-  });
-  const proc = new NodeProc(child, name);
-  procs.push(proc);
-  const started = await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
-  return { proc, address: (started.id as { address: string }).address };
-}
-
-async function cluster(n: number): Promise<NodeProc[]> {
-  const clusterName = `pubsub-proc-${process.pid}-${++run}`;
-  const out: NodeProc[] = [];
-  const addresses: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const { proc, address } = await startNode(`p${i}`, clusterName, addresses);
-    out.push(proc);
-    addresses.push(address);
-  }
-  for (const p of out) {
-    for (let i = 1; i <= n; i++) if (`p${i}` !== p.label) await p.waitFor(isUp(`p${i}`), 10_000, `p${i} up`);
-  }
-  return out;
-}
-
-async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
-  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
-  p.send(cmd);
-  const e = await next;
-  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
-  return e;
-}
-
+const cluster = async (n: number): Promise<NodeProc[]> => (await layer.start(n, 'p')).procs;
 const report = (p: NodeProc, id: string) => ask(p, { cmd: 'report', id }, 'report');
 const stats = (p: NodeProc) => ask(p, { cmd: 'stats' }, 'stats');
-
-async function until(cond: () => Promise<boolean>, what: string, timeoutMs = 20_000): Promise<void> {
-  const end = Date.now() + timeoutMs;
-  while (!(await cond())) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 describe.skipIf(skip !== undefined)('pubsub across processes', () => {
   it('fans out to subscribers on 3 nodes: every message once per subscriber, in publisher order; a node without subscribers gets no bytes', async () => {
@@ -78,6 +34,7 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
     await until(
       async () => ((await report(c as NodeProc, 's')).count as number) >= N && ((await report(b as NodeProc, 's')).count as number) >= N,
       'all deliveries',
+      DELIVERY_MS,
     );
     for (const p of [a, b, c] as NodeProc[]) {
       const r = await report(p, 's');
@@ -97,11 +54,15 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
     const N = 30_000;
     await ask(nodes[0] as NodeProc, { cmd: 'pub', topic: 'jobs.run', count: N }, 'published', 60_000);
     let counts: number[] = [];
-    await until(async () => {
-      counts = [];
-      for (const p of nodes) counts.push((await report(p, 'q')).count as number);
-      return counts.reduce((x, y) => x + y, 0) >= N;
-    }, 'every job delivered');
+    await until(
+      async () => {
+        counts = [];
+        for (const p of nodes) counts.push((await report(p, 'q')).count as number);
+        return counts.reduce((x, y) => x + y, 0) >= N;
+      },
+      'every job delivered',
+      DELIVERY_MS,
+    );
     await new Promise((r) => setTimeout(r, 200));
     const reports = await Promise.all(nodes.map((p) => report(p, 'q')));
     expect(reports.reduce((x, r) => x + (r.count as number), 0)).toBe(N);
@@ -113,25 +74,26 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
   });
 
   it('a node that joins late receives broadcasts from its first subscription on; a node killed mid-broadcast does not stop the others', async () => {
-    const [a, b, c] = (await cluster(3)) as NodeProc[];
+    const { procs, addresses, clusterName } = await layer.start(3, 'p');
+    const [a, b, c] = procs;
     await ask(b as NodeProc, { cmd: 'sub', id: 's', topic: 'feed' }, 'subscribed');
     await ask(c as NodeProc, { cmd: 'sub', id: 's', topic: 'feed' }, 'subscribed');
     await ask(a as NodeProc, { cmd: 'interest', topic: 'feed', to: ['p2', 'p3'] }, 'interest');
     // Publish in the background, kill c in the middle.
     const published = ask(a as NodeProc, { cmd: 'pub', topic: 'feed', count: 5000, pauseEvery: 100, pauseMs: 2 }, 'published', 60_000);
-    await until(async () => ((await report(b as NodeProc, 's')).count as number) > 1000, 'the broadcast under way');
+    await until(async () => ((await report(b as NodeProc, 's')).count as number) > 1000, 'the broadcast under way', DELIVERY_MS);
     c?.kill('SIGKILL');
     await published;
-    await until(async () => ((await report(b as NodeProc, 's')).count as number) >= 5000, 'b to get everything');
+    await until(async () => ((await report(b as NodeProc, 's')).count as number) >= 5000, 'b to get everything', DELIVERY_MS);
     const rb = await report(b as NodeProc, 's');
     expect({ count: rb.count, outOfOrder: rb.outOfOrder, duplicates: rb.duplicates }).toEqual({ count: 5000, outOfOrder: 0, duplicates: 0 });
     // A late joiner: subscribes, and gets exactly what is published after its interest is known.
-    const joiner = await startNode('p4', procClusterName(a as NodeProc), [await addressOf(a as NodeProc)]);
+    const joiner = await layer.startNode('p4', clusterName, [addresses[0] as string]);
     await joiner.proc.waitFor(isUp('p1'), 10_000, 'p1 up');
     await ask(joiner.proc, { cmd: 'sub', id: 's', topic: 'feed' }, 'subscribed');
     await ask(a as NodeProc, { cmd: 'interest', topic: 'feed', to: ['p4'] }, 'interest');
     await ask(a as NodeProc, { cmd: 'pub', topic: 'feed', count: 1000, start: 5000 }, 'published', 60_000);
-    await until(async () => ((await report(joiner.proc, 's')).count as number) >= 1000, 'the joiner to get the new ones');
+    await until(async () => ((await report(joiner.proc, 's')).count as number) >= 1000, 'the joiner to get the new ones', DELIVERY_MS);
     const rj = await report(joiner.proc, 's');
     expect({ count: rj.count, outOfOrder: rj.outOfOrder, duplicates: rj.duplicates }).toEqual({ count: 1000, outOfOrder: 0, duplicates: 0 });
   });
@@ -144,7 +106,7 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
     const N = 10_000;
     const t0 = Date.now();
     await ask(a as NodeProc, { cmd: 'pub', topic: 'ticks', count: N }, 'published', 60_000);
-    await until(async () => ((await report(b as NodeProc, 'fast')).count as number) >= N, 'the fast subscriber');
+    await until(async () => ((await report(b as NodeProc, 'fast')).count as number) >= N, 'the fast subscriber', DELIVERY_MS);
     const fastMs = Date.now() - t0;
     const slow = await report(b as NodeProc, 'slow');
     // The slow one handles one message per 20 ms: it cannot have seen more than a few hundred,
@@ -157,16 +119,6 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
   });
 });
 
-// Helpers for the late joiner: the cluster name and address of a running node, from its start event.
-function procClusterName(p: NodeProc): string {
-  const args = (p.child.spawnargs[2] ?? '{}') as string;
-  return (JSON.parse(args) as { clusterName: string }).clusterName;
-}
-async function addressOf(p: NodeProc): Promise<string> {
-  const e = await p.waitFor((x) => x.event === 'started');
-  return (e.id as { address: string }).address;
-}
-
 describe.skipIf(skip !== undefined || requireTools(['redis-server'], 'pubsub over redis between processes') !== undefined)(
   'pubsub over redis between processes that have no mesh link',
   () => {
@@ -176,23 +128,13 @@ describe.skipIf(skip !== undefined || requireTools(['redis-server'], 'pubsub ove
       try {
         const pubsub = { adapter: 'redis', redis: { url: redis.url, presenceMs: 200 } };
         const clusterName = `pubsub-redis-${process.pid}`;
-        const start = async (name: string) => {
-          const opts = { name, clusterName, secret: SECRET, host: '127.0.0.1', pubsub };
-          const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-            stdio: ['pipe', 'pipe', 'pipe'],
-            env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-          });
-          const proc = new NodeProc(child, name);
-          procs.push(proc);
-          await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
-          return proc;
-        };
+        const start = async (name: string) => (await layer.startNode(name, clusterName, [], { pubsub })).proc;
         const a = await start('r1');
         const b = await start('r2');
         await ask(b, { cmd: 'sub', id: 's', topic: 'orders.>' }, 'subscribed');
         await ask(a, { cmd: 'interest', topic: 'orders.new', to: ['r2'] }, 'interest');
         await ask(a, { cmd: 'pub', topic: 'orders.new', count: 5000 }, 'published', 60_000);
-        await until(async () => ((await report(b, 's')).count as number) >= 5000, 'deliveries over redis');
+        await until(async () => ((await report(b, 's')).count as number) >= 5000, 'deliveries over redis', DELIVERY_MS);
         const r = await report(b, 's');
         expect({ count: r.count, outOfOrder: r.outOfOrder, duplicates: r.duplicates }).toEqual({ count: 5000, outOfOrder: 0, duplicates: 0 });
         // No mesh link between them: the messages went through Redis.

@@ -12,7 +12,8 @@ import type { AddressInfo } from 'node:net';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { isUp, type NodeEvent, NodeProc } from '../helpers/cluster.js';
+import type { NodeProc } from '../helpers/cluster.js';
+import { ask, LayerCluster } from '../helpers/layer-cluster.js';
 import { requireBuild } from '../helpers/requires.js';
 
 const PROC = fileURLToPath(new URL('../helpers/layer-proc.mjs', import.meta.url));
@@ -23,63 +24,13 @@ const SECRET = 'services-process-test-secret-0123456789';
 const INTERVAL_MS = 1000;
 /** What a loaded 2-core machine may add to one interval: scheduling, one mesh hop, the test's polling. */
 const MARGIN_MS = 1500;
-let procs: NodeProc[] = [];
-let run = 0;
+const layer = new LayerCluster({ script: PROC, secret: SECRET, prefix: 'services-proc' });
 
-afterEach(() => {
-  for (const p of procs) {
-    p.kill('SIGCONT');
-    p.kill('SIGKILL');
-  }
-  procs = [];
-});
+afterEach(() => layer.killAll());
 
-async function startNode(
-  name: string,
-  clusterName: string,
-  hosts: string[],
-  http = false,
-  extra: Record<string, unknown> = {},
-): Promise<{ proc: NodeProc; address: string }> {
-  const opts = {
-    ...extra,
-    name,
-    clusterName,
-    secret: SECRET,
-    host: '127.0.0.1',
-    ...(http ? { http: { host: '127.0.0.1', port: 0 } } : {}),
-    ...(hosts.length ? { cluster: { strategy: 'static', hosts } } : {}),
-  };
-  const child = spawn(process.execPath, [PROC, JSON.stringify(opts)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-    env: { ...process.env, FOUNDATION_LOG_LEVEL: 'warn' },
-  });
-  const proc = new NodeProc(child, name);
-  procs.push(proc);
-  const started = await proc.waitFor((e) => e.event === 'started', 10_000, 'start');
-  return { proc, address: (started.id as { address: string }).address };
-}
-
-async function cluster(n: number, http = false, extra: Record<string, unknown> = {}): Promise<NodeProc[]> {
-  const clusterName = `services-proc-${process.pid}-${++run}`;
-  const out: NodeProc[] = [];
-  const addresses: string[] = [];
-  for (let i = 1; i <= n; i++) {
-    const { proc, address } = await startNode(`s${i}`, clusterName, addresses, http, extra);
-    out.push(proc);
-    addresses.push(address);
-  }
-  for (const p of out) for (let i = 1; i <= n; i++) if (`s${i}` !== p.label) await p.waitFor(isUp(`s${i}`), 10_000, `s${i} up`);
-  return out;
-}
-
-async function ask(p: NodeProc, cmd: Record<string, unknown>, reply: string, timeoutMs = 20_000): Promise<NodeEvent> {
-  const next = p.waitForNext((e) => e.event === reply || e.event === 'command-error', timeoutMs, reply);
-  p.send(cmd);
-  const e = await next;
-  if (e.event === 'command-error') throw new Error(`${p.label} ${String(cmd.cmd)}: ${String(e.message)}`);
-  return e;
-}
+/** Nodes s1..sn of a fresh cluster (with an admin server on 127.0.0.1 when `http`), every one seeing every other up. */
+const cluster = async (n: number, http = false, extra: Record<string, unknown> = {}): Promise<NodeProc[]> =>
+  (await layer.start(n, 's', { ...extra, ...(http ? { http: { host: '127.0.0.1', port: 0 } } : {}) })).procs;
 
 interface Rec {
   name: string;
@@ -284,14 +235,14 @@ describe.skipIf(skip !== undefined)('services across processes', () => {
   });
 
   it('one instance id registered on both sides (nodes that had not met): the earlier keeps it everywhere, the other node withdraws its instance', async () => {
-    const clusterName = `services-proc-${process.pid}-${++run}`;
-    const { proc: a, address: addrA } = await startNode('s1', clusterName, []);
-    const { proc: b, address: addrB } = await startNode('s2', clusterName, []);
+    const clusterName = layer.freshClusterName();
+    const { proc: a, address: addrA } = await layer.startNode('s1', clusterName, []);
+    const { proc: b, address: addrB } = await layer.startNode('s2', clusterName, []);
     await register(a, { name: 'sched', id: 'dup', noCheck: true });
     await new Promise((r) => setTimeout(r, 20));
     await register(b, { name: 'sched', id: 'dup', noCheck: true });
     // s3 knows both: the transitive join links s1 and s2, and the registry resolves the conflict.
-    const { proc: c } = await startNode('s3', clusterName, [addrA, addrB]);
+    const { proc: c } = await layer.startNode('s3', clusterName, [addrA, addrB]);
     for (const p of [a, b, c]) await until(p, { name: 'sched' }, (rs) => rs.length === 1 && rs[0]?.node === 's1', `dup on s1 as seen by ${p.label}`);
     await until(b, { name: 'sched' }, (rs) => rs[0]?.node === 's1', 'settled');
     expect((await stats(b)).local).toBe(0);
