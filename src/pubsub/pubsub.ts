@@ -154,6 +154,9 @@ export class PubSub implements PubSubApi {
   private readonly sync: InterestSync;
   private readonly warn: RateLimitedLog;
   private readonly prefixes = new Map<string, TopicCounters>();
+  /** The last topic counted and its counters: a stream of publishes on one topic skips the prefix scan and lookup. */
+  private lastCountedTopic = '';
+  private lastCounters: TopicCounters | undefined;
   private readonly remoteOf = new WeakMap<Route, string[]>();
   /** Rotation of each queue group over its members (per publisher), started at random. */
   private readonly groupCursor = new Map<string, number>();
@@ -702,6 +705,14 @@ export class PubSub implements PubSubApi {
   // ---- counters ----------------------------------------------------------------------------
 
   private prefix(topic: string): TopicCounters {
+    if (topic === this.lastCountedTopic && this.lastCounters) return this.lastCounters;
+    const counters = this.prefixOf(topic);
+    this.lastCountedTopic = topic;
+    this.lastCounters = counters;
+    return counters;
+  }
+
+  private prefixOf(topic: string): TopicCounters {
     let end = topic.length;
     for (let i = 0; i < topic.length; i++) {
       const c = topic.charCodeAt(i);
