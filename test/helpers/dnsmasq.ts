@@ -26,10 +26,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
-import { accessSync, constants, mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { delimiter, join } from 'node:path';
+import { join } from 'node:path';
+import { findTool, requireTools } from './requires.js';
 
 export interface SrvRecord {
   /** Owner name, e.g. `_foundation._tcp.app.test`. */
@@ -57,25 +58,12 @@ export function findDnsmasq(): string | undefined {
 }
 
 /**
- * Whether the dnsmasq tests should be skipped: only when dnsmasq is missing outside CI.
- * In CI (CI set) a missing dnsmasq fails the tests instead.
+ * Whether the dnsmasq tests should be skipped: when dnsmasq is missing, with the reason printed,
+ * through the one gate every suite uses (`requireTools`: where the tools are required,
+ * FOUNDATION_REQUIRE_NETNS=1 as `.ci/run` sets it, a missing dnsmasq fails instead).
  */
 export function skipWithoutDnsmasq(): boolean {
-  if (findDnsmasq()) return false;
-  if (process.env.CI) return false;
-  console.warn('dnsmasq is not installed: skipping the DNS strategy tests (apt-get install -y dnsmasq-base)');
-  return true;
-}
-
-function findTool(name: string): string | undefined {
-  for (const d of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/bin', '/sbin', '/bin']) {
-    if (!d) continue;
-    try {
-      accessSync(join(d, name), constants.X_OK);
-      return join(d, name);
-    } catch {}
-  }
-  return undefined;
+  return requireTools(['dnsmasq'], 'the DNS strategy tests') !== undefined;
 }
 
 const SETPRIV = process.platform === 'linux' ? findTool('setpriv') : undefined;
