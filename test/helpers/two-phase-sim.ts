@@ -181,6 +181,14 @@ export class TwoPhaseSim {
     }
   }
 
+  /** The link between `a` and `b` is replaced, both staying up: what was in flight on it is lost, and both ends hear of it. */
+  replaceLink(a: string, b: string): void {
+    if (a === b || !this.linked(a, b)) return;
+    this.inflight = this.inflight.filter((p) => !((p.from === a && p.to === b) || (p.from === b && p.to === a)));
+    this.nodes.get(a)?.machine.linkReplaced(b);
+    this.nodes.get(b)?.machine.linkReplaced(a);
+  }
+
   heal(a: string, b: string): void {
     if (a === b || this.links.has(this.pair(a, b))) return;
     this.links.add(this.pair(a, b));

@@ -617,6 +617,24 @@ export class TwoPhase {
     for (const p of [...this.participant.values()]) if (p.coord === name && p.phase === 'prepared') this.startTermination(p);
   }
 
+  /**
+   * The link to `name` was replaced while both ends stayed up (a tie-break, a re-dial): what was in
+   * flight on the old link may be lost. A prepare that `name` has not voted on goes again, and so
+   * does this node's yes vote on a transaction `name` coordinates; both are idempotent (a
+   * participant that holds the transaction votes the same again, a coordinator counts one vote per
+   * node). Commits, acknowledgements and queries are retried by `tick` and `peerUp` anyway.
+   * Without this a transaction begun as links settle waits out its timeout and aborts.
+   */
+  linkReplaced(name: string): void {
+    if (name === this.self) return;
+    for (const c of this.coordinated.values()) {
+      if (c.phase === 'collecting' && name in c.parts && !c.votes.has(name)) {
+        this.host.send(name, { t: 'prepare', tx: c.tx, coord: this.self, parts: c.parts, writes: c.writes, base: c.base, timeoutMs: c.timeoutMs });
+      }
+    }
+    for (const p of this.participant.values()) if (p.coord === name && p.phase === 'prepared') this.sendVote(name, p.tx, true);
+  }
+
   /** A member came up: in-doubt transactions ask it at once. */
   peerUp(name: string): void {
     for (const p of [...this.participant.values()]) {
