@@ -36,6 +36,12 @@ export interface PlacementView {
   readonly now: number;
   /** An orphan older than this that the owner has not adopted is sent to the owner (it may not know of it). */
   readonly forwardAfterMs: number;
+  /**
+   * Whether a live host gave up `name` a moment ago: a graceful stop unregisters a singleton, then
+   * asks its successor to adopt it with its state; nobody else starts it meanwhile, or the state
+   * would be lost to a fresh start. Absent: nothing is being handed off.
+   */
+  handingOff?(name: string): boolean;
 }
 
 export type PlacementAction =
@@ -63,6 +69,7 @@ export function planOwned(v: PlacementView): PlacementAction[] {
   for (const name of v.table.names('singleton')) {
     const mine = v.table.own('singleton', name);
     if (mine?.k !== 'singleton' || mine.consistency !== 'available' || v.runsHere(name) || v.registered(name) !== undefined) continue;
+    if (v.handingOff?.(name)) continue;
     const declarers = v.live.filter((n) => v.table.holders('singleton', name).has(n));
     if (ownerOf(name, declarers) === v.self) out.push({ start: 'singleton', name, type: mine.type, args: mine.args });
   }

@@ -51,6 +51,13 @@ const TABLE_TOPIC = '$proc.table';
 const DIGEST_MS = 2000;
 /** Placement runs this long after the last change that may move something (coalesces bursts). */
 const SETTLE_MS = 25;
+/**
+ * How long an available singleton that a live host just unregistered is left to its handoff
+ * before the owner starts it fresh: 1000 ms. The adopt request follows the unregistration on the
+ * same lane, so it normally arrives within a millisecond; the grace covers a loaded host, and is
+ * the delay a worker that gave up on a live host waits before it restarts elsewhere.
+ */
+const HANDOFF_GRACE_MS = 1000;
 /** How long placement waits for a peer's table before deciding without it. */
 const SYNC_WAIT_MS = 2000;
 /** An orphan the owner has not adopted after this long is sent to it (the owner may not know of it); again every as long. */
@@ -107,6 +114,8 @@ export class Processes implements ProcessesApi {
   private readonly warn: RateLimitedLog;
   /** The last node seen running each name (failover accounting). */
   private readonly lastHost = new Map<string, string>();
+  /** Singleton names a live host unregistered, and when: a handoff may be under way (`HANDOFF_GRACE_MS`). */
+  private readonly releasedAt = new Map<string, number>();
   /** Quorum singletons this node declared: their lease handles. */
   private readonly leases = new Map<string, QuorumLeaseHandle>();
   private readonly unsyncedSince = new Map<string, number>();
@@ -180,11 +189,19 @@ export class Processes implements ProcessesApi {
       this.registry.watch((e) => {
         if (e.type === 'register') {
           this.lastHost.set(e.owner.name, e.owner.node);
+          this.releasedAt.delete(e.owner.name);
         } else if (e.type === 'conflict') {
           if (e.loser === this.self) void this.lostName(e.name, e.winner);
         } else if (e.type === 'unregister') {
           const w = this.local.get(e.name);
           if (w?.unregistered) this.retryRegistration(e.name, w);
+          // Given up by a host that is still up: a graceful stop handing it off, whose adopt request
+          // follows on the same lane. Placement leaves it alone for a moment, then looks again.
+          const host = this.lastHost.get(e.name);
+          if (host !== undefined && host !== this.self && this.link.up.has(host)) {
+            this.releasedAt.set(e.name, Date.now());
+            setTimeout(() => this.schedule(), HANDOFF_GRACE_MS + 10).unref();
+          }
           // A name that goes may be one this node should now run.
           this.schedule();
         }
@@ -708,7 +725,11 @@ export class Processes implements ProcessesApi {
 
   private onMembers(change: MembershipChange): void {
     if (change.type === 'up' && !change.member.hidden) this.unsyncedSince.set(change.member.name, Date.now());
-    if (change.type === 'down') this.unsyncedSince.delete(change.member.name);
+    if (change.type === 'down') {
+      this.unsyncedSince.delete(change.member.name);
+      // A host that goes down hands nothing off: what it gave up is placed at once.
+      for (const name of [...this.releasedAt.keys()]) if (this.lastHost.get(name) === change.member.name) this.releasedAt.delete(name);
+    }
     this.schedule();
     if (change.type === 'up' || change.type === 'down') this.scheduleRebalance();
   }
@@ -741,6 +762,13 @@ export class Processes implements ProcessesApi {
       stoppedReplicated: this.stoppedReplicated,
       now: Date.now(),
       forwardAfterMs: ORPHAN_FORWARD_MS,
+      handingOff: (name) => {
+        const at = this.releasedAt.get(name);
+        if (at === undefined) return false;
+        if (Date.now() - at < HANDOFF_GRACE_MS) return true;
+        this.releasedAt.delete(name);
+        return false;
+      },
     };
     for (const a of planReplicated(view)) {
       if (a.start === 'replicated') void this.handleRpc({ t: 'start-replicated', name: a.name, type: a.type, args: a.args, sup: {} }, this.self);
