@@ -14,7 +14,7 @@ import { ConfigError, ErrorCodes, MessagingError, type PubSubError } from '../er
 import { assertSerializable } from '../mesh/codec.js';
 import { decodeTopic } from '../mesh/message.js';
 import { LANES, type LaneName } from '../mesh/types.js';
-import { QUIET_DIGEST_TICKS } from '../replication/owned-replica.js';
+import { isQuietDigestTick } from '../replication/owned-replica.js';
 import { type GridTimer, gridInterval } from '../util/grid-timer.js';
 import { type Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
@@ -244,7 +244,7 @@ export class PubSub implements PubSubApi {
       },
     };
     await this.adapter.start(host);
-    this.digestTimer = gridInterval(INTEREST_DIGEST_MS, (n) => this.sync.tick(n % QUIET_DIGEST_TICKS === 0));
+    this.digestTimer = gridInterval(INTEREST_DIGEST_MS, (n) => this.sync.tick(isQuietDigestTick(n)));
   }
 
   /** Ends every subscription and stops the adapter. */

@@ -14,7 +14,7 @@ import type { MembershipChange } from '../mesh/types.js';
 import { type GridTimer, gridInterval } from '../util/grid-timer.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
-import { QUIET_DIGEST_TICKS } from './owned-replica.js';
+import { isQuietDigestTick } from './owned-replica.js';
 
 /** What a replicated table exposes to its transport (`OwnedReplica` and the tables built on it). */
 export interface ReplicaEndpoint<M> {
@@ -121,7 +121,7 @@ export class MeshReplicaLink<M> {
   private digestWhilePeers(): void {
     if (this.up.size > 0 && !this.digestTimer && !this.stopped) {
       const endpoint = this.endpoint as ReplicaEndpoint<M>;
-      this.digestTimer = gridInterval(this.opts.digestMs, (n) => endpoint.tick(n % QUIET_DIGEST_TICKS === 0));
+      this.digestTimer = gridInterval(this.opts.digestMs, (n) => endpoint.tick(isQuietDigestTick(n)));
     } else if (this.up.size === 0 && this.digestTimer) {
       this.digestTimer.stop();
       this.digestTimer = undefined;

@@ -45,6 +45,11 @@ export type ReplicaValueCheck<V> = (value: unknown) => value is V;
 /** With no change since the last digest, one digest every this many ticks (30 s at a 2 s period). */
 export const QUIET_DIGEST_TICKS = 15;
 
+/** Whether grid tick `n` (of a `gridInterval` at the digest period) is one where a digest goes out even with no change. */
+export function isQuietDigestTick(n: number): boolean {
+  return n % QUIET_DIGEST_TICKS === 0;
+}
+
 /** Most entries one message may carry. */
 const MAX_ENTRIES = 100_000;
 

@@ -11,7 +11,7 @@ import { ClusterConfigError, ConfigError, type ConfigVote, ErrorCodes } from '..
 import { assertSerializable } from '../../mesh/codec.js';
 import type { InternalMesh, MembersWatch } from '../../mesh/interface.js';
 import type { MessageContext } from '../../mesh/types.js';
-import { QUIET_DIGEST_TICKS } from '../../replication/owned-replica.js';
+import { isQuietDigestTick } from '../../replication/owned-replica.js';
 import { type GridTimer, gridInterval } from '../../util/grid-timer.js';
 import type { Logger } from '../../util/logger.js';
 import { RateLimitedLog } from '../../util/logger.js';
@@ -260,7 +260,7 @@ export class ClusterConfig implements ClusterConfigApi {
     });
     for (const m of this.watchHandle.members) this.up.set(m.name, m.incarnation);
     this.bootstrap();
-    this.digestTimer = gridInterval(this.digestMs, (n) => this.periodicDigest(n % QUIET_DIGEST_TICKS === 0));
+    this.digestTimer = gridInterval(this.digestMs, (n) => this.periodicDigest(isQuietDigestTick(n)));
   }
 
   stop(): void {
