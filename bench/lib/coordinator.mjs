@@ -1,8 +1,7 @@
-import { appendFileSync } from 'node:fs';
 // Coordinator side of the mesh, pubsub and hol benches: worker processes over IPC, broker
 // daemons, table formatting (bench/mesh.mjs, bench/pubsub.mjs and bench/hol.mjs share it).
 import { fork, spawn, spawnSync } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
+import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -68,7 +67,11 @@ export class Worker {
     this.tail = '';
     this.exited = false;
     // One directory per process: the main thread and the heartbeat worker thread each write a profile.
-    const execArgv = [...nodeFlags, ...(process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : []), ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results', 'prof', `${label}-${Date.now()}`)] : [])];
+    const execArgv = [
+      ...nodeFlags,
+      ...(process.env.BENCH_NODE_FLAGS ? process.env.BENCH_NODE_FLAGS.split(' ') : []),
+      ...(cpuProf ? ['--cpu-prof', '--cpu-prof-dir', join(ROOT, 'bench', 'results', 'prof', `${label}-${Date.now()}`)] : []),
+    ];
     this.child = track(
       fork(join(LIB, script), args, {
         stdio: ['ignore', 'pipe', 'pipe', 'ipc'],

@@ -16,6 +16,7 @@ import { ErrorCodes, FoundationError, HandshakeError, MessagingError } from '../
 import type { Logger, RateLimitedLog } from '../util/logger.js';
 import { publish, TelemetryChannels } from '../util/telemetry.js';
 import { HandshakeAdmission, SourceRateLimitedLog, sourceAddress } from './admission.js';
+import type { BodyPool } from './body-pool.js';
 import { type BackoffOptions, type DialAttempt, Dialer } from './dialer.js';
 import { type AdmitDecision, acceptHandshake, type HandshakeResult, type HelloInfo, initiateHandshake } from './handshake.js';
 import { formatAddress, parseAddress } from './identity.js';
@@ -49,6 +50,8 @@ export interface ConnectorOptions {
   connectTimeoutMs: number;
   reconnect: BackoffOptions;
   lanes: Partial<OutboxOptions>;
+  /** Where links take the bodies of large received messages from. */
+  bodyPool?: BodyPool;
 }
 
 /** What the connector needs from the rest of the mesh. */
@@ -275,6 +278,7 @@ export class Connector {
     return new Link(socket, direction, {
       maxFrameBytes: this.opts.maxFrameBytes,
       maxMessageBytes: this.opts.maxMessageBytes,
+      bodyPool: this.opts.bodyPool,
       outbox: this.opts.lanes,
       handshakeTimeoutMs: this.opts.handshakeTimeoutMs,
     });

@@ -9,10 +9,12 @@ import type { Logger, RateLimitedLog } from '../util/logger.js';
 import { decode, encode } from './codec.js';
 import { type InboundMessage, MessageFlags } from './message.js';
 import { errorPayload, type Requests } from './requests.js';
-import { LANES, type LaneName, type MessageContext, type NodeIdentity } from './types.js';
+import { LANES, type LaneName, type MessageContext, type NodeIdentity, type SystemMessageContext } from './types.js';
 
 /** A handler of one topic. Its return value (or what its promise resolves to) answers a request. */
 export type MessageHandler = (payload: unknown, ctx: MessageContext) => unknown;
+/** The handler of a system topic (Foundation's own layers): its context may carry `release`. */
+export type SystemMessageHandler = (payload: unknown, ctx: SystemMessageContext) => unknown;
 
 /** Where a message came from, and how to answer it. One per link (and one for this node). */
 export interface MessageSource {
@@ -65,11 +67,11 @@ export class Dispatcher {
   }
 
   /** Registers the handler of a system topic (it must start with `$`): for Foundation's own layers. */
-  handleSystem(topic: string, handler: MessageHandler): () => void {
+  handleSystem(topic: string, handler: SystemMessageHandler): () => void {
     if (typeof topic !== 'string' || !topic.startsWith(SYSTEM_TOPIC_PREFIX) || topic.length < 2) {
       throw new ConfigError('topic', `a system topic starts with "$" and names something after it (got "${String(topic)}")`);
     }
-    return this.register(topic, handler);
+    return this.register(topic, handler as MessageHandler);
   }
 
   private register(topic: string, handler: MessageHandler): () => void {
@@ -87,7 +89,7 @@ export class Dispatcher {
    */
   loopback(lane: number, flags: number, corrId: number, topic: string, body: Uint8Array): void {
     const payload = Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.length);
-    this.loopQueue.push({ lane, flags, corrId, topic, payload });
+    this.loopQueue.push({ lane, flags, corrId, topic, payload, release: undefined });
     if (this.loopScheduled) return;
     this.loopScheduled = true;
     setImmediate(() => {
@@ -118,6 +120,7 @@ export class Dispatcher {
     const handler = this.handlers.get(msg.topic);
     const isRequest = (msg.flags & MessageFlags.REQUEST) !== 0;
     if (!handler) {
+      msg.release?.();
       if (isRequest) this.reply(src, msg, { code: ErrorCodes.NO_HANDLER, message: `no handler for topic "${msg.topic}" on ${this.self.name}` }, true);
       else this.warnOnce.warn(`nohandler:${msg.topic}`, { from, topic: msg.topic }, 'message for a topic with no handler dropped');
       return;
@@ -130,7 +133,17 @@ export class Dispatcher {
       if (isRequest) this.reply(src, msg, { code: ErrorCodes.FRAME_INVALID, message: 'request payload could not be decoded' }, true);
       return;
     }
-    const ctx: MessageContext = { from, topic: msg.topic, lane: LANE_NAMES[msg.lane] as LaneName, incarnation: src.incarnation, session: src.session };
+    // A pooled body goes to a system topic's handler only as a raw payload (a decoded value may
+    // hold views of it that no one could account for); user handlers never see `release`.
+    const release = msg.flags & MessageFlags.RAW && msg.topic.startsWith(SYSTEM_TOPIC_PREFIX) ? msg.release : undefined;
+    const ctx: SystemMessageContext = {
+      from,
+      topic: msg.topic,
+      lane: LANE_NAMES[msg.lane] as LaneName,
+      incarnation: src.incarnation,
+      session: src.session,
+      release,
+    };
     if (!isRequest) {
       try {
         const r = handler(value, ctx);

@@ -4,6 +4,7 @@
  * link's ACK frames.
  */
 import { ConfigError, ErrorCodes, FrameError } from '../errors.js';
+import type { BodyPool } from './body-pool.js';
 import { FRAME_HEADER_BYTES } from './framing.js';
 import {
   DATA_HEADER_BYTES,
@@ -25,6 +26,11 @@ const MiB = 1024 * 1024;
 export interface InboxOptions {
   /** Largest reassembled message body accepted, in bytes (default 64 MiB). */
   maxMessageBytes?: number;
+  /**
+   * Where bodies of large messages come from (shared by a node's links). Without it every body
+   * is newly allocated.
+   */
+  bodyPool?: BodyPool;
 }
 
 /** Default `maxMessageBytes`. */
@@ -50,6 +56,9 @@ export class Inbox {
   private readonly bodies: Array<Buffer | undefined> = LANES.map(() => undefined);
   private readonly totals: number[] = LANES.map(() => 0);
   private readonly filled: number[] = LANES.map(() => 0);
+  /** Per lane: how to hand the body back, when it came from the pool. */
+  private readonly releases: Array<(() => void) | undefined> = LANES.map(() => undefined);
+  private readonly bodyPool: BodyPool | undefined;
   private unacked = 0;
   private longestCopy = 0;
 
@@ -59,6 +68,7 @@ export class Inbox {
       throw new ConfigError('maxMessageBytes', `must be an integer >= ${MESSAGE_HEADER_BYTES}, got ${String(max)}`);
     }
     this.maxMessageBytes = max;
+    this.bodyPool = options.bodyPool;
   }
 
   /** Bytes received so far of partly received messages, all lanes. */
@@ -168,7 +178,9 @@ export class Inbox {
     // A first fragment that holds everything, or nothing, is never sent (and would let a peer
     // allocate for free).
     if (chunk === 0 || chunk >= total) invalidFrame(`first DATA fragment of ${chunk} bytes for a message of ${total}`);
-    this.bodies[lane] = Buffer.allocUnsafe(total);
+    const lent = this.bodyPool?.take(total);
+    this.bodies[lane] = lent === undefined ? Buffer.allocUnsafe(total) : lent.body;
+    this.releases[lane] = lent?.release;
     this.totals[lane] = total;
     this.filled[lane] = 0;
   }
@@ -193,10 +205,12 @@ export class Inbox {
       return undefined;
     }
     const body = this.bodies[lane] as Buffer;
+    const release = this.releases[lane];
     this.bodies[lane] = undefined;
+    this.releases[lane] = undefined;
     this.totals[lane] = 0;
     this.filled[lane] = 0;
-    return parseMessageBody(lane, body);
+    return parseMessageBody(lane, body, 0, release);
   }
 
   private noteCopy(n: number): void {
@@ -213,9 +227,11 @@ export class Inbox {
     );
   }
 
-  /** Forgets partly received messages (the link was reset). */
+  /** Forgets partly received messages (the link was reset); pooled bodies go back (nothing else saw them). */
   reset(): void {
     for (let lane = 0; lane < LANE_COUNT; lane++) {
+      this.releases[lane]?.();
+      this.releases[lane] = undefined;
       this.bodies[lane] = undefined;
       this.totals[lane] = 0;
       this.filled[lane] = 0;

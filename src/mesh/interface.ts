@@ -13,7 +13,7 @@
  *   link; this node's messages to itself carry its own incarnation and session `"local"`.
  */
 import type { EventEmitter } from 'node:events';
-import type { MessageHandler } from './dispatch.js';
+import type { SystemMessageHandler } from './dispatch.js';
 import type { Membership } from './membership.js';
 import type { LaneName, Member, MembershipChange, MeshEvents, NodeIdentity } from './types.js';
 
@@ -46,9 +46,10 @@ export interface InternalMesh {
   /**
    * Registers the handler of a system topic: it must start with `$` (user code cannot register
    * those: `handle` refuses them). One handler per topic; a second one throws
-   * `FOUNDATION_HANDLER_EXISTS`. Returns the unregister function.
+   * `FOUNDATION_HANDLER_EXISTS`. Returns the unregister function. A large raw payload may come
+   * with `ctx.release` (pooled memory: see `SystemMessageContext`).
    */
-  handleSystem(topic: string, handler: MessageHandler): () => void;
+  handleSystem(topic: string, handler: SystemMessageHandler): () => void;
 
   /**
    * Sends one message. `node` may be this node's own name: the message then loops back through

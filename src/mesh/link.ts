@@ -15,6 +15,7 @@
  */
 import type { Socket } from 'node:net';
 import { ErrorCodes, FrameError, HandshakeError } from '../errors.js';
+import type { BodyPool } from './body-pool.js';
 import { decodeAck, encodeAck, encodeFrame, type Frame, FrameDecoder, FrameType } from './framing.js';
 import { HANDSHAKE_MAX_FRAME_BYTES, type HandshakeChannel, type HandshakeResult } from './handshake.js';
 import { Inbox } from './inbox.js';
@@ -24,6 +25,8 @@ import { FIN_FIRST, type GatherPayload, type InboundMessage, LANE_COUNT } from '
 export interface LinkOptions {
   maxFrameBytes: number;
   maxMessageBytes: number;
+  /** Where the inbox takes the bodies of large messages from (none: each is allocated). */
+  bodyPool?: BodyPool;
   outbox: Partial<OutboxOptions>;
   handshakeTimeoutMs: number;
 }
@@ -105,7 +108,7 @@ export class Link {
     this.remote = `${socket.remoteAddress}:${socket.remotePort}`;
     // Until the peer proves the secret it may send only handshake-sized frames (see admission.ts).
     this.decoder = new FrameDecoder(opts.maxFrameBytes, { dataParts: true, initialLimit: Math.min(HANDSHAKE_MAX_FRAME_BYTES, opts.maxFrameBytes) });
-    this.inbox = new Inbox({ maxMessageBytes: opts.maxMessageBytes });
+    this.inbox = new Inbox({ maxMessageBytes: opts.maxMessageBytes, bodyPool: opts.bodyPool });
     this.outbox = new Outbox({ ...opts.outbox, onDrain: (lane: number) => this.events?.onDrain(lane) });
     const window = opts.outbox.windowBytes ?? DEFAULT_WINDOW_BYTES;
     this.ackEvery = Math.max(1, Math.min(Math.floor(window / 2), MAX_ACK));

@@ -17,10 +17,11 @@ import { ErrorCodes, FoundationError, MessagingError } from '../errors.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
 import { MAX_HANDSHAKES } from './admission.js';
+import { BodyPool } from './body-pool.js';
 import { encode } from './codec.js';
 import { Connector, type ConnectResult } from './connector.js';
 import type { DialAttempt } from './dialer.js';
-import { Dispatcher, type MessageHandler } from './dispatch.js';
+import { Dispatcher, type MessageHandler, type SystemMessageHandler } from './dispatch.js';
 import type { HelloInfo } from './handshake.js';
 import { HeartbeatService } from './heartbeat.js';
 import { formatAddress } from './identity.js';
@@ -58,6 +59,8 @@ export class Mesh implements InternalMesh {
   private readonly requests = new Requests();
   private readonly dispatcher: Dispatcher;
   private readonly connector: Connector;
+  /** Reused bodies of large received messages, shared by every link (see body-pool.ts). */
+  private readonly bodyPool: BodyPool;
   private readonly peers: Peers;
   private readonly join: TransitiveJoin;
   private stopping = false;
@@ -84,9 +87,11 @@ export class Mesh implements InternalMesh {
       this.counters.down[reason] = (this.counters.down[reason] ?? 0) + 1;
     });
     this.dispatcher = new Dispatcher(this.self, this.requests, this.log, warnOnce);
+    // Two of the largest messages: one being received while the layer above holds the previous one.
+    this.bodyPool = new BodyPool({ maxPooledBytes: 2 * opts.maxMessageBytes });
     this.connector = new Connector(
       this.self,
-      opts,
+      { ...opts, bodyPool: this.bodyPool },
       {
         helloInfo: () => this.helloInfo(),
         peer: (name) => this.peers.get(name),
@@ -232,7 +237,7 @@ export class Mesh implements InternalMesh {
     return this.dispatcher.handle(topic, handler);
   }
 
-  handleSystem(topic: string, handler: MessageHandler): () => void {
+  handleSystem(topic: string, handler: SystemMessageHandler): () => void {
     return this.dispatcher.handleSystem(topic, handler);
   }
 
@@ -386,6 +391,7 @@ export class Mesh implements InternalMesh {
     for (const socket of this.connector.sockets) socket.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     await this.heartbeat.stop();
+    this.bodyPool.clear();
   }
 }
 

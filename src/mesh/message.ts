@@ -99,6 +99,12 @@ export interface InboundMessage {
   topic: string;
   /** Payload bytes; usually a view into the received frame: do not write to it. */
   payload: Buffer;
+  /**
+   * Present when the message's body is pooled memory (a large message, see body-pool.ts): hands
+   * it back for a later message. Only whoever knows that nothing references the payload any
+   * more may call it; never calling it is safe.
+   */
+  release: (() => void) | undefined;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -203,8 +209,9 @@ export function invalidFrame(message: string): never {
  * Parses a serialized message body that starts at `start` in `buf` and runs to its end (the
  * offset lets a single-fragment DATA frame be parsed in place). The payload is a view into
  * `buf` (no copy). Throws `FrameError(FOUNDATION_FRAME_INVALID)` if the body is truncated.
+ * `release` is the pooled body's (see `InboundMessage.release`).
  */
-export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundMessage {
+export function parseMessageBody(lane: number, buf: Buffer, start = 0, release?: () => void): InboundMessage {
   if (buf.length - start < MESSAGE_HEADER_BYTES) invalidFrame(`Message body of ${buf.length - start} bytes is shorter than its header`);
   const flags = buf[start] as number;
   const corrId = (buf[start + 1] as number) * 0x1000000 + (((buf[start + 2] as number) << 16) | ((buf[start + 3] as number) << 8) | (buf[start + 4] as number));
@@ -213,7 +220,7 @@ export function parseMessageBody(lane: number, buf: Buffer, start = 0): InboundM
   const payloadStart = topicStart + topicLength;
   if (payloadStart > buf.length) invalidFrame(`Message topic of ${topicLength} bytes runs past the end of the body`);
   const topic = topicLength === 0 ? '' : decodeTopic(buf, topicStart, topicLength);
-  return { lane, flags, corrId, topic, payload: buf.subarray(payloadStart) };
+  return { lane, flags, corrId, topic, payload: buf.subarray(payloadStart), release };
 }
 
 /**

@@ -106,6 +106,21 @@ export interface MessageContext {
   session: string;
 }
 
+/**
+ * What a system topic's handler (Foundation's own layers, `InternalMesh.handleSystem`) gets:
+ * `MessageContext` plus, for a raw payload in pooled memory, how to hand that memory back.
+ * Not exported to users.
+ */
+export interface SystemMessageContext extends MessageContext {
+  /**
+   * Present when the payload (sent raw) is a view of a pooled message body (a large message,
+   * see src/mesh/body-pool.ts): call it once nothing references the payload, nor any view of it,
+   * any more, and its memory serves a later message. Never calling it is safe (the GC collects
+   * the memory as usual); calling it early lets a later message overwrite the payload.
+   */
+  release: (() => void) | undefined;
+}
+
 /** Messages and bytes, per lane. */
 export type LaneTally = Record<LaneName, { messages: number; bytes: number }>;
 

@@ -17,8 +17,12 @@ export interface PubSubAdapterHost {
   readonly self: string;
   /** This node's incarnation (the interest protocol checks that messages carry the sender's). */
   readonly incarnation: number;
-  /** A published frame from another node. */
-  receive(from: string, lane: LaneName, frame: Buffer): void;
+  /**
+   * A published frame from another node. `release`, when the transport received the frame into
+   * pooled memory, hands that memory back: the engine calls it once nothing references the
+   * frame (or never, and the GC collects it).
+   */
+  receive(from: string, lane: LaneName, frame: Buffer, release?: () => void): void;
   /** An interest message from another node; `incarnation` is the sender's, as the transport vouches for it. */
   interest(from: string, incarnation: number, msg: unknown): void;
   /** A node is up (or back): it gets this node's whole interest. */

@@ -25,7 +25,7 @@ export class MeshPubSubAdapter implements PubSubAdapter {
     this.offs.push(
       this.mesh.handleSystem(MESH_PUBSUB_TOPICS.frame, (payload, ctx) => {
         if (ctx.from === self || !(payload instanceof Uint8Array)) return;
-        host.receive(ctx.from, ctx.lane, Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length));
+        host.receive(ctx.from, ctx.lane, Buffer.isBuffer(payload) ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.length), ctx.release);
       }),
       this.mesh.handleSystem(MESH_PUBSUB_TOPICS.interest, (payload, ctx) => {
         if (ctx.from === self) return;

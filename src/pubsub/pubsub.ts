@@ -38,7 +38,10 @@ import { assertPublishTopic, parsePattern } from './subject.js';
 import { SubjectIndex } from './subject-index.js';
 import {
   type DeliveryMeta,
+  type LeaseMode,
+  type LeasingHandler,
   type OverflowPolicy,
+  PayloadLease,
   type PubSubMessage,
   Subscriber,
   type SubscriberCounters,
@@ -62,6 +65,20 @@ export interface SubscribeOptions {
   signal?: AbortSignal;
   /** With `overflow: 'disconnect'`: called with the overflow error when the subscription ends. */
   onError?: (error: PubSubError) => void;
+  /**
+   * The handler borrows its payload instead of owning it: a payload is valid until the handler
+   * returns, or until the promise it returns settles (for a stream: until the reader asks for
+   * the next message, or leaves the loop); after that its memory may hold a later message. Copy
+   * what you keep (`Buffer.from(payload)`). Default false.
+   *
+   * What it is for: a large binary payload (at least 1 MiB, published as a `Uint8Array`,
+   * received from another node) is then received into reused memory instead of a fresh
+   * allocation per message, which spares the receiving node a full garbage collection per
+   * message (docs/guides/tuning.md, "Large payloads"). It takes effect for a message only when
+   * every subscriber on this node that gets it borrows; smaller, local, decoded or deflated
+   * payloads are ordinary (owned) values whatever this option says.
+   */
+  borrowPayload?: boolean;
 }
 
 /** Options of one publish. */
@@ -221,7 +238,7 @@ export class PubSub implements PubSubApi {
     const host: PubSubAdapterHost = {
       self: this.self,
       incarnation: this.sync.incarnation,
-      receive: (from, lane, frame) => this.receive(from, lane, frame),
+      receive: (from, lane, frame, release) => this.receive(from, lane, frame, release),
       interest: (from, incarnation, msg) => {
         const m = this.sync.parse(msg);
         if (!m) {
@@ -264,7 +281,8 @@ export class PubSub implements PubSubApi {
 
   subscribe<T = unknown>(pattern: string, handler: SubscriptionHandler<T>, opts: SubscribeOptions = {}): () => void {
     if (typeof handler !== 'function') throw new ConfigError('handler', `expected a function, got ${typeof handler}`);
-    return this.addSubscriber(pattern, handler as SubscriptionHandler, opts, (e) => opts.onError?.(e)).unsubscribe;
+    return this.addSubscriber(pattern, handler as LeasingHandler, opts, opts.borrowPayload === true ? 'until-return' : 'none', (e) => opts.onError?.(e))
+      .unsubscribe;
   }
 
   stream<T = unknown>(pattern: string, opts: Omit<SubscribeOptions, 'onError'> = {}): PubSubStream<T> {
@@ -272,8 +290,9 @@ export class PubSub implements PubSubApi {
     const it = new StreamIterator<T>(() => unsubscribe());
     const added = this.addSubscriber(
       pattern,
-      (payload, meta) => it.push({ payload: payload as T, topic: meta.topic, from: meta.from, lane: meta.lane } as PubSubMessage<T>),
+      (payload, meta, lease) => it.push({ payload: payload as T, topic: meta.topic, from: meta.from, lane: meta.lane } as PubSubMessage<T>, lease),
       { ...opts, signal: undefined },
+      opts.borrowPayload === true ? 'handed-over' : 'none',
       (e) => it.fail(e),
     );
     unsubscribe = added.unsubscribe;
@@ -288,8 +307,9 @@ export class PubSub implements PubSubApi {
 
   private addSubscriber(
     pattern: string,
-    handler: SubscriptionHandler,
+    handler: LeasingHandler,
     opts: SubscribeOptions,
+    leaseMode: LeaseMode,
     onOverflow: (e: PubSubError) => void,
   ): { unsubscribe: () => void; onEnd?: () => void } {
     if (this.stopped) throw new MessagingError(ErrorCodes.NODE_STOPPED, 'node is stopped: pubsub takes no new subscriptions');
@@ -317,10 +337,23 @@ export class PubSub implements PubSubApi {
       this.scheduleFlush();
       handle.onEnd?.();
     };
-    const sub = new Subscriber(this.nextId++, parsed, handler, maxQueue, overflow, this.hooks, group, (error) => {
-      end();
-      onOverflow(error);
-    });
+    if (opts.borrowPayload !== undefined && typeof opts.borrowPayload !== 'boolean') {
+      throw new ConfigError('borrowPayload', `expected true or false, got ${JSON.stringify(opts.borrowPayload)}`);
+    }
+    const sub = new Subscriber(
+      this.nextId++,
+      parsed,
+      handler,
+      maxQueue,
+      overflow,
+      this.hooks,
+      group,
+      (error) => {
+        end();
+        onOverflow(error);
+      },
+      leaseMode,
+    );
     this.subs.add(parsed, sub);
     this.subscriptions++;
     this.active.set(sub, end);
@@ -513,8 +546,10 @@ export class PubSub implements PubSubApi {
 
   // ---- receiving ---------------------------------------------------------------------------
 
-  private receive(from: string, lane: LaneName, buf: Buffer): void {
+  /** A frame (or batch) from another node; `release` hands back its pooled memory (see `deliverLocal`). */
+  private receive(from: string, lane: LaneName, buf: Buffer, release?: () => void): void {
     if (buf.length > 0 && buf[0] === BATCH_MARK) {
+      // Batches are small (never pooled); whatever a batch's payloads hold is left to the GC.
       this.receiving = { from, lane, buf };
       if (!forEachBatchFrame(buf, this.receiveBatched)) this.dropFrame(from, 'malformed batch');
       this.receiving = undefined;
@@ -523,7 +558,7 @@ export class PubSub implements PubSubApi {
       this.batchSubs.length = 0;
       return;
     }
-    this.receiveFrame(from, lane, buf, 0, buf.length);
+    this.receiveFrame(from, lane, buf, 0, buf.length, release);
   }
 
   /** The batch being received (`receiveBatched` is one function for all batches: no closure per batch). */
@@ -592,10 +627,11 @@ export class PubSub implements PubSubApi {
     return true;
   }
 
-  private receiveFrame(from: string, lane: LaneName, buf: Buffer, start: number, end: number): void {
+  private receiveFrame(from: string, lane: LaneName, buf: Buffer, start: number, end: number, release?: () => void): void {
     this.counters.framesReceived++;
     const frame = readFrame(buf, start, end);
     if (!frame) {
+      release?.();
       this.dropFrame(from, 'malformed frame');
       return;
     }
@@ -608,7 +644,7 @@ export class PubSub implements PubSubApi {
         (mine as Set<string>).add(group);
       }
     }
-    const delivered = this.deliverLocal(frame.topic, from, lane, mine, undefined, frame);
+    const delivered = this.deliverLocal(frame.topic, from, lane, mine, undefined, frame, undefined, release);
     if (delivered === 0) this.counters.unrouted++;
   }
 
@@ -623,6 +659,11 @@ export class PubSub implements PubSubApi {
    * group in `groups` (`'all'`: every local group) the member with the shortest queue. The
    * message is `value` (a local publish: the value itself) or a received `frame`, decoded here
    * once, and only if a subscriber matches. Returns how many subscribers got it.
+   *
+   * `release` (a frame received into pooled memory) is called once nothing references the frame:
+   * at once when no subscriber gets it or its payload was inflated (a copy); when every
+   * subscriber that gets it borrows its payload, after the last of them is done (a
+   * `PayloadLease`); never when one of them owns it (the GC then collects the memory).
    */
   private deliverLocal(
     topic: string,
@@ -632,19 +673,33 @@ export class PubSub implements PubSubApi {
     value: unknown,
     frame?: InboundFrame,
     localTraceparent?: string,
+    release?: () => void,
   ): number {
     // Matching subscribers into a reused array: no closure or array allocated per message.
     const matched = this.matched;
     matched.length = 0;
     this.subs.match(topic, this.collectMatch);
-    if (matched.length === 0) return 0;
+    if (matched.length === 0) {
+      release?.();
+      return 0;
+    }
     if (frame !== undefined) {
       try {
         value = decodeBody(frame);
       } catch (err) {
         matched.length = 0;
+        release?.();
         this.dropFrame(from, `undecodable payload: ${(err as Error).message}`);
         return 0;
+      }
+      if (release !== undefined && frame.flags & FrameFlags.DEFLATE) {
+        // The payload is the inflated copy: the received bytes are no longer needed.
+        release();
+        release = undefined;
+      } else if ((frame.flags & FrameFlags.RAW) === 0) {
+        // A decoded value may hold views of the received bytes anywhere inside it: it is owned,
+        // and the memory is left to the GC.
+        release = undefined;
       }
     }
     const traceparent = frame ? frame.traceparent : localTraceparent;
@@ -656,13 +711,13 @@ export class PubSub implements PubSubApi {
       meta = traceparent === undefined ? { topic, from, lane } : { topic, from, lane, traceparent };
       if (this.receiving !== undefined && traceparent === undefined) this.lastMeta = meta;
     }
-    let count = 0;
+    // The subscribers that get it: every plain one, then one member per queue group.
+    const targets = this.targets;
     let picks: Map<string, Subscriber[]> | undefined;
     for (let i = 0; i < matched.length; i++) {
       const sub = matched[i] as Subscriber;
       if (sub.group === undefined) {
-        sub.push(value, meta);
-        count++;
+        targets.push(sub);
         continue;
       }
       if (groups === undefined || (groups !== 'all' && !groups.has(sub.group))) continue;
@@ -672,12 +727,15 @@ export class PubSub implements PubSubApi {
       else picks.set(sub.group, [sub]);
     }
     matched.length = 0;
-    if (picks) {
-      for (const [group, members] of picks) {
-        this.pickLocal(group, members).push(value, meta);
-        count++;
-      }
+    if (picks) for (const [group, members] of picks) targets.push(this.pickLocal(group, members));
+    const count = targets.length;
+    let lease: PayloadLease | undefined;
+    if (release !== undefined) {
+      if (count === 0) release();
+      else if (targets.every((sub) => sub.leaseMode !== 'none')) lease = new PayloadLease(count, release);
     }
+    for (let i = 0; i < count; i++) (targets[i] as Subscriber).push(value, meta, lease);
+    targets.length = 0;
     if (count > 0) this.prefix(topic).delivered += count;
     return count;
   }
@@ -685,8 +743,9 @@ export class PubSub implements PubSubApi {
   /** Meta of the previous frame of the batch being received (reset after each batch). */
   private lastMeta: DeliveryMeta | undefined;
 
-  /** Scratch array of `deliverLocal` (subscribers run later, never inside it, so it is never re-entered). */
+  /** Scratch arrays of `deliverLocal` (subscribers run later, never inside it, so it is never re-entered). */
   private readonly matched: Subscriber[] = [];
+  private readonly targets: Subscriber[] = [];
   private readonly collectMatch = (sub: Subscriber): void => {
     this.matched.push(sub);
   };

@@ -3,7 +3,7 @@
  * `stop()`, on its AbortSignal, or when its queue overflows with the `disconnect` policy (then
  * the loop throws that error).
  */
-import type { PubSubMessage } from './subscriber.js';
+import type { PayloadLease, PubSubMessage } from './subscriber.js';
 
 export interface PubSubStream<T = unknown> extends AsyncIterableIterator<PubSubMessage<T>> {
   /** Ends the stream: the subscription is removed and a pending `next()` resolves as done. */
@@ -15,6 +15,10 @@ export interface PubSubStream<T = unknown> extends AsyncIterableIterator<PubSubM
 /** The iterator half; the owner pushes messages in through `push` (from the subscriber's queue). */
 export class StreamIterator<T> implements PubSubStream<T> {
   private readonly buffered: PubSubMessage<T>[] = [];
+  /** Leases of the buffered messages (same index; undefined: none), for a stream that borrows its payloads. */
+  private readonly bufferedLeases: Array<PayloadLease | undefined> = [];
+  /** Lease of the message the reader has now: ended when it asks for the next one, or leaves. */
+  private held: PayloadLease | undefined;
   private waiter?: { resolve: (r: IteratorResult<PubSubMessage<T>>) => void; reject: (e: unknown) => void };
   private done = false;
   private failure?: unknown;
@@ -32,15 +36,20 @@ export class StreamIterator<T> implements PubSubStream<T> {
    * settles when the reader took it, so the subscriber's bounded queue (and its overflow policy)
    * is what holds messages a slow reader has not read yet.
    */
-  push(msg: PubSubMessage<T>): Promise<void> | undefined {
-    if (this.done) return undefined;
+  push(msg: PubSubMessage<T>, lease?: PayloadLease): Promise<void> | undefined {
+    if (this.done) {
+      lease?.done();
+      return undefined;
+    }
     const w = this.waiter;
     if (w) {
       this.waiter = undefined;
+      this.hold(lease);
       w.resolve({ value: msg, done: false });
       return undefined;
     }
     this.buffered.push(msg);
+    this.bufferedLeases.push(lease);
     return new Promise<void>((resolve) => (this.release = resolve));
   }
 
@@ -69,14 +78,22 @@ export class StreamIterator<T> implements PubSubStream<T> {
     }
   }
 
+  /** The reader now has the message of `lease`: the previous one's payload is no longer borrowed. */
+  private hold(lease: PayloadLease | undefined): void {
+    this.held?.done();
+    this.held = lease;
+  }
+
   next(): Promise<IteratorResult<PubSubMessage<T>>> {
     const msg = this.buffered.shift();
     if (msg !== undefined) {
+      this.hold(this.bufferedLeases.shift());
       const release = this.release;
       this.release = undefined;
       release?.();
       return Promise.resolve({ value: msg, done: false });
     }
+    this.hold(undefined);
     if (this.done) {
       if (this.failure !== undefined) {
         const f = this.failure;
@@ -90,6 +107,11 @@ export class StreamIterator<T> implements PubSubStream<T> {
 
   return(): Promise<IteratorResult<PubSubMessage<T>>> {
     this.stop();
+    // The reader left: nothing it was given, or will not read, is borrowed any more.
+    this.hold(undefined);
+    for (const lease of this.bufferedLeases) lease?.done();
+    this.bufferedLeases.length = 0;
+    this.buffered.length = 0;
     return Promise.resolve({ value: undefined, done: true });
   }
 

@@ -51,9 +51,38 @@ export interface SubscriberHooks {
   overflowed(sub: Subscriber): void;
 }
 
+/**
+ * One pooled payload (a large message received into reused memory, src/mesh/body-pool.ts) held
+ * by the subscribers it was delivered to, all of which borrow their payloads: its memory goes
+ * back to the pool when the last of them is done with it.
+ */
+export class PayloadLease {
+  constructor(
+    private holders: number,
+    private readonly release: () => void,
+  ) {}
+
+  /** One holder is done: called exactly once per delivery that carried the lease. */
+  done(): void {
+    if (--this.holders === 0) this.release();
+  }
+}
+
+/**
+ * How a subscriber holds a pooled payload: `none` (it does not borrow: a message it gets is
+ * never given back to the pool), `until-return` (until its handler returns, or the handler's
+ * promise settles), `handed-over` (its handler gets the lease and ends it: a stream, which
+ * holds a message until the reader asks for the next one).
+ */
+export type LeaseMode = 'none' | 'until-return' | 'handed-over';
+
+/** The internal form of a handler: with `handed-over`, it gets the delivery's lease, if any. */
+export type LeasingHandler = (payload: unknown, meta: DeliveryMeta, lease: PayloadLease | undefined) => unknown;
+
 interface Delivery {
   payload: unknown;
   meta: DeliveryMeta;
+  lease: PayloadLease | undefined;
 }
 
 /**
@@ -75,7 +104,7 @@ export class Subscriber {
   constructor(
     readonly id: number,
     readonly pattern: ParsedPattern,
-    private readonly handler: SubscriptionHandler,
+    private readonly handler: LeasingHandler,
     readonly maxQueue: number,
     readonly overflow: OverflowPolicy,
     private readonly hooks: SubscriberHooks,
@@ -83,6 +112,8 @@ export class Subscriber {
     readonly group: string | undefined,
     /** Called once when the subscription ends on its own (overflow with `disconnect`). */
     private readonly onOverflowClose: (error: PubSubError) => void,
+    /** Whether, and how, it borrows pooled payloads (see `LeaseMode`). */
+    readonly leaseMode: LeaseMode = 'none',
   ) {}
 
   /** Messages waiting for the handler. */
@@ -94,25 +125,33 @@ export class Subscriber {
     return this.closed;
   }
 
-  /** Queues one message; the handler runs later (never inside the caller's stack). */
-  push(payload: unknown, meta: DeliveryMeta): void {
-    if (this.closed) return;
+  /**
+   * Queues one message; the handler runs later (never inside the caller's stack). A `lease` is
+   * ended exactly once, whatever becomes of the message (handled, dropped, discarded).
+   */
+  push(payload: unknown, meta: DeliveryMeta, lease?: PayloadLease): void {
+    if (this.closed) {
+      lease?.done();
+      return;
+    }
     if (this.queue.length >= this.maxQueue) {
       if (this.overflow === 'disconnect') {
         const error = new PubSubError(
           ErrorCodes.SUBSCRIBER_OVERFLOW,
           `subscriber to "${this.pattern.pattern}" fell ${this.maxQueue} messages behind and was unsubscribed (overflow: 'disconnect')`,
         );
+        lease?.done();
         this.close();
         this.hooks.overflowed(this);
         this.onOverflowClose(error);
         return;
       }
       const old = this.queue.shift() as Delivery;
+      old.lease?.done();
       this.counters.dropped++;
       this.hooks.dropped(this, old.meta);
     }
-    this.queue.push({ payload, meta });
+    this.queue.push({ payload, meta, lease });
     if (!this.running) {
       this.running = true;
       queueMicrotask(() => this.run());
@@ -122,7 +161,7 @@ export class Subscriber {
   /** Stops delivering; queued messages are discarded (not counted as drops: the subscriber asked for it). */
   close(): void {
     this.closed = true;
-    this.queue.clear();
+    for (let d = this.queue.shift(); d !== undefined; d = this.queue.shift()) d.lease?.done();
   }
 
   private run(): void {
@@ -134,11 +173,18 @@ export class Subscriber {
         this.running = false;
         return;
       }
+      // The lease is ended here once the handler is done with the payload, unless the handler
+      // takes it over (user handlers never see it).
+      const handedOver = this.leaseMode === 'handed-over' ? d.lease : undefined;
+      const lease = handedOver === undefined ? d.lease : undefined;
       let result: unknown;
       try {
         // With OpenTelemetry installed, each handler call runs in its message's own trace context.
-        result = otelLoaded() ? runWithTraceparent(d.meta.traceparent, () => this.handler(d.payload, d.meta)) : this.handler(d.payload, d.meta);
+        result = otelLoaded()
+          ? runWithTraceparent(d.meta.traceparent, () => this.handler(d.payload, d.meta, handedOver))
+          : this.handler(d.payload, d.meta, handedOver);
       } catch (err) {
+        lease?.done();
         this.counters.handlerErrors++;
         this.hooks.handlerFailed(this, err, d.meta);
         continue;
@@ -146,8 +192,12 @@ export class Subscriber {
       this.counters.delivered++;
       if (result instanceof Promise) {
         result.then(
-          () => this.run(),
+          () => {
+            lease?.done();
+            this.run();
+          },
           (err: unknown) => {
+            lease?.done();
             this.counters.handlerErrors++;
             this.hooks.handlerFailed(this, err, d.meta);
             this.run();
@@ -155,6 +205,7 @@ export class Subscriber {
         );
         return;
       }
+      lease?.done();
       if (++sinceClock === CLOCK_EVERY) {
         sinceClock = 0;
         if (performance.now() > deadline) {

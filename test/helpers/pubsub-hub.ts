@@ -5,6 +5,7 @@
  * tests run the same engine over the real mesh.
  */
 
+import { BODY_POOL_MIN_BYTES, BodyPool } from '../../src/mesh/body-pool.js';
 import type { LaneName } from '../../src/mesh/types.js';
 import type { PubSubAdapter, PubSubAdapterHost } from '../../src/pubsub/adapter.js';
 import type { InterestMessage } from '../../src/pubsub/interest.js';
@@ -17,10 +18,16 @@ export class Hub {
   readonly adapters = new Map<string, HubAdapter>();
   /** Bytes of published frames each node received (interest messages excluded). */
   readonly frameBytes = new Map<string, number>();
+  /**
+   * Each node's pool for large frames: as the mesh's inbox does, a frame of at least
+   * `BODY_POOL_MIN_BYTES` is received into a body from it and handed over with its `release`.
+   */
+  readonly pools = new Map<string, BodyPool>();
 
   async node(name: string, incarnation = 1, logger: Logger = silentLogger): Promise<PubSub> {
     const adapter = new HubAdapter(this, name, incarnation);
     this.adapters.set(name, adapter);
+    this.pools.set(name, new BodyPool({ maxPooledBytes: 64 * BODY_POOL_MIN_BYTES }));
     const ps = new PubSub(name, incarnation, adapter, logger);
     await ps.start();
     for (const other of this.adapters.values()) {
@@ -90,9 +97,15 @@ class HubAdapter implements PubSubAdapter {
         failed++;
         continue;
       }
-      const copy = Buffer.from(frame);
-      this.hub.frameBytes.set(n, (this.hub.frameBytes.get(n) ?? 0) + copy.length);
-      this.hub.deliver(this.node, n, (h) => h.receive(this.node, lane, copy));
+      this.hub.frameBytes.set(n, (this.hub.frameBytes.get(n) ?? 0) + frame.length);
+      const lent = this.hub.pools.get(n)?.take(frame.length);
+      if (lent === undefined) {
+        const copy = Buffer.from(frame);
+        this.hub.deliver(this.node, n, (h) => h.receive(this.node, lane, copy));
+      } else {
+        frame.copy(lent.body);
+        this.hub.deliver(this.node, n, (h) => h.receive(this.node, lane, lent.body, lent.release));
+      }
     }
     return { full: [], failed };
   }
