@@ -379,6 +379,7 @@ export class Mesh implements InternalMesh {
       linksOpened: pc.linksOpened,
       linksClosed: pc.linksClosed,
       linksReplaced: pc.linksReplaced,
+      largeBodies: { ...this.bodyPool.stats, pooledBytes: this.bodyPool.pooledBytes },
     };
   }
 

@@ -84,6 +84,11 @@ export interface MeshStats {
   linksClosed: number;
   /** Links to a peer replaced by a newer link to the same incarnation (tie-break, re-dial). */
   linksReplaced: number;
+  /**
+   * Bodies of large received messages (at least 1 MiB): how many reused pooled memory and how
+   * many were newly allocated, and the bytes pooled now (see `borrowPayload` in the pubsub guide).
+   */
+  largeBodies: { reused: number; allocated: number; pooledBytes: number };
 }
 
 /** What a handler is told about the message it handles. */

@@ -301,6 +301,23 @@ const METRICS: readonly MetricDefinition[] = [
   },
   meshCounter('foundation_frames_rejected_total', 'Frames rejected as malformed or oversized', (s) => s.framesRejected),
   {
+    name: 'foundation_large_message_bodies_total',
+    help: 'Bodies of received messages of 1 MiB or more, by where their memory came from (reused: a pooled body a borrowing subscriber handed back)',
+    type: 'counter',
+    labels: ['source'],
+    collect: ({ stats }) =>
+      stats && [
+        [{ source: 'reused' }, stats.largeBodies?.reused ?? 0],
+        [{ source: 'allocated' }, stats.largeBodies?.allocated ?? 0],
+      ],
+  },
+  {
+    name: 'foundation_large_message_pool_bytes',
+    help: 'Bytes of large-message bodies kept for reuse (dropped after 10 s unused)',
+    type: 'gauge',
+    collect: ({ stats }) => stats && [[{}, stats.largeBodies?.pooledBytes ?? 0]],
+  },
+  {
     name: 'foundation_heartbeat_packets_dropped_total',
     help: 'Heartbeat packets dropped, by reason (malformed, unknown-link, bad-mac, replay, reflected, peer-down)',
     type: 'counter',

@@ -45,6 +45,33 @@ const commands = {
     );
     out({ event: 'subscribed', id });
   },
+  /**
+   * A subscriber that borrows its payloads (Buffers filled with one byte value): checks each is
+   * uniform when the handler starts and still the same after an await (a pooled body reused too
+   * early would show up as a changed or mixed buffer).
+   */
+  'sub-borrow': ({ id, topic }) => {
+    const s = { count: 0, intact: 0, values: [] };
+    subs.set(id, s);
+    const fill = (p) => (p.every((x) => x === p[0]) ? p[0] : -1);
+    node.pubsub.subscribe(
+      topic,
+      async (p) => {
+        const before = fill(p);
+        await sleep(2);
+        s.count++;
+        if (before >= 0 && fill(p) === before) s.intact++;
+        s.values.push(before);
+      },
+      { borrowPayload: true },
+    );
+    out({ event: 'subscribed', id });
+  },
+  /** Publishes `count` Buffers of `size` bytes, message i filled with i % 256. */
+  'pub-bytes': async ({ topic, count, size }) => {
+    for (let i = 0; i < count; i++) if (!node.pubsub.broadcast(topic, Buffer.alloc(size, i % 256))) await node.pubsub.drained();
+    out({ event: 'published', topic, count });
+  },
   /** Waits until this node routes `topic` to every node named in `to` (their interest arrived): a test-only look inside. */
   interest: async ({ topic, to, group }) => {
     const end = Date.now() + 10_000;
@@ -129,7 +156,16 @@ const commands = {
   'svc-http': () => out({ event: 'svc-http', address: node.httpAddress }),
   report: ({ id }) => {
     const s = subs.get(id);
-    out({ event: 'report', id, count: s?.count ?? 0, outOfOrder: s?.outOfOrder ?? 0, duplicates: s?.duplicates ?? 0, distinct: s?.ids?.size });
+    out({
+      event: 'report',
+      id,
+      count: s?.count ?? 0,
+      outOfOrder: s?.outOfOrder ?? 0,
+      duplicates: s?.duplicates ?? 0,
+      distinct: s?.ids?.size,
+      intact: s?.intact,
+      values: s?.values,
+    });
   },
   /** node.events: record what this node receives of `pattern`, per origin incarnation (order, gaps, duplicates checked here). */
   'events-watch': ({ pattern }) => {
@@ -169,7 +205,7 @@ const commands = {
     node.presence.onDiff(topic, (diff) => out({ event: 'presence-diff', diff }));
     out({ event: 'presence-watching', topic });
   },
-  stats: () => out({ event: 'stats', pubsub: node.pubsub.stats(), lanes: node.mesh.stats().lanes }),
+  stats: () => out({ event: 'stats', pubsub: node.pubsub.stats(), lanes: node.mesh.stats().lanes, largeBodies: node.mesh.stats().largeBodies }),
   /** node.config: a cluster-wide set; prints each node's vote, or the error's code, votes and message. */
   'config-set-cw': async ({ path, value, timeoutMs }) => {
     const t0 = performance.now();

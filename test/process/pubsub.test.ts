@@ -47,6 +47,21 @@ describe.skipIf(skip !== undefined)('pubsub across processes', () => {
     expect(((await stats(d as NodeProc)).pubsub as { framesReceived: number }).framesReceived).toBe(0);
   });
 
+  it('a subscriber that borrows its payloads gets 3 MiB messages intact, received into reused memory', async () => {
+    const [a, b] = (await cluster(2)) as NodeProc[];
+    await ask(b as NodeProc, { cmd: 'sub-borrow', id: 'big', topic: 'blobs' }, 'subscribed');
+    await ask(a as NodeProc, { cmd: 'interest', topic: 'blobs', to: ['p2'] }, 'interest');
+    const N = 24;
+    await ask(a as NodeProc, { cmd: 'pub-bytes', topic: 'blobs', count: N, size: 3 * 1024 * 1024 }, 'published', 60_000);
+    await until(async () => ((await report(b as NodeProc, 'big')).count as number) >= N, 'all large deliveries', DELIVERY_MS);
+    const r = await report(b as NodeProc, 'big');
+    expect({ count: r.count, intact: r.intact, values: r.values }).toEqual({ count: N, intact: N, values: [...Array(N).keys()] });
+    const bodies = (await stats(b as NodeProc)).largeBodies as { reused: number; allocated: number };
+    expect(bodies.reused + bodies.allocated).toBe(N);
+    // At most a few in flight at once (one being received, the ones the handler still holds).
+    expect(bodies.allocated).toBeLessThanOrEqual(4);
+  });
+
   it('a queue group of 3 members on 3 nodes gets each of 30,000 messages exactly once in total, within ±20% of even', async () => {
     const nodes = await cluster(3);
     for (const p of nodes) await ask(p, { cmd: 'sub', id: 'q', topic: 'jobs.>', queue: 'workers' }, 'subscribed');

@@ -43,6 +43,7 @@ function fakeStats(): MeshStats {
     linksOpened: 6,
     linksClosed: 2,
     linksReplaced: 1,
+    largeBodies: { reused: 9, allocated: 2, pooledBytes: 3 * 1024 * 1024 },
   };
 }
 
@@ -126,6 +127,9 @@ describe('createMetrics', () => {
       expect((await metricValue(r, 'foundation_handshake_failures_total', { reason: 'bad-secret' })).value).toBe(2);
       expect((await metricValue(r, 'foundation_handshake_failures_total', { reason: 'cluster-mismatch' })).value).toBe(0);
       expect((await metricValue(r, 'foundation_frames_rejected_total')).value).toBe(3);
+      expect((await metricValue(r, 'foundation_large_message_bodies_total', { source: 'reused' })).value).toBe(9);
+      expect((await metricValue(r, 'foundation_large_message_bodies_total', { source: 'allocated' })).value).toBe(2);
+      expect(await metricValue(r, 'foundation_large_message_pool_bytes')).toEqual({ type: 'gauge', value: 3 * 1024 * 1024 });
       // The mesh reports one total here: it goes under reason="unknown".
       expect((await metricValue(r, 'foundation_heartbeat_packets_dropped_total', { reason: 'unknown' })).value).toBe(4);
       expect((await metricValue(r, 'foundation_lane_lost_total', { lane: 'bulk' })).value).toBe(4);
@@ -212,6 +216,8 @@ describe('createMetrics', () => {
       'foundation_lane_queued_bytes',
       'foundation_handshake_failures_total',
       'foundation_frames_rejected_total',
+      'foundation_large_message_bodies_total',
+      'foundation_large_message_pool_bytes',
       'foundation_heartbeat_packets_dropped_total',
       'foundation_member_up_total',
       'foundation_member_down_total',
