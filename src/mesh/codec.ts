@@ -415,9 +415,18 @@ export function encode(value: unknown): Buffer {
  * views into `buf`.
  */
 export function decode(buf: Uint8Array): unknown {
-  if (buf.length === 0) throw new FrameError(ErrorCodes.FRAME_INVALID, 'Cannot decode an empty payload');
+  return decodeRange(buf, 0, buf.length);
+}
+
+/**
+ * `decode` of the bytes `buf[start..end)`, which must be exactly one value. Decoding many values
+ * out of one buffer this way (a pubsub batch) spares a view object per value, and msgpackr's
+ * DataView, which it caches on the buffer it is given, is made once for all of them.
+ */
+export function decodeRange(buf: Uint8Array, start: number, end: number): unknown {
+  if (end <= start) throw new FrameError(ErrorCodes.FRAME_INVALID, 'Cannot decode an empty payload');
   try {
-    return packr.unpack(buf);
+    return packr.unpack(buf, { start, end });
   } catch (error) {
     throw new FrameError(ErrorCodes.FRAME_INVALID, `Malformed payload: ${(error as Error)?.message ?? String(error)}`);
   }

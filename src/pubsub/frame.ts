@@ -13,7 +13,7 @@
  * so a 64 MiB body is never copied into a frame.
  */
 import { deflateRawSync, inflateRawSync } from 'node:zlib';
-import { decode, encode } from '../mesh/codec.js';
+import { decode, decodeRange, encode } from '../mesh/codec.js';
 import { decodeTopic, topicBytes } from '../mesh/message.js';
 
 const VERSION = 1;
@@ -80,6 +80,12 @@ export function encodeBody(payload: unknown, compressAbove: number | undefined):
 /** Decodes the body of a received frame into the payload. Throws on bad bytes (the caller drops the frame). */
 export function decodeBody(frame: InboundFrame): unknown {
   return decodeBodyBytes(frame.flags, frame.body);
+}
+
+/** `decodeBodyBytes` of the body `buf[start..end)`: a decoded body needs no view of its own. */
+export function decodeBodyRange(flags: number, buf: Buffer, start: number, end: number): unknown {
+  if (flags & (FrameFlags.DEFLATE | FrameFlags.RAW)) return decodeBodyBytes(flags, buf.subarray(start, end));
+  return decodeRange(buf, start, end);
 }
 
 /** `decodeBody` from the frame's flags and body bytes. */

@@ -22,7 +22,7 @@ import type { PubSubAdapter, PubSubAdapterHost } from './adapter.js';
 import { BATCH_MARK, FrameBatcher, forEachBatchFrame } from './batch.js';
 import {
   decodeBody,
-  decodeBodyBytes,
+  decodeBodyRange,
   encodeBody,
   FRAME_VERSION,
   FrameFlags,
@@ -580,7 +580,7 @@ export class PubSub implements PubSubApi {
           this.counters.framesReceived++;
           let value: unknown;
           try {
-            value = decodeBodyBytes(flags, buf.subarray(bodyStart, end));
+            value = decodeBodyRange(flags, buf, bodyStart, end);
           } catch (err) {
             this.dropFrame(r.from, `undecodable payload: ${(err as Error).message}`);
             return;

@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, FoundationError, FrameError, SerializationError } from '../../src/errors.js';
-import { assertSerializable, decode, encode } from '../../src/mesh/codec.js';
+import { assertSerializable, decode, decodeRange, encode } from '../../src/mesh/codec.js';
 
 const roundTrip = <T>(value: T): T => decode(encode(value)) as T;
 
@@ -430,5 +430,29 @@ describe('codec output buffers', () => {
     encode(Buffer.alloc(100_000));
     expect(first.equals(copy)).toBe(true);
     expect(decode(first)).toStrictEqual({ keep: 'me', n: [1, 2, 3] });
+  });
+});
+
+describe('codec decodeRange', () => {
+  it('decodes exactly one value from a range of a larger buffer, as decode does from a copy of it', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.uint8Array({ maxLength: 16 }), fc.uint8Array({ maxLength: 16 }), (value, before, after) => {
+        const body = encode(value);
+        const buf = Buffer.concat([before, body, after]);
+        expect(decodeRange(buf, before.length, before.length + body.length)).toEqual(decode(Buffer.from(body)));
+      }),
+    );
+  });
+
+  it('refuses an empty range, a truncated value and trailing bytes inside the range', () => {
+    const body = encode({ a: [1, 2, 3], s: 'text' });
+    const buf = Buffer.concat([Buffer.from([0xc0]), body, Buffer.from([0x01])]);
+    for (const [start, end] of [
+      [1, 1],
+      [1, body.length],
+      [1, body.length + 2],
+    ] as const) {
+      expect(() => decodeRange(buf, start, end)).toThrow(FrameError);
+    }
   });
 });
