@@ -15,7 +15,7 @@
 import type { EventEmitter } from 'node:events';
 import type { SystemMessageHandler } from './dispatch.js';
 import type { Membership } from './membership.js';
-import type { LaneName, Member, MembershipChange, MeshEvents, NodeIdentity } from './types.js';
+import type { LaneName, LinkReplacedEvent, Member, MembershipChange, MeshEvents, NodeIdentity } from './types.js';
 
 /** What `sendMany` did. */
 export interface SendManyResult {
@@ -42,6 +42,13 @@ export interface InternalMesh {
   readonly membership: Membership;
   /** `link-replaced` (a peer's link replaced, same incarnation) and `self-replaced` (this node's name was taken). */
   readonly events: EventEmitter<MeshEvents>;
+
+  /**
+   * Calls `listener` on every `link-replaced` event (messages to or from that peer may have been
+   * lost between two sessions: a replicating layer resyncs with it). Returns the function that
+   * stops it.
+   */
+  onLinkReplaced(listener: (event: LinkReplacedEvent) => void): () => void;
 
   /**
    * Registers the handler of a system topic: it must start with `$` (user code cannot register

@@ -38,6 +38,7 @@ import {
   LANES,
   type LaneCounters,
   type LaneName,
+  type LinkReplacedEvent,
   type MembershipChange,
   type MeshEvents,
   type MeshStats,
@@ -235,6 +236,11 @@ export class Mesh implements InternalMesh {
   /** Registers the handler of a user topic (not starting with `$`). */
   handle(topic: string, handler: MessageHandler): () => void {
     return this.dispatcher.handle(topic, handler);
+  }
+
+  onLinkReplaced(listener: (event: LinkReplacedEvent) => void): () => void {
+    this.events.on('link-replaced', listener);
+    return () => this.events.off('link-replaced', listener);
   }
 
   handleSystem(topic: string, handler: SystemMessageHandler): () => void {

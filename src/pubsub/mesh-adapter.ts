@@ -32,11 +32,11 @@ export class MeshPubSubAdapter implements PubSubAdapter {
         host.interest(ctx.from, ctx.incarnation, payload);
       }),
     );
-    const onReplaced = (e: { peer: string }) => {
-      if (this.up.has(e.peer)) host.peerResync(e.peer);
-    };
-    this.mesh.events.on('link-replaced', onReplaced);
-    this.offs.push(() => this.mesh.events.off('link-replaced', onReplaced));
+    this.offs.push(
+      this.mesh.onLinkReplaced((e) => {
+        if (this.up.has(e.peer)) host.peerResync(e.peer);
+      }),
+    );
     // Snapshot and changes with no gap: members already up get our interest now, later ones when they come up.
     this.watch = this.mesh.watchMembers((change: MembershipChange) => {
       if (change.member.hidden) return;

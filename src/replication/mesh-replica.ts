@@ -89,11 +89,11 @@ export class MeshReplicaLink<M> {
         endpoint.receive(ctx.from, ctx.incarnation, msg);
       }),
     );
-    const onReplaced = (e: { peer: string }) => {
-      if (this.up.has(e.peer)) endpoint.peerUp(e.peer);
-    };
-    this.mesh.events.on('link-replaced', onReplaced);
-    this.offs.push(() => this.mesh.events.off('link-replaced', onReplaced));
+    this.offs.push(
+      this.mesh.onLinkReplaced((e) => {
+        if (this.up.has(e.peer)) endpoint.peerUp(e.peer);
+      }),
+    );
     this.watchHandle = this.mesh.watchMembers((change: MembershipChange) => {
       if (change.member.hidden) return;
       if (change.type === 'up') {

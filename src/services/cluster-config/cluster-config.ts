@@ -236,11 +236,11 @@ export class ClusterConfig implements ClusterConfigApi {
     this.startedAt = Date.now();
     this.offs.push(this.mesh.handleSystem(CONFIG_TOPIC, (payload, ctx) => this.onMessage(payload, ctx)));
     // A replaced link may have lost a prepare or a vote: the transactions in flight with that peer resend them.
-    const onReplaced = (e: { peer: string }) => {
-      if (this.up.has(e.peer) && !this.stopped) this.machine.linkReplaced(e.peer);
-    };
-    this.mesh.events.on('link-replaced', onReplaced);
-    this.offs.push(() => this.mesh.events.off('link-replaced', onReplaced));
+    this.offs.push(
+      this.mesh.onLinkReplaced((e) => {
+        if (this.up.has(e.peer) && !this.stopped) this.machine.linkReplaced(e.peer);
+      }),
+    );
     this.watchHandle = this.mesh.watchMembers((change) => {
       if (change.member.hidden) return;
       const name = change.member.name;
