@@ -25,6 +25,7 @@ import type { Registry } from '../registry/registry.js';
 import { MeshReplicaLink } from '../replication/mesh-replica.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
+import { HANDOFF_GRACE_MS, Handoffs } from './handoffs.js';
 import { ownerOf, rankFor } from './placement.js';
 import { type PlacementView, planOwned, planReplicated } from './placement-plan.js';
 import { type ChildEntry, ProcessTable, type ProcessTableMessage } from './process-table.js';
@@ -51,13 +52,6 @@ const TABLE_TOPIC = '$proc.table';
 const DIGEST_MS = 2000;
 /** Placement runs this long after the last change that may move something (coalesces bursts). */
 const SETTLE_MS = 25;
-/**
- * How long an available singleton that a live host just unregistered is left to its handoff
- * before the owner starts it fresh: 1000 ms. The adopt request follows the unregistration on the
- * same lane, so it normally arrives within a millisecond; the grace covers a loaded host, and is
- * the delay a worker that gave up on a live host waits before it restarts elsewhere.
- */
-const HANDOFF_GRACE_MS = 1000;
 /** How long placement waits for a peer's table before deciding without it. */
 const SYNC_WAIT_MS = 2000;
 /** An orphan the owner has not adopted after this long is sent to it (the owner may not know of it); again every as long. */
@@ -112,10 +106,8 @@ export class Processes implements ProcessesApi {
   private readonly listeners = new Set<(e: ProcessEvent) => void>();
   private readonly offs: Array<() => void> = [];
   private readonly warn: RateLimitedLog;
-  /** The last node seen running each name (failover accounting). */
-  private readonly lastHost = new Map<string, string>();
-  /** Singleton names a live host unregistered, and when: a handoff may be under way (`HANDOFF_GRACE_MS`). */
-  private readonly releasedAt = new Map<string, number>();
+  /** Last hosts, and singletons a live host is handing off (`HANDOFF_GRACE_MS`). */
+  private readonly handoffs: Handoffs;
   /** Quorum singletons this node declared: their lease handles. */
   private readonly leases = new Map<string, QuorumLeaseHandle>();
   private readonly unsyncedSince = new Map<string, number>();
@@ -147,6 +139,7 @@ export class Processes implements ProcessesApi {
     // On every node, declaring or not: a node answers the voters' hellos (docs/guides/quorum-singletons.md).
     this.quorum = new QuorumLeases(mesh, log);
     this.supervisor = new Supervisor(mesh.self.name, log);
+    this.handoffs = new Handoffs(mesh.self.name);
     this.link = new MeshReplicaLink<ProcessTableMessage>(mesh, log, {
       topic: TABLE_TOPIC,
       digestMs: DIGEST_MS,
@@ -188,8 +181,7 @@ export class Processes implements ProcessesApi {
     this.offs.push(
       this.registry.watch((e) => {
         if (e.type === 'register') {
-          this.lastHost.set(e.owner.name, e.owner.node);
-          this.releasedAt.delete(e.owner.name);
+          this.handoffs.registered(e.owner.name, e.owner.node);
         } else if (e.type === 'conflict') {
           if (e.loser === this.self) void this.lostName(e.name, e.winner);
         } else if (e.type === 'unregister') {
@@ -197,9 +189,7 @@ export class Processes implements ProcessesApi {
           if (w?.unregistered) this.retryRegistration(e.name, w);
           // Given up by a host that is still up: a graceful stop handing it off, whose adopt request
           // follows on the same lane. Placement leaves it alone for a moment, then looks again.
-          const host = this.lastHost.get(e.name);
-          if (host !== undefined && host !== this.self && this.link.up.has(host)) {
-            this.releasedAt.set(e.name, Date.now());
+          if (this.handoffs.unregistered(e.name, (node) => this.link.up.has(node))) {
             setTimeout(() => this.schedule(), HANDOFF_GRACE_MS + 10).unref();
           }
           // A name that goes may be one this node should now run.
@@ -328,7 +318,7 @@ export class Processes implements ProcessesApi {
     lease.on('misconfigured', (err) => this.log.error({ worker: name, error: err.message }, 'quorum singleton misconfigured: this node will not run it'));
     lease.on('acquired', ({ token }: { token: number }) => {
       if (this.stopping) return;
-      const from = this.lastHost.get(name);
+      const from = this.handoffs.lastHost(name);
       if (from !== undefined && from !== this.self) this.failover(name, from);
       void this.runLocal(name, 'singleton', type, args, { ...(this.singletonSupervision.get(name) ?? supervision({})), fencingToken: token });
     });
@@ -728,7 +718,7 @@ export class Processes implements ProcessesApi {
     if (change.type === 'down') {
       this.unsyncedSince.delete(change.member.name);
       // A host that goes down hands nothing off: what it gave up is placed at once.
-      for (const name of [...this.releasedAt.keys()]) if (this.lastHost.get(name) === change.member.name) this.releasedAt.delete(name);
+      this.handoffs.hostDown(change.member.name);
     }
     this.schedule();
     if (change.type === 'up' || change.type === 'down') this.scheduleRebalance();
@@ -762,13 +752,7 @@ export class Processes implements ProcessesApi {
       stoppedReplicated: this.stoppedReplicated,
       now: Date.now(),
       forwardAfterMs: ORPHAN_FORWARD_MS,
-      handingOff: (name) => {
-        const at = this.releasedAt.get(name);
-        if (at === undefined) return false;
-        if (Date.now() - at < HANDOFF_GRACE_MS) return true;
-        this.releasedAt.delete(name);
-        return false;
-      },
+      handingOff: (name) => this.handoffs.handingOff(name),
     };
     for (const a of planReplicated(view)) {
       if (a.start === 'replicated') void this.handleRpc({ t: 'start-replicated', name: a.name, type: a.type, args: a.args, sup: {} }, this.self);
@@ -783,7 +767,7 @@ export class Processes implements ProcessesApi {
     }
     for (const a of planOwned(view)) {
       if (a.start === 'singleton') {
-        const from = this.lastHost.get(a.name);
+        const from = this.handoffs.lastHost(a.name);
         void this.runLocal(a.name, 'singleton', a.type, a.args, this.singletonSupervision.get(a.name) ?? supervision({}))
           .then((ok) => {
             if (ok && from !== undefined && from !== this.self) this.failover(a.name, from);
