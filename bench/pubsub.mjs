@@ -4,7 +4,7 @@
 // in one process. This process only coordinates (see bench/README.md, "pubsub").
 //
 //   node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer]
-//                         [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000]
+//                         [--kinds bytes,object] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000]
 //                         [--out file.json] [--dist DIR] [--cpu-prof]
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -38,7 +38,7 @@ const PEERS = ['foundation', 'nats', 'redis', 'moleculer'];
 const KINDS = ['bytes', 'object'];
 
 function parseArgs(argv) {
-  const a = { only: SECTIONS, peers: PEERS, subs: [1, 3], duration: 3, warmup: 1, latency: 3, rate: 1000, out: undefined, dist: undefined, cpuProf: false };
+  const a = { only: SECTIONS, peers: PEERS, kinds: KINDS, subs: [1, 3], duration: 3, warmup: 1, latency: 3, rate: 1000, out: undefined, dist: undefined, cpuProf: false };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {
@@ -53,6 +53,7 @@ function parseArgs(argv) {
     if (k === '--only') a.only = list();
     else if (k === '--peers') a.peers = list();
     else if (k === '--subs') a.subs = list().map(Number);
+    else if (k === '--kinds') a.kinds = list();
     else if (k === '--duration') a.duration = Number(v());
     else if (k === '--warmup') a.warmup = Number(v());
     else if (k === '--latency') a.latency = Number(v());
@@ -62,7 +63,7 @@ function parseArgs(argv) {
     else if (k === '--cpu-prof') a.cpuProf = true;
     else if (k === '-h' || k === '--help') {
       console.log(
-        'usage: node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000] [--out file] [--dist DIR]',
+        'usage: node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer] [--kinds bytes,object] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000] [--out file] [--dist DIR]',
       );
       process.exit(0);
     } else throw new Error(`unknown argument ${k}`);
@@ -70,6 +71,7 @@ function parseArgs(argv) {
   for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section "${s}" (sections: ${SECTIONS.join(', ')})`);
   for (const p of a.peers) if (!PEERS.includes(p)) throw new Error(`--peers: unknown peer "${p}" (peers: ${PEERS.join(', ')})`);
   for (const n of a.subs) if (!(Number.isInteger(n) && n >= 1 && n <= 8)) throw new Error('--subs: integers in 1..8');
+  for (const kind of a.kinds) if (!KINDS.includes(kind)) throw new Error(`--kinds: unknown payload kind "${kind}" (kinds: ${KINDS.join(', ')})`);
   if (!(a.duration > 0 && a.duration <= 60)) throw new Error('--duration must be in (0, 60] seconds');
   if (!(a.warmup >= 0 && a.warmup <= 10)) throw new Error('--warmup must be in [0, 10] seconds');
   if (!(a.latency > 0 && a.latency <= 60)) throw new Error('--latency must be in (0, 60] seconds');
@@ -255,8 +257,8 @@ async function remote(a, log) {
         }
         log(`  ${what}: ${ready.map((p) => `${p} ${describe(res[p][what])}`).join(', ')}`);
       };
-      for (const kind of KINDS) await each(`tp-${kind}`, (set) => throughput(set, kind, n, a));
-      for (const kind of KINDS) await each(`lat-${kind}`, (set) => latency(set, kind, a));
+      for (const kind of a.kinds) await each(`tp-${kind}`, (set) => throughput(set, kind, n, a));
+      for (const kind of a.kinds) await each(`lat-${kind}`, (set) => latency(set, kind, a));
     } finally {
       for (const s of Object.values(sets)) await s.close();
     }
