@@ -38,7 +38,19 @@ const PEERS = ['foundation', 'nats', 'redis', 'moleculer'];
 const KINDS = ['bytes', 'object'];
 
 function parseArgs(argv) {
-  const a = { only: SECTIONS, peers: PEERS, kinds: KINDS, subs: [1, 3], duration: 3, warmup: 1, latency: 3, rate: 1000, out: undefined, dist: undefined, cpuProf: false };
+  const a = {
+    only: SECTIONS,
+    peers: PEERS,
+    kinds: KINDS,
+    subs: [1, 3],
+    duration: 3,
+    warmup: 1,
+    latency: 3,
+    rate: 1000,
+    out: undefined,
+    dist: undefined,
+    cpuProf: false,
+  };
   for (let i = 0; i < argv.length; i++) {
     const k = argv[i];
     const v = () => {

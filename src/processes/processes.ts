@@ -25,7 +25,9 @@ import type { Registry } from '../registry/registry.js';
 import { MeshReplicaLink } from '../replication/mesh-replica.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
+import { explainPlacement, processInfoOf } from './explain.js';
 import { HANDOFF_GRACE_MS, Handoffs } from './handoffs.js';
+import { checkName, supervision, timeoutOf } from './options.js';
 import { ownerOf, rankFor } from './placement.js';
 import { type PlacementView, planOwned, planReplicated } from './placement-plan.js';
 import { type ChildEntry, ProcessTable, type ProcessTableMessage } from './process-table.js';
@@ -71,28 +73,6 @@ interface LocalWorker {
   /** The registration failed because another node still held the name (quorum holders retry). */
   unregistered?: boolean;
   rebalance?: 'passive' | 'active';
-}
-
-function checkName(what: string, name: unknown): asserts name is string {
-  if (typeof name !== 'string' || name.length === 0) throw new ConfigError(what, `expected a non-empty string, got ${JSON.stringify(name)}`);
-}
-
-function supervision(o: SupervisionOptions | undefined): { restart: RestartPolicy; maxRestarts: number; windowMs: number } {
-  const restart = o?.restart ?? 'permanent';
-  if (!['permanent', 'transient', 'temporary'].includes(restart)) {
-    throw new ConfigError('restart', `expected 'permanent', 'transient' or 'temporary', got ${JSON.stringify(restart)}`);
-  }
-  const maxRestarts = o?.maxRestarts ?? 3;
-  const windowMs = o?.windowMs ?? 5000;
-  if (!Number.isInteger(maxRestarts) || maxRestarts < 0) throw new ConfigError('maxRestarts', `expected an integer >= 0, got ${maxRestarts}`);
-  if (!Number.isFinite(windowMs) || windowMs <= 0) throw new ConfigError('windowMs', `expected a positive number of ms, got ${windowMs}`);
-  return { restart, maxRestarts, windowMs };
-}
-
-function timeoutOf(opts: CallOptions | undefined): number {
-  const t = opts?.timeoutMs ?? 5000;
-  if (!Number.isFinite(t) || t <= 0) throw new ConfigError('timeoutMs', `expected a positive number of ms, got ${t}`);
-  return t;
 }
 
 const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms).unref());
@@ -837,10 +817,8 @@ export class Processes implements ProcessesApi {
   list(): ProcessInfo[] {
     const out: ProcessInfo[] = [];
     for (const o of this.registry.select('*')) {
-      const m = o.meta as { proc?: unknown; type?: unknown; token?: unknown } | null;
-      if (typeof m !== 'object' || m === null || typeof m.type !== 'string') continue;
-      if (m.proc !== 'singleton' && m.proc !== 'replicated' && m.proc !== 'child') continue;
-      out.push({ name: o.name, node: o.node, kind: m.proc, type: m.type, ...(typeof m.token === 'number' ? { fencingToken: m.token } : {}) });
+      const info = processInfoOf(o.name, o.node, o.meta);
+      if (info) out.push(info);
     }
     return out;
   }
@@ -848,51 +826,7 @@ export class Processes implements ProcessesApi {
   async explain(name: string): Promise<ProcessExplanation> {
     checkName('name', name);
     const registry = this.registry.lookup(name);
-    const live = this.live();
-    const at = name.lastIndexOf('@');
-    const singleton = [...this.table.holders('singleton', name).values()][0];
-    const child = [...this.table.holders('child', name).values()][0] ?? this.table.orphans().find(([n]) => n === name)?.[1];
-    const replicated = at > 0 ? this.table.holders('replicated', name.slice(0, at)).get(name.slice(at + 1)) : undefined;
-    let base: Omit<ProcessExplanation, 'name' | 'node' | 'registry' | 'restarts' | 'mailboxDepth'>;
-    if (singleton?.k === 'singleton') {
-      const declarers = live.filter((n) => this.table.holders('singleton', name).has(n));
-      base =
-        singleton.consistency === 'quorum'
-          ? {
-              kind: 'singleton',
-              type: singleton.type,
-              consistency: 'quorum',
-              placement: `quorum lease: a majority of clusterSize ${singleton.clusterSize} declared nodes grants it; the lease holder runs it`,
-              candidates: rankFor(name, declarers),
-              fencingToken: this.leases.get(name)?.holder()?.token,
-            }
-          : {
-              kind: 'singleton',
-              type: singleton.type,
-              consistency: 'available',
-              placement:
-                'rendezvous hashing of the name over live nodes that declared it; sticky while its node lives; conflicts after a partition: earliest registration wins',
-              candidates: rankFor(name, declarers),
-            };
-    } else if (child?.k === 'child') {
-      const eligible = live.filter((n) => this.table.holders('type', child.type).has(n));
-      base = {
-        kind: 'child',
-        type: child.type,
-        placement: `rendezvous hashing of the name over live nodes that defined type "${child.type}"; sticky while its host lives; adopted by the owner among survivors when it dies`,
-        candidates: rankFor(name, eligible),
-        orphan: this.table.orphans().some(([n]) => n === name),
-      };
-    } else if (replicated?.k === 'replicated') {
-      base = {
-        kind: 'replicated',
-        type: replicated.type,
-        placement: `one copy per node that defined type "${replicated.type}", named name@node`,
-        candidates: [name.slice(at + 1)],
-      };
-    } else {
-      base = { kind: 'unknown', placement: registry ? 'a registry name not started by node.processes' : 'no such worker', candidates: [] };
-    }
+    const base = explainPlacement(name, this.table, this.live(), registry !== undefined, (n) => this.leases.get(n)?.holder()?.token);
     let hostInfo: { restarts?: number; mailboxDepth?: number; fencingToken?: number } = {};
     if (registry) {
       const r =
