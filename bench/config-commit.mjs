@@ -17,18 +17,19 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.mjs';
 import { summarizeUs } from './lib/common.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = join(HERE, 'lib', 'config-node.mjs');
 const args = process.argv.slice(2);
-const arg = (k, d) => {
-  const i = args.indexOf(k);
-  return i >= 0 ? args[i + 1] : d;
-};
-const COMMITS = Number(arg('--commits', 500));
+const opts = benchArgs(args, 'usage: node bench/config-commit.mjs [--commits 500] [--out file]', {
+  commits: { type: 'number', default: 500 },
+  out: { type: 'string', default: join(HERE, 'results', `config-commit-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`) },
+});
+const COMMITS = opts.commits;
 const WARMUP = 50;
-const OUT = arg('--out', join(HERE, 'results', `config-commit-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`));
+const OUT = opts.out;
 const ETCD_PUT_P90_MS = 21.4;
 
 const children = new Set();

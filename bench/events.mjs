@@ -15,18 +15,20 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.mjs';
 import { summarizeUs } from './lib/common.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = join(HERE, 'lib', 'events-node.mjs');
 const args = process.argv.slice(2);
-const arg = (k, d) => {
-  const i = args.indexOf(k);
-  return i >= 0 ? args[i + 1] : d;
-};
-const N = Number(arg('--n', 20_000));
-const ROUNDS = Number(arg('--rounds', 300));
-const OUT = arg('--out', join(HERE, 'results', `events-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`));
+const opts = benchArgs(args, 'usage: node bench/events.mjs [--n 20000] [--rounds 300] [--out file]', {
+  n: { type: 'number', default: 20_000 },
+  rounds: { type: 'number', default: 300 },
+  out: { type: 'string', default: join(HERE, 'results', `events-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`) },
+});
+const N = opts.n;
+const ROUNDS = opts.rounds;
+const OUT = opts.out;
 
 const children = new Set();
 process.on('exit', () => {

@@ -19,6 +19,7 @@ import { performance } from 'node:perf_hooks';
 import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
+import { benchArgs } from './lib/args.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -46,51 +47,24 @@ let DIST = join(ROOT, 'dist');
 // ---- arguments ------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const a = {
-    sizes: [3, 10, 30],
-    strategies: STRATEGIES,
-    runs: 3,
-    runsLarge: 3,
-    timeout: 20,
-    budget: 330,
-    out: undefined,
-    dist: undefined,
-    verbose: false,
-    events: false,
-    cpuProf: false,
-    settle: 500,
-  };
-  const list = (s) =>
-    s
-      .split(',')
-      .map((x) => x.trim())
-      .filter(Boolean);
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
-    if (k === '--sizes') a.sizes = list(v()).map(Number);
-    else if (k === '--strategies') a.strategies = list(v());
-    else if (k === '--runs') a.runs = Number(v());
-    else if (k === '--runs-large') a.runsLarge = Number(v());
-    else if (k === '--timeout') a.timeout = Number(v());
-    else if (k === '--budget') a.budget = Number(v());
-    else if (k === '--out') a.out = v();
-    else if (k === '--dist') a.dist = v();
-    else if (k === '--verbose' || k === '-v') a.verbose = true;
-    else if (k === '--events') a.events = true;
-    else if (k === '--cpu-prof') a.cpuProf = true;
-    else if (k === '--settle') a.settle = Number(v());
-    else if (k === '-h' || k === '--help') {
-      console.log(
-        'usage: node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3] [--timeout 20] [--budget 330] [--out file] [--dist DIR] [--verbose] [--events] [--cpu-prof] [--settle ms]',
-      );
-      process.exit(0);
-    } else throw new Error(`unknown argument ${k}`);
-  }
+  const a = benchArgs(
+    argv,
+    'usage: node bench/formation.mjs [--sizes 3,10,30] [--strategies gossip,mdns] [--runs 3] [--runs-large 3] [--timeout 20] [--budget 330] [--out file] [--dist DIR] [--verbose] [--events] [--cpu-prof] [--settle ms]',
+    {
+      sizes: { type: 'numbers', default: [3, 10, 30] },
+      strategies: { type: 'list', default: STRATEGIES },
+      runs: { type: 'number', default: 3 },
+      'runs-large': { type: 'number', default: 3 },
+      timeout: { type: 'number', default: 20 },
+      budget: { type: 'number', default: 330 },
+      out: { type: 'string' },
+      dist: { type: 'string' },
+      verbose: { type: 'boolean', default: false, short: 'v' },
+      events: { type: 'boolean', default: false },
+      'cpu-prof': { type: 'boolean', default: false },
+      settle: { type: 'number', default: 500 },
+    },
+  );
   for (const n of a.sizes) if (!(Number.isInteger(n) && n >= 2 && n <= 100)) throw new Error(`--sizes: each size must be an integer in 2..100, got ${n}`);
   for (const s of a.strategies) if (!STRATEGIES.includes(s)) throw new Error(`--strategies: unknown "${s}" (known: ${STRATEGIES.join(', ')})`);
   for (const [k, x, max] of [

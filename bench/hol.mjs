@@ -6,11 +6,29 @@
 //
 //   node bench/hol.mjs [--duration 8] [--warmup 2] [--big-mib 64] [--interval 5] [--runs priority,fifo,...]
 //                      [--out file.json] [--dist DIR] [--cpu-prof]
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { closeAll, fmt, fmtInt, getDist, gitHead, killAll, ROOT, ratio, round1, round3, SECRET, setDist, sleep, table, Worker } from './lib/coordinator.mjs';
+import { benchArgs } from './lib/args.mjs';
+import {
+  closeAll,
+  fmt,
+  fmtInt,
+  getDist,
+  killAll,
+  ROOT,
+  ratio,
+  requireBuilt,
+  resultHeader,
+  round1,
+  round3,
+  SECRET,
+  setDist,
+  sleep,
+  table,
+  Worker,
+} from './lib/coordinator.mjs';
 
 const MiB = 1024 * 1024;
 
@@ -23,32 +41,20 @@ const RUNS = [
 ];
 
 function parseArgs(argv) {
-  const a = { duration: 8, warmup: 2, bigMiB: 64, interval: 5, runs: RUNS.map((r) => r.key), out: undefined, dist: undefined, cpuProf: false };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
-    if (k === '--duration') a.duration = Number(v());
-    else if (k === '--warmup') a.warmup = Number(v());
-    else if (k === '--big-mib') a.bigMiB = Number(v());
-    else if (k === '--interval') a.interval = Number(v());
-    else if (k === '--runs')
-      a.runs = v()
-        .split(',')
-        .map((s) => s.trim());
-    else if (k === '--out') a.out = v();
-    else if (k === '--dist') a.dist = v();
-    else if (k === '--cpu-prof') a.cpuProf = true;
-    else if (k === '-h' || k === '--help') {
-      console.log(
-        'usage: node bench/hol.mjs [--duration 8] [--warmup 2] [--big-mib 64] [--interval 5] [--runs priority,prioritySingleThreadedGc,fifo,fifoSingleThreadedGc] [--out file] [--dist DIR]',
-      );
-      process.exit(0);
-    } else throw new Error(`unknown argument ${k}`);
-  }
+  const a = benchArgs(
+    argv,
+    'usage: node bench/hol.mjs [--duration 8] [--warmup 2] [--big-mib 64] [--interval 5] [--runs priority,prioritySingleThreadedGc,fifo,fifoSingleThreadedGc] [--out file] [--dist DIR] [--cpu-prof]',
+    {
+      duration: { type: 'number', default: 8 },
+      warmup: { type: 'number', default: 2 },
+      'big-mib': { type: 'number', default: 64, key: 'bigMiB' },
+      interval: { type: 'number', default: 5 },
+      runs: { type: 'list', default: RUNS.map((r) => r.key) },
+      out: { type: 'string' },
+      dist: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+    },
+  );
   for (const r of a.runs) if (!RUNS.some((x) => x.key === r)) throw new Error(`--runs: unknown run "${r}" (runs: ${RUNS.map((x) => x.key).join(', ')})`);
   if (!(a.duration > 0 && a.duration <= 120)) throw new Error('--duration must be in (0, 120] seconds');
   if (!(a.warmup >= 0 && a.warmup <= 30)) throw new Error('--warmup must be in [0, 30] seconds');
@@ -192,26 +198,10 @@ function targets(r) {
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   if (a.dist) setDist(resolve(a.dist));
-  if (!existsSync(join(getDist(), 'index.js'))) {
-    console.error(`${join(getDist(), 'index.js')} is missing: run \`npm run build\` first (or \`npm run bench:hol\`).`);
-    process.exit(2);
-  }
+  requireBuilt('bench:hol');
   const started = new Date();
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   const result = {
-    bench: 'hol',
-    date: started.toISOString(),
-    package: `${pkg.name}@${pkg.version}`,
-    gitCommit: gitHead(),
-    command: `node bench/hol.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-    host: {
-      platform: `${os.platform()} ${os.release()}`,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model,
-      memoryGB: round1(os.totalmem() / 1e9),
-      node: process.version,
-      loadAvgAtStart: os.loadavg().map(round1),
-    },
+    ...resultHeader('hol', started),
     config: {
       durationSec: a.duration,
       warmupSec: a.warmup,

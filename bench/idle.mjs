@@ -22,6 +22,7 @@ import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE_SCRIPT = join(HERE, 'lib', 'formation-node.mjs');
@@ -35,29 +36,21 @@ const START_BATCH = 5;
 const TARGET = { solo: 0.5, n10: 1.0 };
 
 function parseArgs(argv) {
-  const a = { sizes: [1, 10, 30, 50], window: 30, settle: 120, dist: undefined, out: undefined, cpuProf: false, heartbeatInterval: undefined, basePort: 17400 };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
-    if (k === '--sizes') a.sizes = v().split(',').map(Number);
-    else if (k === '--window') a.window = Number(v());
-    else if (k === '--settle') a.settle = Number(v());
-    else if (k === '--dist') a.dist = resolve(v());
-    else if (k === '--out') a.out = v();
-    else if (k === '--cpu-prof') a.cpuProf = true;
-    else if (k === '--heartbeat-interval') a.heartbeatInterval = Number(v());
-    else if (k === '--base-port') a.basePort = Number(v());
-    else if (k === '-h' || k === '--help') {
-      console.log(
-        'usage: node bench/idle.mjs [--sizes 1,10,30,50] [--window 30] [--settle 120] [--dist DIR] [--out file] [--cpu-prof] [--heartbeat-interval ms] [--base-port 17400]',
-      );
-      process.exit(0);
-    } else throw new Error(`unknown argument ${k}`);
-  }
+  const a = benchArgs(
+    argv,
+    'usage: node bench/idle.mjs [--sizes 1,10,30,50] [--window 30] [--settle 120] [--dist DIR] [--out file] [--cpu-prof] [--heartbeat-interval ms] [--base-port 17400]',
+    {
+      sizes: { type: 'numbers', default: [1, 10, 30, 50] },
+      window: { type: 'number', default: 30 },
+      settle: { type: 'number', default: 120 },
+      dist: { type: 'string' },
+      out: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      'heartbeat-interval': { type: 'number' },
+      'base-port': { type: 'number', default: 17400 },
+    },
+  );
+  if (a.dist !== undefined) a.dist = resolve(a.dist);
   for (const n of a.sizes) if (!(Number.isInteger(n) && n >= 1 && n <= 100)) throw new Error(`--sizes: each size must be an integer in 1..100, got ${n}`);
   if (!(a.window >= 2 && a.window <= 600)) throw new Error('--window must be in [2, 600] seconds');
   if (!(a.settle >= 0 && a.settle <= 900)) throw new Error('--settle must be in [0, 900] seconds');

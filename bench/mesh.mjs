@@ -8,11 +8,12 @@
 // Needs a build (dist/): `npm run bench:mesh` builds first. `--dist DIR` benchmarks another
 // build of the library (a directory holding index.js), e.g. a baseline built from another commit.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.mjs';
 import { summarizeUs } from './lib/common.mjs';
 import {
   closeAll,
@@ -21,11 +22,12 @@ import {
   fmtInt,
   freePort,
   getDist,
-  gitHead,
   killAll,
   packageVersion,
   ROOT,
   ratio,
+  requireBuilt,
+  resultHeader,
   round1,
   round3,
   SECRET,
@@ -43,31 +45,20 @@ const SECTIONS = ['throughput', 'latency', 'hol', 'detection'];
 // ---- arguments ------------------------------------------------------------------------------
 
 function parseArgs(argv) {
-  const a = { only: SECTIONS, duration: 5, warmup: 1, requests: 20000, latencyWarmup: 2000, out: undefined, cpuProf: false, dist: undefined };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
-    if (k === '--only')
-      a.only = v()
-        .split(',')
-        .map((s) => s.trim());
-    else if (k === '--duration') a.duration = Number(v());
-    else if (k === '--warmup') a.warmup = Number(v());
-    else if (k === '--requests') a.requests = Number(v());
-    else if (k === '--out') a.out = v();
-    else if (k === '--cpu-prof') a.cpuProf = true;
-    else if (k === '--dist') a.dist = v();
-    else if (k === '-h' || k === '--help') {
-      console.log(
-        'usage: node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1] [--requests 20000] [--out file] [--cpu-prof]',
-      );
-      process.exit(0);
-    } else throw new Error(`unknown argument ${k}`);
-  }
+  const a = benchArgs(
+    argv,
+    'usage: node bench/mesh.mjs [--only throughput,latency,hol,detection] [--duration 5] [--warmup 1] [--requests 20000] [--out file] [--cpu-prof] [--dist DIR]',
+    {
+      only: { type: 'list', default: SECTIONS },
+      duration: { type: 'number', default: 5 },
+      warmup: { type: 'number', default: 1 },
+      requests: { type: 'number', default: 20000 },
+      out: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+      dist: { type: 'string' },
+    },
+  );
+  a.latencyWarmup = 2000;
   for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section "${s}" (sections: ${SECTIONS.join(', ')})`);
   if (!(a.duration > 0 && a.duration <= 60)) throw new Error('--duration must be in (0, 60] seconds');
   if (!(a.warmup >= 0 && a.warmup <= 10)) throw new Error('--warmup must be in [0, 10] seconds');
@@ -614,28 +605,14 @@ function targets(r) {
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   if (a.dist) setDist(resolve(a.dist));
-  if (!existsSync(join(getDist(), 'index.js'))) {
-    console.error(`${join(getDist(), 'index.js')} is missing: run \`npm run build\` first (or \`npm run bench:mesh\`).`);
-    process.exit(2);
-  }
+  requireBuilt('bench:mesh');
   const started = new Date();
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   const result = {
-    bench: 'mesh',
-    date: started.toISOString(),
-    package: `${pkg.name}@${pkg.version}`,
-    gitCommit: gitHead(),
-    host: {
-      platform: `${os.platform()} ${os.release()}`,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model,
-      memoryGB: round1(os.totalmem() / 1e9),
-      node: process.version,
+    ...resultHeader('mesh', started, {
       natsServer: daemonVersion('nats'),
       redisServer: daemonVersion('redis'),
       moleculer: packageVersion('moleculer'),
-      loadAvgAtStart: os.loadavg().map(round1),
-    },
+    }),
     config: {
       sections: a.only,
       durationSec: a.duration,

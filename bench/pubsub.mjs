@@ -6,10 +6,11 @@
 //   node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer]
 //                         [--kinds bytes,object] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000]
 //                         [--out file.json] [--dist DIR] [--cpu-prof]
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { benchArgs } from './lib/args.mjs';
 import { summarizeUs } from './lib/common.mjs';
 import {
   closeAll,
@@ -18,11 +19,12 @@ import {
   fmtInt,
   freePort,
   getDist,
-  gitHead,
   killAll,
   packageVersion,
   ROOT,
   ratio,
+  requireBuilt,
+  resultHeader,
   round1,
   SECRET,
   setDist,
@@ -38,48 +40,23 @@ const PEERS = ['foundation', 'nats', 'redis', 'moleculer'];
 const KINDS = ['bytes', 'object'];
 
 function parseArgs(argv) {
-  const a = {
-    only: SECTIONS,
-    peers: PEERS,
-    kinds: KINDS,
-    subs: [1, 3],
-    duration: 3,
-    warmup: 1,
-    latency: 3,
-    rate: 1000,
-    out: undefined,
-    dist: undefined,
-    cpuProf: false,
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const k = argv[i];
-    const v = () => {
-      const x = argv[++i];
-      if (x === undefined) throw new Error(`${k} needs a value`);
-      return x;
-    };
-    const list = () =>
-      v()
-        .split(',')
-        .map((s) => s.trim());
-    if (k === '--only') a.only = list();
-    else if (k === '--peers') a.peers = list();
-    else if (k === '--subs') a.subs = list().map(Number);
-    else if (k === '--kinds') a.kinds = list();
-    else if (k === '--duration') a.duration = Number(v());
-    else if (k === '--warmup') a.warmup = Number(v());
-    else if (k === '--latency') a.latency = Number(v());
-    else if (k === '--rate') a.rate = Number(v());
-    else if (k === '--out') a.out = v();
-    else if (k === '--dist') a.dist = v();
-    else if (k === '--cpu-prof') a.cpuProf = true;
-    else if (k === '-h' || k === '--help') {
-      console.log(
-        'usage: node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer] [--kinds bytes,object] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000] [--out file] [--dist DIR]',
-      );
-      process.exit(0);
-    } else throw new Error(`unknown argument ${k}`);
-  }
+  const a = benchArgs(
+    argv,
+    'usage: node bench/pubsub.mjs [--only remote,local] [--peers foundation,nats,redis,moleculer] [--kinds bytes,object] [--subs 1,3] [--duration 3] [--warmup 1] [--latency 3] [--rate 1000] [--out file] [--dist DIR] [--cpu-prof]',
+    {
+      only: { type: 'list', default: SECTIONS },
+      peers: { type: 'list', default: PEERS },
+      kinds: { type: 'list', default: KINDS },
+      subs: { type: 'numbers', default: [1, 3] },
+      duration: { type: 'number', default: 3 },
+      warmup: { type: 'number', default: 1 },
+      latency: { type: 'number', default: 3 },
+      rate: { type: 'number', default: 1000 },
+      out: { type: 'string' },
+      dist: { type: 'string' },
+      'cpu-prof': { type: 'boolean', default: false },
+    },
+  );
   for (const s of a.only) if (!SECTIONS.includes(s)) throw new Error(`--only: unknown section "${s}" (sections: ${SECTIONS.join(', ')})`);
   for (const p of a.peers) if (!PEERS.includes(p)) throw new Error(`--peers: unknown peer "${p}" (peers: ${PEERS.join(', ')})`);
   for (const n of a.subs) if (!(Number.isInteger(n) && n >= 1 && n <= 8)) throw new Error('--subs: integers in 1..8');
@@ -442,31 +419,16 @@ function targets(r) {
 async function main() {
   const a = parseArgs(process.argv.slice(2));
   if (a.dist) setDist(resolve(a.dist));
-  if (!existsSync(join(getDist(), 'index.js'))) {
-    console.error(`${join(getDist(), 'index.js')} is missing: run \`npm run build\` first (or \`npm run bench:pubsub\`).`);
-    process.exit(2);
-  }
+  requireBuilt('bench:pubsub');
   const started = new Date();
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   const result = {
-    bench: 'pubsub',
-    date: started.toISOString(),
-    package: `${pkg.name}@${pkg.version}`,
-    gitCommit: gitHead(),
-    command: `node bench/pubsub.mjs ${process.argv.slice(2).join(' ')}`.trim(),
-    host: {
-      platform: `${os.platform()} ${os.release()}`,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model,
-      memoryGB: round1(os.totalmem() / 1e9),
-      node: process.version,
+    ...resultHeader('pubsub', started, {
       natsServer: daemonVersion('nats'),
       redisServer: daemonVersion('redis'),
       moleculer: packageVersion('moleculer'),
       natsClient: packageVersion('@nats-io/transport-node'),
       ioredis: packageVersion('ioredis'),
-      loadAvgAtStart: os.loadavg().map(round1),
-    },
+    }),
     config: {
       sections: a.only,
       peers: a.peers,

@@ -18,23 +18,28 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.mjs';
 import { summarizeUs } from './lib/common.mjs';
 import { runFailover, SCENARIOS } from './lib/failover.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const NODE = join(HERE, 'lib', 'registry-node.mjs');
 const args = process.argv.slice(2);
-const arg = (k, d) => {
-  const i = args.indexOf(k);
-  return i >= 0 ? args[i + 1] : d;
-};
-const NAMES = Number(arg('--names', 1000));
-const OUT = arg('--out', join(HERE, 'results', `registry-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`));
+const opts = benchArgs(args, 'usage: node bench/registry.mjs [--names 1000] [--only registry,failover] [--reps 10] [--fresh] [--scenarios a,b] [--out file]', {
+  names: { type: 'number', default: 1000 },
+  out: { type: 'string', default: join(HERE, 'results', `registry-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`) },
+  only: { type: 'list', default: ['registry', 'failover'] },
+  reps: { type: 'number', default: 10 },
+  fresh: { type: 'boolean', default: false },
+  scenarios: { type: 'list', default: Object.keys(SCENARIOS) },
+});
+const NAMES = opts.names;
+const OUT = opts.out;
 const HORDE_VISIBILITY_MS = 250;
-const ONLY = new Set(arg('--only', 'registry,failover').split(','));
-const REPS = Number(arg('--reps', 10));
-const FRESH = args.includes('--fresh');
-const FAILOVER_SCENARIOS = arg('--scenarios', Object.keys(SCENARIOS).join(',')).split(',');
+const ONLY = new Set(opts.only);
+const REPS = opts.reps;
+const FRESH = opts.fresh;
+const FAILOVER_SCENARIOS = opts.scenarios;
 for (const s of ONLY) if (s !== 'registry' && s !== 'failover') throw new Error(`--only: unknown section ${s} (registry, failover)`);
 if (!(REPS >= 1)) throw new Error('--reps: a positive number');
 

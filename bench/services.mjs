@@ -14,21 +14,25 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { benchArgs } from './lib/args.mjs';
 import { payload, serve, summarizeUs } from './lib/common.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const args = process.argv.slice(2);
-const arg = (k, d) => {
-  const i = args.indexOf(k);
-  return i >= 0 ? args[i + 1] : d;
-};
+const flags = benchArgs(args, 'usage: node bench/services.mjs [--calls 20000] [--instances 10,100,1000] [--out file]', {
+  calls: { type: 'number', default: 20_000 },
+  instances: { type: 'numbers', default: [10, 100, 1000] },
+  out: { type: 'string', default: join(HERE, 'results', `services-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`) },
+  // A node process this bench starts (its start options as JSON).
+  child: { type: 'string' },
+});
 const silent = { debug() {}, info() {}, warn() {}, error() {}, child: () => silent };
 const SECRET = 'bench-services-secret-0123456789abc';
 
 // ---- child: one node process (--child <start options>) ---------------------------------------------
-if (arg('--child') !== undefined) {
+if (flags.child !== undefined) {
   const { Foundation } = await import('../dist/index.js');
-  const node = await Foundation.start({ ...JSON.parse(arg('--child')), logger: silent });
+  const node = await Foundation.start({ ...JSON.parse(flags.child), logger: silent });
   const body = payload(100);
   node.mesh.handle('bench.echo', (p) => p);
   serve({
@@ -56,9 +60,9 @@ if (arg('--child') !== undefined) {
 }
 
 async function main() {
-  const CALLS = Number(arg('--calls', 20_000));
-  const SIZES = String(arg('--instances', '10,100,1000')).split(',').map(Number);
-  const OUT = arg('--out', join(HERE, 'results', `services-${new Date().toISOString().replace(/[:.]/g, '-').slice(0, 19)}.json`));
+  const CALLS = flags.calls;
+  const SIZES = flags.instances;
+  const OUT = flags.out;
   const result = {
     date: new Date().toISOString(),
     command: `node bench/services.mjs ${args.join(' ')}`.trim(),

@@ -3,6 +3,7 @@
 import { fork, spawn, spawnSync } from 'node:child_process';
 import { appendFileSync, existsSync, readFileSync } from 'node:fs';
 import { connect, createServer } from 'node:net';
+import os from 'node:os';
 import { dirname, join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -304,4 +305,36 @@ export function gitHead() {
   if (r.status !== 0) return undefined;
   const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' });
   return r.stdout.trim() + (dirty.stdout?.trim() ? '+dirty-src' : '');
+}
+
+/** Exits with code 2, saying how to build, when the library under test (`getDist()`) is not built. */
+export function requireBuilt(npmScript) {
+  const entry = join(getDist(), 'index.js');
+  if (existsSync(entry)) return;
+  console.error(`${entry} is missing: run \`npm run build\` first (or \`npm run ${npmScript}\`).`);
+  process.exit(2);
+}
+
+/**
+ * What every results file of a bench starts with: the bench, when, the package and commit
+ * measured, the command line, and the host (`extraHost`: the peers' versions, say).
+ */
+export function resultHeader(bench, started, extraHost = {}) {
+  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
+  return {
+    bench,
+    date: started.toISOString(),
+    package: `${pkg.name}@${pkg.version}`,
+    gitCommit: gitHead(),
+    command: `node bench/${bench}.mjs ${process.argv.slice(2).join(' ')}`.trim(),
+    host: {
+      platform: `${os.platform()} ${os.release()}`,
+      cpus: os.cpus().length,
+      cpuModel: os.cpus()[0]?.model,
+      memoryGB: round1(os.totalmem() / 1e9),
+      node: process.version,
+      ...extraHost,
+      loadAvgAtStart: os.loadavg().map(round1),
+    },
+  };
 }
