@@ -54,10 +54,17 @@ describe.skipIf(!BUILT)(`mutual discovery dials once per pair${BUILT ? '' : ' (s
       await new Promise((r) => setTimeout(r, 500));
       const addressOf = new Map(nodes.map((n) => [n.id.name, n.id.address]));
       const dials = attempts.filter((a) => addressOf.has(a.node));
-      expect(dials.length).toBeGreaterThanOrEqual(names.length);
+      // A pair may also come up through a transitive join (a member tells the others about a
+      // newcomer) before discovery's next scan: then that pair has no discovery dial. What must
+      // hold: discovery dials only from the smaller address, never twice for one pair, and one
+      // link per pair in all.
+      expect(dials.length).toBeGreaterThanOrEqual(1);
       for (const a of dials) expect((addressOf.get(a.node) as string) < a.peer, `${a.node} (${addressOf.get(a.node)}) dialed ${a.peer}`).toBe(true);
-      // One successful dial per pair.
-      expect(dials.filter((a) => a.result === 'ok')).toHaveLength(3);
+      const okPairs = dials.filter((a) => a.result === 'ok').map((a) => `${addressOf.get(a.node)}>${a.peer}`);
+      expect(new Set(okPairs).size).toBe(okPairs.length);
+      const links = nodes.map((n) => n.mesh.stats());
+      expect(links.reduce((sum, s) => sum + s.linksOpened, 0)).toBe(2 * 3);
+      expect(links.reduce((sum, s) => sum + s.linksReplaced, 0)).toBe(0);
     } finally {
       unsubscribe(CONNECT_CHANNEL, onConnect);
     }
