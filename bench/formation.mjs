@@ -11,8 +11,7 @@
 // The lab is test/helpers/netns.ts itself, loaded through tsx: every node runs inside a lab
 // namespace, nothing is created in (or talks from) the root namespace, and the lab is torn down
 // on every way out (finally, plus the harness's exit and signal hooks).
-import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -20,6 +19,7 @@ import { StringDecoder } from 'node:string_decoder';
 import { fileURLToPath } from 'node:url';
 import { tsImport } from 'tsx/esm/api';
 import { benchArgs } from './lib/args.mjs';
+import { getDist, requireBuilt, resultHeader, round1, setDist } from './lib/coordinator.mjs';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = join(HERE, '..');
@@ -42,7 +42,6 @@ const LIBCLUSTER = {
   measured: false,
 };
 const TARGET = { n: 10, ms: 1000 };
-let DIST = join(ROOT, 'dist');
 
 // ---- arguments ------------------------------------------------------------------------------
 
@@ -82,7 +81,6 @@ function parseArgs(argv) {
 // ---- small helpers --------------------------------------------------------------------------
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const round1 = (x) => Math.round(x * 10) / 10;
 const round2 = (x) => Math.round(x * 100) / 100;
 const sum = (xs) => xs.reduce((s, x) => s + x, 0);
 /** Median (lower middle for an even count, as in bench/mesh.mjs) of the defined values. */
@@ -131,7 +129,7 @@ class BenchNode {
     this.timeline = [];
     const topologies = strategy === 'gossip' ? { lan: { strategy: 'gossip', config: { secret: SECRET } } } : { lan: { strategy: 'mdns' } };
     const opts = { name: host.name, host: '0.0.0.0', advertiseHost: host.ip, port: MESH_PORT, secret: SECRET, topologies };
-    const env = { BENCH_EXPECT_PEERS: String(n - 1), ...(DIST === join(ROOT, 'dist') ? {} : { BENCH_FOUNDATION_DIST: DIST }) };
+    const env = { BENCH_EXPECT_PEERS: String(n - 1), ...(getDist() === join(ROOT, 'dist') ? {} : { BENCH_FOUNDATION_DIST: getDist() }) };
     const execArgv = profDir ? ['--cpu-prof', '--cpu-prof-dir', join(profDir, host.name)] : [];
     this.profiled = execArgv.length > 0;
     this.proc = host.spawn([process.execPath, ...execArgv, NODE_SCRIPT, JSON.stringify(opts)], {
@@ -656,20 +654,10 @@ function targets(r) {
 
 // ---- main -----------------------------------------------------------------------------------
 
-function gitHead() {
-  const r = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { cwd: ROOT, encoding: 'utf8' });
-  if (r.status !== 0) return undefined;
-  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'src'], { cwd: ROOT, encoding: 'utf8' });
-  return r.stdout.trim() + (dirty.stdout?.trim() ? '+dirty-src' : '');
-}
-
 async function main() {
   const a = parseArgs(process.argv.slice(2));
-  if (a.dist) DIST = resolve(a.dist);
-  if (!existsSync(join(DIST, 'index.js'))) {
-    console.error(`${join(DIST, 'index.js')} is missing: run \`npm run build\` first (or \`npm run bench:formation\`).`);
-    process.exit(2);
-  }
+  if (a.dist) setDist(resolve(a.dist));
+  requireBuilt('bench:formation');
   // The nodes get this process's environment (the harness adds to it): FOUNDATION_* variables
   // of the caller would configure the benchmarked nodes, so they go.
   for (const k of Object.keys(process.env)) if (k.startsWith('FOUNDATION_')) delete process.env[k];
@@ -694,20 +682,8 @@ async function main() {
   watchdog.unref();
 
   const started = new Date();
-  const pkg = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8'));
   const result = {
-    bench: 'formation',
-    date: started.toISOString(),
-    package: `${pkg.name}@${pkg.version}`,
-    gitCommit: gitHead(),
-    host: {
-      platform: `${os.platform()} ${os.release()}`,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model,
-      memoryGB: round1(os.totalmem() / 1e9),
-      node: process.version,
-      loadAvgAtStart: os.loadavg().map(round1),
-    },
+    ...resultHeader('formation', started),
     config: {
       sizes: a.sizes,
       strategies: a.strategies,
@@ -727,7 +703,7 @@ async function main() {
         gossip: { lan: { strategy: 'gossip', config: { secret: SECRET } } },
         mdns: { lan: { strategy: 'mdns' } },
       },
-      dist: relative(ROOT, DIST) || DIST,
+      dist: relative(ROOT, getDist()) || getDist(),
     },
     reference: { libclusterGossip: LIBCLUSTER, target: TARGET },
     runs: [],
