@@ -135,7 +135,7 @@ export class Dispatcher {
     }
     // A pooled body goes to a system topic's handler only as a raw payload (a decoded value may
     // hold views of it that no one could account for); user handlers never see `release`.
-    const release = msg.flags & MessageFlags.RAW && msg.topic.startsWith(SYSTEM_TOPIC_PREFIX) ? msg.release : undefined;
+    const release = msg.release !== undefined && msg.flags & MessageFlags.RAW && msg.topic.startsWith(SYSTEM_TOPIC_PREFIX) ? msg.release : undefined;
     const ctx: SystemMessageContext = {
       from,
       topic: msg.topic,

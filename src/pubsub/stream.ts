@@ -14,9 +14,8 @@ export interface PubSubStream<T = unknown> extends AsyncIterableIterator<PubSubM
 
 /** The iterator half; the owner pushes messages in through `push` (from the subscriber's queue). */
 export class StreamIterator<T> implements PubSubStream<T> {
-  private readonly buffered: PubSubMessage<T>[] = [];
-  /** Leases of the buffered messages (same index; undefined: none), for a stream that borrows its payloads. */
-  private readonly bufferedLeases: Array<PayloadLease | undefined> = [];
+  /** Messages not read yet, each with its lease when the stream borrows its payloads. */
+  private readonly buffered: Array<{ msg: PubSubMessage<T>; lease: PayloadLease | undefined }> = [];
   /** Lease of the message the reader has now: ended when it asks for the next one, or leaves. */
   private held: PayloadLease | undefined;
   private waiter?: { resolve: (r: IteratorResult<PubSubMessage<T>>) => void; reject: (e: unknown) => void };
@@ -48,8 +47,7 @@ export class StreamIterator<T> implements PubSubStream<T> {
       w.resolve({ value: msg, done: false });
       return undefined;
     }
-    this.buffered.push(msg);
-    this.bufferedLeases.push(lease);
+    this.buffered.push({ msg, lease });
     return new Promise<void>((resolve) => (this.release = resolve));
   }
 
@@ -85,13 +83,13 @@ export class StreamIterator<T> implements PubSubStream<T> {
   }
 
   next(): Promise<IteratorResult<PubSubMessage<T>>> {
-    const msg = this.buffered.shift();
-    if (msg !== undefined) {
-      this.hold(this.bufferedLeases.shift());
+    const next = this.buffered.shift();
+    if (next !== undefined) {
+      this.hold(next.lease);
       const release = this.release;
       this.release = undefined;
       release?.();
-      return Promise.resolve({ value: msg, done: false });
+      return Promise.resolve({ value: next.msg, done: false });
     }
     this.hold(undefined);
     if (this.done) {
@@ -109,8 +107,7 @@ export class StreamIterator<T> implements PubSubStream<T> {
     this.stop();
     // The reader left: nothing it was given, or will not read, is borrowed any more.
     this.hold(undefined);
-    for (const lease of this.bufferedLeases) lease?.done();
-    this.bufferedLeases.length = 0;
+    for (const { lease } of this.buffered) lease?.done();
     this.buffered.length = 0;
     return Promise.resolve({ value: undefined, done: true });
   }
