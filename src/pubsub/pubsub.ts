@@ -658,7 +658,8 @@ export class PubSub implements PubSubApi {
    * Hands a message to this node's matching subscribers: every plain one, and for each queue
    * group in `groups` (`'all'`: every local group) the member with the shortest queue. The
    * message is `value` (a local publish: the value itself) or a received `frame`, decoded here
-   * once, and only if a subscriber matches. Returns how many subscribers got it.
+   * once, and only if a subscriber matches. Returns how many subscribers got it, or -1 when the
+   * frame was dropped as undecodable (counted there, not as unrouted).
    *
    * `release` (a frame received into pooled memory) is called once nothing references the frame:
    * at once when no subscriber gets it or its payload was inflated (a copy); when every
@@ -690,7 +691,7 @@ export class PubSub implements PubSubApi {
         matched.length = 0;
         release?.();
         this.dropFrame(from, `undecodable payload: ${(err as Error).message}`);
-        return 0;
+        return -1;
       }
       if (release !== undefined && frame.flags & FrameFlags.DEFLATE) {
         // The payload is the inflated copy: the received bytes are no longer needed.

@@ -83,4 +83,21 @@ describe('Inbox with a body pool', () => {
     const small = inbox.push(fragmentMessage(2, encodeMessageBody(MessageFlags.RAW, 0, 's', Buffer.alloc(10)))[0] as Buffer);
     expect(small?.release).toBeUndefined();
   });
+
+  it('a pooled message whose fragments do not add up closes the link as any other; reset hands a partial body back', () => {
+    const pool = new BodyPool({ maxPooledBytes: 8 * MiB });
+    const inbox = new Inbox({ bodyPool: pool });
+    const frags = fragmentMessage(2, encodeMessageBody(MessageFlags.RAW, 0, 'big', Buffer.alloc(2 * MiB, 1)));
+    inbox.push(frags[0] as Buffer);
+    expect(inbox.reservedBytes).toBeGreaterThan(2 * MiB);
+    // The last fragment comes right after the first: the message ends short of what it declared.
+    expect(() => inbox.push(frags[frags.length - 1] as Buffer)).toThrow(expect.objectContaining({ code: 'FOUNDATION_FRAME_INVALID' }));
+    // The link closes on it; the body was never handed to anyone, so nothing went back to the pool early.
+    expect(pool.pooledBytes).toBe(0);
+    const other = new Inbox({ bodyPool: pool });
+    other.push(frags[0] as Buffer);
+    other.reset();
+    expect(pool.pooledBytes).toBe(3 * MiB);
+    expect(other.reservedBytes).toBe(0);
+  });
 });

@@ -6,6 +6,7 @@
  */
 import { afterEach, describe, expect, it } from 'vitest';
 import { BODY_POOL_MIN_BYTES, type BodyPool } from '../../../src/mesh/body-pool.js';
+import { FrameFlags, writeFrameHead } from '../../../src/pubsub/frame.js';
 import type { PubSub } from '../../../src/pubsub/pubsub.js';
 import { Hub, settle } from '../../helpers/pubsub-hub.js';
 
@@ -158,5 +159,34 @@ describe('borrowPayload', () => {
     expect(uniform((got[1] as { blob: Buffer }).blob)).toBe(2);
     expect(pool.stats.allocated).toBeGreaterThan(0);
     expect(() => b.subscribe('t', () => {}, { borrowPayload: 'yes' as unknown as boolean })).toThrow(/borrowPayload/);
+  });
+
+  it('a malformed or undecodable large frame is dropped and counted, and its pooled memory handed back', async () => {
+    const hub = new Hub();
+    const a = await hub.node('a');
+    const b = await hub.node('b');
+    engines.push(a, b);
+    b.subscribe('big', () => {}, { borrowPayload: true });
+    await settle();
+    const pool = hub.pools.get('b') as BodyPool;
+    const host = hub.adapters.get('b')?.host;
+    const receiveLarge = (fill: (body: Buffer) => void) => {
+      const lent = pool.take(SIZE) as NonNullable<ReturnType<BodyPool['take']>>;
+      fill(lent.body);
+      host?.receive('a', 'events', lent.body, lent.release);
+    };
+    // No frame version this engine knows: malformed.
+    receiveLarge((body) => body.fill(0xff));
+    // A frame for 'big' whose deflated body is garbage: undecodable.
+    receiveLarge((body) => {
+      body.fill(0x5a);
+      writeFrameHead({ topic: 'big', flags: FrameFlags.RAW | FrameFlags.DEFLATE }).copy(body);
+    });
+    // A well-formed frame for a topic nobody here subscribes to: unrouted.
+    receiveLarge((body) => writeFrameHead({ topic: 'other', flags: FrameFlags.RAW }).copy(body));
+    expect(b.stats()).toMatchObject({ framesDropped: 2, unrouted: 1 });
+    // Each body was back in the pool before the next frame took one: one buffer served all three.
+    expect(pool.stats).toEqual({ reused: 2, allocated: 1 });
+    expect(pool.pooledBytes).toBe(2 * 1024 * 1024);
   });
 });
