@@ -8,6 +8,7 @@
  * handoff for `HANDOFF_GRACE_MS`; a host that goes down hands nothing off, so what it held is
  * placed at once.
  */
+import type { Registry } from '../registry/registry.js';
 
 /**
  * How long an available singleton that a live host just unregistered is left to its handoff
@@ -64,4 +65,27 @@ export class Handoffs {
     this.releasedAt.delete(name);
     return false;
   }
+}
+
+/**
+ * Resolves once `registry` no longer shows `holder` owning `name`, or after `HANDOFF_GRACE_MS`:
+ * what a successor waits for before it adopts a worker `holder` hands off. The host unregisters
+ * before it asks, on the same lane, but the successor may apply that later: after a lost delta
+ * its registry waits for the host's full map. Refused as "already registered", the handoff would
+ * fail and the worker start fresh, without its state (what a CI run under load showed; this is
+ * its likely cause).
+ */
+export function releasedBy(registry: Registry, name: string, holder: string): Promise<void> {
+  if (registry.lookup(name)?.node !== holder) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      stop();
+      resolve();
+    };
+    const timer = setTimeout(done, HANDOFF_GRACE_MS);
+    const stop = registry.watch(() => {
+      if (registry.lookup(name)?.node !== holder) done();
+    });
+  });
 }

@@ -26,7 +26,7 @@ import { MeshReplicaLink } from '../replication/mesh-replica.js';
 import type { Logger } from '../util/logger.js';
 import { RateLimitedLog } from '../util/logger.js';
 import { explainPlacement, processInfoOf } from './explain.js';
-import { HANDOFF_GRACE_MS, Handoffs } from './handoffs.js';
+import { HANDOFF_GRACE_MS, Handoffs, releasedBy } from './handoffs.js';
 import { checkName, supervision, timeoutOf } from './options.js';
 import { ownerOf, rankFor } from './placement.js';
 import { type PlacementView, planOwned, planReplicated } from './placement-plan.js';
@@ -492,7 +492,7 @@ export class Processes implements ProcessesApi {
         }
         case 'start-child': {
           if (this.local.has(req.name)) return { ok: true };
-          if (req.moved) await this.releasedBy(req.name, from);
+          if (req.moved) await releasedBy(this.registry, req.name, from);
           const started = await this.runLocal(req.name, 'child', req.spec.type, req.spec.args, req.spec, { handoff: req.handoff, rebalance: req.rebalance });
           if (!started) return { ok: false, code: ErrorCodes.NAME_REGISTERED, message: `"${req.name}" is already registered` };
           if (req.moved) this.counters.handoffsIn++;
@@ -504,7 +504,7 @@ export class Processes implements ProcessesApi {
           if (decl?.k !== 'singleton' || decl.consistency !== 'available')
             return { ok: false, code: 'NOT_HERE', message: `"${req.name}" is not declared on ${this.self}` };
           if (this.local.has(req.name)) return { ok: true };
-          if (req.moved) await this.releasedBy(req.name, from);
+          if (req.moved) await releasedBy(this.registry, req.name, from);
           const sup = this.singletonSupervision.get(req.name) ?? supervision({});
           const started = await this.runLocal(req.name, 'singleton', decl.type, decl.args, sup, { handoff: req.handoff });
           if (started && req.moved) this.counters.handoffsIn++;
@@ -600,28 +600,6 @@ export class Processes implements ProcessesApi {
       ...(sup.fencingToken === undefined ? {} : { fencingToken: sup.fencingToken }),
     });
     return true;
-  }
-
-  /**
-   * Resolves once this node's registry no longer shows `holder` owning `name`, or after
-   * `HANDOFF_GRACE_MS`. A host that hands a worker off unregisters it before it asks, on the same
-   * lane, but this node may apply that later: after a lost delta its registry waits for the
-   * host's full map. Refused as "already registered", the handoff would fail and the worker
-   * start fresh, without its state (what a CI run under load showed; this is its likely cause).
-   */
-  private releasedBy(name: string, holder: string): Promise<void> {
-    if (this.registry.lookup(name)?.node !== holder) return Promise.resolve();
-    return new Promise<void>((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        stop();
-        resolve();
-      };
-      const timer = setTimeout(done, HANDOFF_GRACE_MS);
-      const stop = this.registry.watch(() => {
-        if (this.registry.lookup(name)?.node !== holder) done();
-      });
-    });
   }
 
   private retryRegistration(name: string, w: LocalWorker): void {
