@@ -101,7 +101,13 @@ describe.skipIf(gate.skip)('gossip discovery across hosts (network namespaces)',
     });
     expect((await started(intruder)).event).toBe('started');
     await new Promise((r) => setTimeout(r, 3000));
-    // Its announcements (at start, +100 ms, +300 ms, then every second) reached h0, and h0's reached it.
+    // Its announcements (at start, +100 ms, +300 ms, then every second) reached h0, and h0's reached
+    // it. h0 announces about once a second whatever h5 does, so under load three of them can take
+    // a little over 3 s: the counters are read until both reach 3, for up to 5 s more.
+    const deadline = Date.now() + 5000;
+    while (((await counter(h0!, 'INPUT', h5!.ip)) < 3 || (await counter(h5!, 'INPUT', h0!.ip)) < 3) && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 250));
+    }
     expect(await counter(h0!, 'INPUT', h5!.ip)).toBeGreaterThanOrEqual(3);
     expect(await counter(h5!, 'INPUT', h0!.ip)).toBeGreaterThanOrEqual(3);
     for (const n of CLUSTER) expect(proc(n).events.some(isUp('h5')), `${n} saw h5 up`).toBe(false);
