@@ -5,6 +5,9 @@ import { assertSerializable, decode, decodeRange, encode } from '../../src/mesh/
 
 const roundTrip = <T>(value: T): T => decode(encode(value)) as T;
 
+/** Any JSON value the codec sends: an own "__proto__" key is refused on purpose (msgpackr would rename it on decode; see its own test). */
+const sendableJson = fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"__proto__"'));
+
 function serializationPath(fn: () => unknown): string {
   try {
     fn();
@@ -265,13 +268,9 @@ describe('codec round-trips', () => {
 
   it('round-trips arbitrary JSON values exactly like JSON does (property)', () => {
     fc.assert(
-      // An own "__proto__" key is refused on purpose (msgpackr would rename it on decode); see its own test.
-      fc.property(
-        fc.jsonValue().filter((v) => !JSON.stringify(v).includes('"__proto__"')),
-        (v) => {
-          expect(roundTrip(v)).toStrictEqual(v);
-        },
-      ),
+      fc.property(sendableJson, (v) => {
+        expect(roundTrip(v)).toStrictEqual(v);
+      }),
       { numRuns: 300 },
     );
   });
@@ -436,7 +435,7 @@ describe('codec output buffers', () => {
 describe('codec decodeRange', () => {
   it('decodes exactly one value from a range of a larger buffer, as decode does from a copy of it', () => {
     fc.assert(
-      fc.property(fc.jsonValue(), fc.uint8Array({ maxLength: 16 }), fc.uint8Array({ maxLength: 16 }), (value, before, after) => {
+      fc.property(sendableJson, fc.uint8Array({ maxLength: 16 }), fc.uint8Array({ maxLength: 16 }), (value, before, after) => {
         const body = encode(value);
         const buf = Buffer.concat([before, body, after]);
         expect(decodeRange(buf, before.length, before.length + body.length)).toEqual(decode(Buffer.from(body)));
