@@ -169,9 +169,9 @@ export class Processes implements ProcessesApi {
           if (w?.unregistered) this.retryRegistration(e.name, w);
           // Given up by a host that is still up: a graceful stop handing it off, whose adopt request
           // follows on the same lane. Placement leaves it alone for a moment, then looks again.
-          if (this.handoffs.unregistered(e.name, (node) => this.link.up.has(node))) {
-            setTimeout(() => this.schedule(), HANDOFF_GRACE_MS + 10).unref();
-          }
+          const handingOff = this.handoffs.unregistered(e.name, (node) => this.link.up.has(node));
+          if (handingOff) setTimeout(() => this.schedule(), HANDOFF_GRACE_MS + 10).unref();
+          this.log.debug({ worker: e.name, lastHost: this.handoffs.lastHost(e.name), handingOff }, 'processes: name unregistered');
           // A name that goes may be one this node should now run.
           this.schedule();
         }
@@ -500,6 +500,10 @@ export class Processes implements ProcessesApi {
           return { ok: true };
         }
         case 'adopt-singleton': {
+          this.log.debug(
+            { worker: req.name, from, moved: req.moved, registered: this.registry.lookup(req.name)?.node, runsHere: this.local.has(req.name) },
+            'processes: adopt request',
+          );
           const decl = this.table.own('singleton', req.name);
           if (decl?.k !== 'singleton' || decl.consistency !== 'available')
             return { ok: false, code: 'NOT_HERE', message: `"${req.name}" is not declared on ${this.self}` };
@@ -670,6 +674,7 @@ export class Processes implements ProcessesApi {
       code: 'ERROR',
       message: (e as Error).message,
     }));
+    this.log.debug({ worker: name, to, ok: r.ok }, 'processes: handed off');
     if (r.ok) {
       this.counters.handoffsOut++;
       this.local.delete(name);
@@ -750,6 +755,7 @@ export class Processes implements ProcessesApi {
     for (const a of planOwned(view)) {
       if (a.start === 'singleton') {
         const from = this.handoffs.lastHost(a.name);
+        this.log.debug({ worker: a.name, live: view.live, lastHost: from }, 'processes: placement starts a singleton here');
         void this.runLocal(a.name, 'singleton', a.type, a.args, this.singletonSupervision.get(a.name) ?? supervision({}))
           .then((ok) => {
             if (ok && from !== undefined && from !== this.self) this.failover(a.name, from);

@@ -4,7 +4,8 @@
  * member at once (`sendMany`, encoded once); members already up and every later change through
  * `watchMembers` (no gap, no duplicate); a `link-replaced` resyncs that peer (what the old link
  * lost is repaired by a full map); a periodic digest repairs a lost last delta; changes made in
- * one turn of the event loop go out as one delta just after it.
+ * one turn of the event loop go out as one delta just after it, those a table makes of its own
+ * entries in reaction to a peer's message or departure included.
  *
  * Malformed messages (untrusted bytes, decoded) are dropped, counted, and logged at a limited
  * rate; they never reach the replica.
@@ -87,6 +88,9 @@ export class MeshReplicaLink<M> {
           return;
         }
         endpoint.receive(ctx.from, ctx.incarnation, msg);
+        // What a table changed of its own in reaction (the registry withdrawing a name it lost)
+        // goes out now, not at the next digest up to `digestMs` later.
+        this.scheduleFlush();
       }),
     );
     this.offs.push(
@@ -102,6 +106,7 @@ export class MeshReplicaLink<M> {
       } else if (change.type === 'down') {
         this.up.delete(change.member.name);
         endpoint.peerDown(change.member.name);
+        this.scheduleFlush();
       }
       this.digestWhilePeers();
       this.opts.onMembers?.(change);

@@ -39,7 +39,8 @@ export class LayerCluster {
     };
     const child = spawn(process.execPath, [this.opts.script, JSON.stringify(opts)], {
       stdio: ['pipe', 'pipe', 'pipe'],
-      env: { ...process.env, FOUNDATION_LOG_LEVEL: this.opts.logLevel ?? 'warn' },
+      // FOUNDATION_TEST_LOG_LEVEL overrides the level for a run that hunts a failure.
+      env: { ...process.env, FOUNDATION_LOG_LEVEL: process.env.FOUNDATION_TEST_LOG_LEVEL ?? this.opts.logLevel ?? 'warn' },
     });
     const proc = new NodeProc(child, name);
     this.procs.push(proc);

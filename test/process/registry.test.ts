@@ -98,6 +98,30 @@ describe.skipIf(skip !== undefined)('registry on real nodes', () => {
     expect(b?.registry.register('cache', null)).toMatchObject({ node: 'g2' });
   });
 
+  it('the loser of a conflict withdraws at once: when the winner lets the name go, nobody resolves it to the loser', async () => {
+    const [a, b, c] = (await cluster(3)) as FoundationNode[];
+    // Both register before either hears of the other: a conflict, as two sides of a partition make.
+    a?.registry.register('leader', null);
+    b?.registry.register('leader', null);
+    const agreed = () => {
+      const owners = new Set([a, b, c].map((n) => n?.registry.lookup('leader')?.node));
+      return owners.size === 1 && !owners.has(undefined);
+    };
+    await waitFor(agreed, 'every node to agree on one owner', 2000);
+    const winner = a?.registry.lookup('leader')?.node === 'g1' ? (a as FoundationNode) : (b as FoundationNode);
+    const loser = winner === a ? (b as FoundationNode) : (a as FoundationNode);
+    // The loser's withdrawal used to wait for its next digest (up to 2 s): until then the others
+    // held its registration and gave it the name when the winner let go (a singleton handed off on
+    // a graceful stop was refused by its successor for it).
+    await new Promise((r) => setTimeout(r, 100));
+    const seenByC: NameEvent[] = [];
+    c?.registry.watch((e) => seenByC.push(e));
+    winner.registry.unregister('leader');
+    await waitFor(() => [a, b, c].every((n) => n?.registry.lookup('leader') === undefined), 'the name to be free everywhere', 1000);
+    expect(seenByC).toEqual([{ type: 'unregister', name: 'leader', node: winner.id.name }]);
+    expect(loser.registry.register('leader', null)).toMatchObject({ node: loser.id.name });
+  });
+
   it('a node that starts late gets every registration', async () => {
     const [a, b] = (await cluster(2)) as FoundationNode[];
     for (let i = 0; i < 200; i++) a?.registry.register(`job:${i}`, { i });
