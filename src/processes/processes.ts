@@ -169,9 +169,10 @@ export class Processes implements ProcessesApi {
           if (w?.unregistered) this.retryRegistration(e.name, w);
           // Given up by a host that is still up: a graceful stop handing it off, whose adopt request
           // follows on the same lane. Placement leaves it alone for a moment, then looks again.
-          const handingOff = this.handoffs.unregistered(e.name, (node) => this.link.up.has(node));
-          if (handingOff) setTimeout(() => this.schedule(), HANDOFF_GRACE_MS + 10).unref();
-          this.log.debug({ worker: e.name, lastHost: this.handoffs.lastHost(e.name), handingOff }, 'processes: name unregistered');
+          if (this.handoffs.unregistered(e.name, (node) => this.link.up.has(node))) {
+            setTimeout(() => this.schedule(), HANDOFF_GRACE_MS + 10).unref();
+            this.log.debug({ worker: e.name, host: this.handoffs.lastHost(e.name) }, 'processes: a live host let go of a worker, left to its handoff');
+          }
           // A name that goes may be one this node should now run.
           this.schedule();
         }
