@@ -81,6 +81,11 @@ export class Connector {
    * (unauthenticated: a hint only); `done` settles when the handshake ends. See `dialUnlessDialed`.
    */
   private readonly inboundClaims = new Map<Link, { address: string; done: Promise<void> }>();
+  /**
+   * Our dials whose TCP connect has not completed, by socket, with the address dialed and how to
+   * give the attempt up. See `abandonConnectsTo`.
+   */
+  private readonly connecting = new Map<Socket, { address: string; abandon: () => void }>();
   private readonly dialListeners = new Set<(a: DialAttempt) => void>();
   /** Every socket, linked or not (handshakes in flight, tie-break losers), so `stop` can close them all. */
   readonly sockets = new Set<Socket>();
@@ -213,11 +218,17 @@ export class Connector {
     const started = performance.now();
     const target = parseAddress(address);
     if (!target) return { ok: false, error: new FoundationError(ErrorCodes.CONFIG_INVALID, `"${address}" is not a host:port address`) };
-    let socket: Socket;
+    let socket: Socket | undefined;
     try {
-      socket = await this.openSocket(target.host, target.port);
+      socket = await this.openSocket(address, target.host, target.port);
     } catch (error) {
       return { ok: false, error: error as Error };
+    }
+    if (!socket) {
+      // Given up while connecting: a link to that address came up the other way meanwhile.
+      const linked = this.hooks.peerAt(address);
+      if (linked) return { ok: true, peer: linked.name, already: true };
+      return { ok: false, error: new MessagingError(ErrorCodes.NODE_UNREACHABLE, `connect to ${address} given up: its link came up and went`) };
     }
     const link = this.newLink(socket, 'outbound');
     let ended!: () => void;
@@ -229,6 +240,7 @@ export class Connector {
       });
       if (this.stopping) throw new HandshakeError('shutting-down', 'node is stopping');
       this.hooks.admitted(link, hs, address);
+      this.abandonConnectsTo(hs.peer.name);
       this.dialMsAverage += DIAL_AVERAGE_WEIGHT * (performance.now() - started - this.dialMsAverage);
       return { ok: true, peer: hs.peer.name, already: false };
     } catch (error) {
@@ -241,7 +253,11 @@ export class Connector {
     }
   }
 
-  private openSocket(host: string, port: number): Promise<Socket> {
+  /**
+   * Opens a socket to `host:port`; resolves undefined when the attempt was given up while the TCP
+   * connect was in progress (`abandonConnectsTo`).
+   */
+  private openSocket(address: string, host: string, port: number): Promise<Socket | undefined> {
     return new Promise((resolve, reject) => {
       const tls = this.opts.tls;
       const socket: Socket = tls
@@ -255,21 +271,52 @@ export class Connector {
             servername: tls.serverName,
           })
         : tcpConnect({ host, port });
+      const settle = () => {
+        clearTimeout(timer);
+        this.connecting.delete(socket);
+      };
       const timer = setTimeout(() => {
+        settle();
         socket.destroy();
         reject(new MessagingError(ErrorCodes.NODE_UNREACHABLE, `connect to ${formatAddress(host, port)} timed out after ${this.opts.connectTimeoutMs} ms`));
       }, this.opts.connectTimeoutMs);
+      this.connecting.set(socket, {
+        address,
+        abandon: () => {
+          settle();
+          socket.removeAllListeners('error');
+          socket.on('error', () => {});
+          socket.destroy();
+          resolve(undefined);
+        },
+      });
       socket.once(tls ? 'secureConnect' : 'connect', () => {
-        clearTimeout(timer);
+        settle();
         socket.removeAllListeners('error');
         resolve(socket);
       });
       socket.once('error', (err) => {
-        clearTimeout(timer);
+        settle();
         socket.destroy();
         reject(err);
       });
     });
+  }
+
+  /**
+   * The link to `name` is up: our dials to its addresses whose TCP connect is still in progress
+   * are given up. Such a dial was started while the peer was unreachable (a partition, its
+   * restart) and its SYN is being retransmitted; left alone it would connect up to seconds after
+   * the heal and, if the tie-break favoured it, replace the link that just came up, failing the
+   * requests in flight on it. A socket still connecting was never seen by the peer's acceptor,
+   * so giving it up costs the peer nothing; a dial past its TCP connect goes on to the tie-break.
+   */
+  private abandonConnectsTo(name: string): void {
+    for (const [socket, entry] of this.connecting) {
+      if (!socket.connecting) continue;
+      const peer = this.hooks.peerAt(entry.address);
+      if (peer?.name === name && peer.state === 'up') entry.abandon();
+    }
   }
 
   private newLink(socket: Socket, direction: 'inbound' | 'outbound'): Link {
@@ -303,6 +350,7 @@ export class Connector {
             return;
           }
           this.hooks.admitted(link, hs, undefined);
+          this.abandonConnectsTo(hs.peer.name);
         },
         (error: Error) => this.handshakeFailed(link, error, undefined),
       )

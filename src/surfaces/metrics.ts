@@ -504,6 +504,12 @@ const METRICS: readonly MetricDefinition[] = [
       ],
   },
   {
+    name: 'foundation_events_query_retries_total',
+    help: 'Members asked again in a cluster-wide event query because their link was replaced under the first request',
+    type: 'counter',
+    collect: ({ events }) => events && [[{}, events.queryRetries]],
+  },
+  {
     name: 'foundation_events_handler_errors_total',
     help: 'Event handler calls that threw or rejected',
     type: 'counter',

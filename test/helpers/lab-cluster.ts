@@ -13,13 +13,23 @@ export interface LabClusterOptions {
   secret: string;
   /** Extra environment of every node. */
   env?: Record<string, string>;
+  /** Extra start options of every node (merged over the lab's name, addresses and static peers). */
+  nodeOptions?: Record<string, unknown>;
 }
 
 export async function startLabCluster(lab: NetLab, opts: LabClusterOptions): Promise<NodeProc[]> {
   const all = lab.hosts.map((h) => `${h.ip}:${opts.port}`);
   const procs: NodeProc[] = [];
   for (const h of lab.hosts) {
-    const nodeOpts = { name: h.name, host: '0.0.0.0', advertiseHost: h.ip, port: opts.port, secret: opts.secret, cluster: { strategy: 'static', hosts: all } };
+    const nodeOpts = {
+      name: h.name,
+      host: '0.0.0.0',
+      advertiseHost: h.ip,
+      port: opts.port,
+      secret: opts.secret,
+      cluster: { strategy: 'static', hosts: all },
+      ...opts.nodeOptions,
+    };
     const child = h.spawn([process.execPath, opts.script, JSON.stringify(nodeOpts)], { stdin: 'pipe', label: h.name, ...(opts.env ? { env: opts.env } : {}) });
     procs.push(new NodeProc(child, h.name));
   }

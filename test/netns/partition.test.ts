@@ -54,3 +54,54 @@ describe.skipIf(gate.skip)('mesh across hosts (network namespaces)', () => {
     expect(fullMeshAt - healAt).toBeLessThan(2000);
   });
 });
+
+describe.skipIf(gate.skip)('a heal leaves one link between two hosts (network namespaces)', () => {
+  let lab: NetLab;
+  const procs: NodeProc[] = [];
+
+  beforeAll(async () => {
+    lab = await createHosts(2);
+    // A connect that outlasts the partition: the dial started when the link died is still
+    // retransmitting its SYN when the other side's dial gets through.
+    procs.push(...(await startLabCluster(lab, { script: NODE_PROC, port: PORT + 1, secret: 'lab', nodeOptions: { connectTimeoutMs: 20_000 } })));
+  });
+
+  afterAll(async () => {
+    await lab?.teardown();
+  });
+
+  async function stats(p: NodeProc): Promise<{ linksOpened: number; linksReplaced: number }> {
+    const next = p.waitForNext((e) => e.event === 'stats', 5000, 'stats');
+    p.send({ cmd: 'stats' });
+    return (await next).stats as { linksOpened: number; linksReplaced: number };
+  }
+
+  it('a dial still connecting when the link comes up the other way is given up, not left to replace that link', async () => {
+    // `first` is the host whose link wins a tie-break (the smaller address): its late link
+    // would replace the one `second` opened.
+    const byAddress = [0, 1].sort((a, b) => (`${lab.hosts[a]?.ip}:${PORT + 1}` < `${lab.hosts[b]?.ip}:${PORT + 1}` ? -1 : 1));
+    const [first, second] = byAddress.map((i) => lab.hosts[i]) as [(typeof lab.hosts)[0], (typeof lab.hosts)[0]];
+    const [pFirst, pSecond] = byAddress.map((i) => procs[i]) as [NodeProc, NodeProc];
+    await new Promise((r) => setTimeout(r, 600)); // heartbeat history
+    const downs = [pFirst.waitForNext(isDown(second.name), 5000), pSecond.waitForNext(isDown(first.name), 5000)];
+    await lab.partition(second as never);
+    await Promise.all(downs);
+    await new Promise((r) => setTimeout(r, 300)); // both sides redialing, SYNs dropped
+    // Heal, except that `first`'s SYNs still do not reach `second`: only `second`'s dial gets through.
+    const synDrop = ['INPUT', '-s', first.ip, '-p', 'tcp', '--syn', '-j', 'DROP'];
+    const ins = await second.exec(['iptables', '-w', '-I', ...synDrop]);
+    expect(ins.code).toBe(0);
+    const ups = [pFirst.waitForNext(isUp(second.name), 20_000), pSecond.waitForNext(isUp(first.name), 20_000)];
+    await lab.heal(second as never);
+    await Promise.all(ups);
+    const before = await Promise.all([stats(pFirst), stats(pSecond)]);
+    const del = await second.exec(['iptables', '-w', '-D', ...synDrop]);
+    expect(del.code).toBe(0);
+    // `first`'s SYN is retransmitted at 1, 3, 7 s after its dial began: by 8 s it would have connected.
+    await new Promise((r) => setTimeout(r, 8000));
+    const after = await Promise.all([stats(pFirst), stats(pSecond)]);
+    expect(after.map((s) => s.linksReplaced)).toEqual(before.map((s) => s.linksReplaced));
+    expect(after.map((s) => s.linksOpened)).toEqual(before.map((s) => s.linksOpened));
+    expect(pFirst.events.filter(isDown(second.name))).toHaveLength(1);
+  }, 60_000);
+});

@@ -190,4 +190,30 @@ describe.skipIf(skip !== undefined)('events on real nodes in this process: what 
     expect(() => b.events.on('order.>.x', () => {})).toThrowError(expect.objectContaining({ key: 'type' }));
     await expect(b.events.query({ limit: 0 })).rejects.toMatchObject({ key: 'limit' });
   });
+
+  it('a member whose link is replaced under the query request is asked again on the new link: the query is complete', async () => {
+    const { Foundation } = (await import(DIST)) as typeof import('../../src/index.js');
+    const DIST_FOUNDATION = '../../dist/foundation.js';
+    const { meshOf } = (await import(DIST_FOUNDATION)) as typeof import('../../src/foundation.js');
+    const base = { clusterName: `events-replace-${process.pid}`, secret: SECRET, host: '127.0.0.1', logger: silentLogger };
+    const b = await Foundation.start({ ...base, name: 'r2' });
+    inProcess.push(b);
+    // `a` dials `b`: a second link `a` opens wins the tie-break on both ends and replaces the first.
+    const a = await Foundation.start({ ...base, name: 'r1', cluster: { strategy: 'static', hosts: [b.id.address] } });
+    inProcess.push(a);
+    await waitFor(() => a.cluster.members().length === 1 && b.cluster.members().length === 1, 'a 2-node mesh', 10_000);
+    b.events.emit('audit.kept', { on: 'r2' });
+    type Internals = { peers: { get(n: string): { link: { socket: { pause(): void } } } }; connector: { dial(address: string): Promise<{ ok: boolean }> } };
+    const meshA = meshOf(a) as unknown as Internals;
+    const meshB = meshOf(b) as unknown as Internals;
+    // `b` stops reading the current link: the query's request to it stays unread in the socket.
+    meshB.peers.get('r1').link.socket.pause();
+    const pending = a.events.query({ type: 'audit.>', timeoutMs: 5000 });
+    expect((await meshA.connector.dial(b.id.address)).ok).toBe(true);
+    const result = await pending;
+    expect(result).toMatchObject({ partial: false, missing: [] });
+    expect(result.events.map((e) => e.node)).toEqual(['r2']);
+    expect(a.events.stats().queryRetries).toBe(1);
+    expect(await a.metrics.metrics()).toContain('foundation_events_query_retries_total 1');
+  });
 });

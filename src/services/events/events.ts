@@ -86,6 +86,8 @@ export interface EventsStats {
   /** Cluster-wide queries this node made, and how many came back partial. */
   queries: number;
   queriesPartial: number;
+  /** Members asked a second time in a query because their link was replaced under the first request. */
+  queryRetries: number;
   /** Malformed events and query messages from peers, dropped. */
   messagesDropped: number;
 }
@@ -197,6 +199,7 @@ export class Events implements EventsApi {
     handlerErrors: 0,
     queries: 0,
     queriesPartial: 0,
+    queryRetries: 0,
     messagesDropped: 0,
   };
 
@@ -341,6 +344,7 @@ export class Events implements EventsApi {
     const nodes = [self];
     const missing: QueryMiss[] = [];
     const wire: EventQuery = { ...filter, limit };
+    const deadline = Date.now() + timeoutMs;
     // Every member the membership lists, down ones included until it forgets them: a member that
     // went down took the events only it held, and the result says so.
     const members = this.mesh.membership.list({ includeDown: true });
@@ -350,7 +354,7 @@ export class Events implements EventsApi {
         return;
       }
       try {
-        const reply = await this.mesh.request<{ events?: unknown; truncated?: unknown }>(m.name, EVENTS_QUERY_TOPIC, wire, 'events', timeoutMs);
+        const reply = await this.ask(m.name, wire, deadline);
         const got = Array.isArray(reply?.events) ? reply.events : undefined;
         if (!got) throw new Error('malformed reply');
         const list: FoundationEvent[] = [];
@@ -372,6 +376,24 @@ export class Events implements EventsApi {
     if (missing.length > 0) this.counters.queriesPartial++;
     missing.sort((a, b) => (a.node < b.node ? -1 : a.node > b.node ? 1 : 0));
     return { events: merged.events, partial: missing.length > 0, missing, nodes, truncated: truncated || merged.truncated };
+  }
+
+  /**
+   * One member's part of a query, by `deadline`. A link replaced under the request (the member
+   * stays up: a duplicate link won the tie-break, or a heal raced two dials) fails it with
+   * `FOUNDATION_LINK_CLOSED` although the member can answer: the query only reads, so it is asked
+   * again once, on the new link, in the time left.
+   */
+  private async ask(node: string, wire: EventQuery, deadline: number): Promise<{ events?: unknown; truncated?: unknown }> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await this.mesh.request(node, EVENTS_QUERY_TOPIC, wire, 'events', Math.max(1, deadline - Date.now()));
+      } catch (err) {
+        const replaced = (err as FoundationError).code === ErrorCodes.LINK_CLOSED && this.mesh.membership.get(node)?.status !== 'down';
+        if (attempt > 0 || !replaced || Date.now() >= deadline) throw err;
+        this.counters.queryRetries++;
+      }
+    }
   }
 
   stats(): EventsStats {
