@@ -149,14 +149,20 @@ describe.skipIf(skip !== undefined)('events on real nodes in this process: what 
     inProcess = [];
   });
 
-  it('a record seen again is dropped before handlers, a jump in seq is counted as a gap, and a malformed record is dropped and counted', async () => {
+  /** Two nodes in this process: `listener` starts first, `dialer` dials it; resolves once each sees the other. */
+  async function pair(clusterName: string, listenerName: string, dialerName: string): Promise<{ listener: FoundationNode; dialer: FoundationNode }> {
     const { Foundation } = (await import(DIST)) as typeof import('../../src/index.js');
-    const base = { clusterName: `events-inproc-${process.pid}`, secret: SECRET, host: '127.0.0.1', logger: silentLogger };
-    const a = await Foundation.start({ ...base, name: 'i1' });
-    inProcess.push(a);
-    const b = await Foundation.start({ ...base, name: 'i2', cluster: { strategy: 'static', hosts: [a.id.address] } });
-    inProcess.push(b);
-    await waitFor(() => a.cluster.members().length === 1 && b.cluster.members().length === 1, 'a 2-node mesh', 10_000);
+    const base = { clusterName: `${clusterName}-${process.pid}`, secret: SECRET, host: '127.0.0.1', logger: silentLogger };
+    const listener = await Foundation.start({ ...base, name: listenerName });
+    inProcess.push(listener);
+    const dialer = await Foundation.start({ ...base, name: dialerName, cluster: { strategy: 'static', hosts: [listener.id.address] } });
+    inProcess.push(dialer);
+    await waitFor(() => listener.cluster.members().length === 1 && dialer.cluster.members().length === 1, 'a 2-node mesh', 10_000);
+    return { listener, dialer };
+  }
+
+  it('a record seen again is dropped before handlers, a jump in seq is counted as a gap, and a malformed record is dropped and counted', async () => {
+    const { listener: a, dialer: b } = await pair('events-inproc', 'i1', 'i2');
     const seen: FoundationEvent[] = [];
     b.events.on('order.>', (e) => {
       seen.push(e);
@@ -192,16 +198,10 @@ describe.skipIf(skip !== undefined)('events on real nodes in this process: what 
   });
 
   it('a member whose link is replaced under the query request is asked again on the new link: the query is complete', async () => {
-    const { Foundation } = (await import(DIST)) as typeof import('../../src/index.js');
     const DIST_FOUNDATION = '../../dist/foundation.js';
     const { meshOf } = (await import(DIST_FOUNDATION)) as typeof import('../../src/foundation.js');
-    const base = { clusterName: `events-replace-${process.pid}`, secret: SECRET, host: '127.0.0.1', logger: silentLogger };
-    const b = await Foundation.start({ ...base, name: 'r2' });
-    inProcess.push(b);
     // `a` dials `b`: a second link `a` opens wins the tie-break on both ends and replaces the first.
-    const a = await Foundation.start({ ...base, name: 'r1', cluster: { strategy: 'static', hosts: [b.id.address] } });
-    inProcess.push(a);
-    await waitFor(() => a.cluster.members().length === 1 && b.cluster.members().length === 1, 'a 2-node mesh', 10_000);
+    const { listener: b, dialer: a } = await pair('events-replace', 'r2', 'r1');
     b.events.emit('audit.kept', { on: 'r2' });
     type Internals = { peers: { get(n: string): { link: { socket: { pause(): void } } } }; connector: { dial(address: string): Promise<{ ok: boolean }> } };
     const meshA = meshOf(a) as unknown as Internals;
