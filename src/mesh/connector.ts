@@ -239,8 +239,7 @@ export class Connector {
         entry.name = peer.name;
       });
       if (this.stopping) throw new HandshakeError('shutting-down', 'node is stopping');
-      this.hooks.admitted(link, hs, address);
-      this.abandonConnectsTo(hs.peer.name);
+      this.admitted(link, hs, address);
       this.dialMsAverage += DIAL_AVERAGE_WEIGHT * (performance.now() - started - this.dialMsAverage);
       return { ok: true, peer: hs.peer.name, already: false };
     } catch (error) {
@@ -303,6 +302,12 @@ export class Connector {
     });
   }
 
+  /** A handshake succeeded (either direction): the link goes to the peers, then dials it made pointless are given up. */
+  private admitted(link: Link, hs: HandshakeResult, dialedAddress: string | undefined): void {
+    this.hooks.admitted(link, hs, dialedAddress);
+    this.abandonConnectsTo(hs.peer.name);
+  }
+
   /**
    * The link to `name` is up: our dials to its addresses whose TCP connect is still in progress
    * are given up. Such a dial was started while the peer was unreachable (a partition, its
@@ -349,8 +354,7 @@ export class Connector {
             link.close('shutting-down');
             return;
           }
-          this.hooks.admitted(link, hs, undefined);
-          this.abandonConnectsTo(hs.peer.name);
+          this.admitted(link, hs, undefined);
         },
         (error: Error) => this.handshakeFailed(link, error, undefined),
       )
