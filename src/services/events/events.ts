@@ -385,14 +385,16 @@ export class Events implements EventsApi {
    * again once, on the new link, in the time left.
    */
   private async ask(node: string, wire: EventQuery, deadline: number): Promise<{ events?: unknown; truncated?: unknown }> {
-    for (let attempt = 0; ; attempt++) {
-      try {
-        return await this.mesh.request(node, EVENTS_QUERY_TOPIC, wire, 'events', Math.max(1, deadline - Date.now()));
-      } catch (err) {
-        const replaced = (err as FoundationError).code === ErrorCodes.LINK_CLOSED && this.mesh.membership.get(node)?.status !== 'down';
-        if (attempt > 0 || !replaced || Date.now() >= deadline) throw err;
-        this.counters.queryRetries++;
-      }
+    const request = () =>
+      this.mesh.request<{ events?: unknown; truncated?: unknown }>(node, EVENTS_QUERY_TOPIC, wire, 'events', Math.max(1, deadline - Date.now()));
+    try {
+      return await request();
+    } catch (err) {
+      const status = this.mesh.membership.get(node)?.status;
+      const replaced = (err as FoundationError).code === ErrorCodes.LINK_CLOSED && (status === 'up' || status === 'suspect');
+      if (!replaced || Date.now() >= deadline) throw err;
+      this.counters.queryRetries++;
+      return request();
     }
   }
 
