@@ -6,7 +6,8 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isDown, isUp, type NodeProc } from '../helpers/cluster.js';
 import { startLabCluster } from '../helpers/lab-cluster.js';
-import { createHosts, type NetLab, netnsGate } from '../helpers/netns.js';
+import { ask } from '../helpers/layer-cluster.js';
+import { createHosts, type Host, type NetLab, netnsGate } from '../helpers/netns.js';
 
 const NODE_PROC = fileURLToPath(new URL('../helpers/node-proc.mjs', import.meta.url));
 const gate = netnsGate({ what: 'mesh partition tests (network namespaces)' });
@@ -70,17 +71,13 @@ describe.skipIf(gate.skip)('a heal leaves one link between two hosts (network na
     await lab?.teardown();
   });
 
-  async function stats(p: NodeProc): Promise<{ linksOpened: number; linksReplaced: number }> {
-    const next = p.waitForNext((e) => e.event === 'stats', 5000, 'stats');
-    p.send({ cmd: 'stats' });
-    return (await next).stats as { linksOpened: number; linksReplaced: number };
-  }
+  const stats = async (p: NodeProc) => (await ask(p, { cmd: 'stats' }, 'stats', 5000)).stats as { linksOpened: number; linksReplaced: number };
 
   it('a dial still connecting when the link comes up the other way is given up, not left to replace that link', async () => {
     // `first` is the host whose link wins a tie-break (the smaller address): its late link
     // would replace the one `second` opened.
     const byAddress = [0, 1].sort((a, b) => (`${lab.hosts[a]?.ip}:${PORT + 1}` < `${lab.hosts[b]?.ip}:${PORT + 1}` ? -1 : 1));
-    const [first, second] = byAddress.map((i) => lab.hosts[i]) as [(typeof lab.hosts)[0], (typeof lab.hosts)[0]];
+    const [first, second] = byAddress.map((i) => lab.hosts[i]) as [Host, Host];
     const [pFirst, pSecond] = byAddress.map((i) => procs[i]) as [NodeProc, NodeProc];
     await new Promise((r) => setTimeout(r, 600)); // heartbeat history
     const downs = [pFirst.waitForNext(isDown(second.name), 5000), pSecond.waitForNext(isDown(first.name), 5000)];
